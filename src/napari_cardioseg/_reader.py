@@ -1,0 +1,51 @@
+"""npe2 reader: TIFF / OME-TIFF / ImageJ files with their pixel size as the layer scale."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .core.errors import CardiosegError
+from .core.io import read_image
+
+_SUFFIXES = (".tif", ".tiff")
+
+
+_LABEL_WORDS = ("label", "mask", "scribble", "seg", "mito", "gt")
+
+
+def _looks_like_labels(data: np.ndarray, name: str) -> bool:
+    """Signed/32-bit integers, or integer files named like masks, open as Labels."""
+    if data.dtype.kind == "i" or data.dtype in (np.uint32, np.uint64):
+        return True
+    return data.dtype.kind == "u" and any(w in name.lower() for w in _LABEL_WORDS)
+
+
+def reader_function(path: str | list[str]) -> list[tuple]:
+    """Read one or more files into napari layer data tuples."""
+    paths = [path] if isinstance(path, str) else path
+    layers = []
+    for p in paths:
+        for img in read_image(p):
+            meta = {"name": img.name, "scale": img.scale,
+                    "metadata": {"calibrated": img.calibrated, "source": str(p)}}
+            kind = "labels" if _looks_like_labels(img.data, img.name) else "image"
+            layers.append((img.data, meta, kind))
+    return layers
+
+
+def get_reader(path: str | list[str]) -> Callable | None:
+    """Return :func:`reader_function` for TIFF paths, else None."""
+    paths = [path] if isinstance(path, str) else path
+    if not all(str(p).lower().endswith(_SUFFIXES) for p in paths):
+        return None
+
+    def _read(p: str | list[str]) -> list[tuple]:
+        try:
+            return reader_function(p)
+        except CardiosegError as exc:
+            # napari shows reader errors as a notification; keep it one line.
+            raise CardiosegError(str(exc)) from None
+
+    return _read

@@ -1,0 +1,1 @@
+"""Pure NumPy / PyTorch / scikit-image code: never imports Qt, magicgui or napari."""

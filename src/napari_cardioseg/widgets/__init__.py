@@ -1,0 +1,1 @@
+"""Thin napari widgets: each connects layers to core functions and nothing more."""

@@ -1,0 +1,59 @@
+"""Small helpers shared by the widgets (Qt/napari side only)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.notifications import show_error, show_info
+
+from ..core.errors import CardiosegError
+
+
+def report_error(exc: BaseException) -> None:
+    """Show an exception as a one-line napari notification (no traceback dump)."""
+    if isinstance(exc, CardiosegError):
+        show_error(str(exc))
+    else:
+        show_error(f"{type(exc).__name__}: {exc}")
+
+
+def spatial_scale(layer: Any) -> tuple[float, ...]:
+    """The layer's scale restricted to its spatial (last 2 or 3) axes."""
+    return tuple(float(s) for s in layer.scale[-layer.data.ndim :])
+
+
+def output_layer_kwargs(source: Any, name: str) -> dict:
+    """Keyword arguments that place a new layer exactly on top of ``source``."""
+    return {"name": name, "scale": tuple(source.scale), "translate": tuple(source.translate)}
+
+
+def start_generator(
+    func: Callable[..., Generator],
+    *args: Any,
+    on_yield: Callable[[Any], None] | None = None,
+    on_return: Callable[[Any], None] | None = None,
+    on_finish: Callable[[], None] | None = None,
+    total: int | None = None,
+    **kwargs: Any,
+) -> GeneratorWorker:
+    """Run a core progress generator in a worker thread and wire its signals.
+
+    Errors are reported with :func:`report_error`; ``on_yield`` / ``on_return`` run on the main
+    thread, where layers may be touched. The worker is started before it is returned.
+    """
+    progress = {"total": total} if total else None
+    worker = create_worker(func, *args, _progress=progress, **kwargs)
+    if on_yield is not None:
+        worker.yielded.connect(on_yield)
+    if on_return is not None:
+        worker.returned.connect(on_return)
+    if on_finish is not None:
+        worker.finished.connect(on_finish)
+    worker.errored.connect(report_error)
+    worker.start()
+    return worker
+
+
+__all__ = ["output_layer_kwargs", "report_error", "show_info", "spatial_scale", "start_generator"]

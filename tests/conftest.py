@@ -1,0 +1,29 @@
+"""Shared fixtures. torch is imported before any viewer exists (Mesa/LLVM clash, see notes)."""
+
+from __future__ import annotations
+
+import sys
+
+sys.modules.setdefault("triton", None)  # keep triton (and its LLVM) out of the process
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402, F401
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, qtbot):
+    """A real napari viewer; workers are awaited at teardown so none outlives the test."""
+    from napari.qt.threading import WorkerBase
+
+    v = make_napari_viewer()
+    yield v
+    WorkerBase.await_workers(msecs=30000)
+    qtbot.wait(50)
