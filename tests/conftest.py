@@ -8,9 +8,17 @@ sys.modules.setdefault("triton", None)  # keep triton (and its LLVM) out of the 
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402, F401
+import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Record each phase's report on the item; napari's ``make_napari_viewer`` reads ``rep_call``."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
 
 
 @pytest.fixture

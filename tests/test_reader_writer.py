@@ -1,0 +1,46 @@
+"""npe2 contributions: manifest validity, reader and writer keep pixel size."""
+
+from __future__ import annotations
+
+import numpy as np
+import tifffile
+from npe2 import PluginManifest
+
+from napari_cardioseg._reader import get_reader
+from napari_cardioseg._writer import write_image, write_labels
+from napari_cardioseg.core.io import read_image, write_tiff
+
+
+def test_manifest_is_valid_and_lists_widgets():
+    manifest = PluginManifest.from_distribution("napari-cardioseg")
+    names = {w.display_name for w in manifest.contributions.widgets}
+    assert {"Enhance contrast", "Predict", "Train from scribbles", "Measure"} <= names
+
+
+def test_reader_gives_scale_and_layer_kind(tmp_path):
+    write_tiff(tmp_path / "cell.tif", np.arange(60, dtype=np.uint16).reshape(6, 10), (0.2, 0.1))
+    write_tiff(tmp_path / "cell_labels.tif", np.eye(6, 10, dtype=np.int32), (0.2, 0.1))
+    assert get_reader(str(tmp_path / "cell.png")) is None
+    reader = get_reader(str(tmp_path / "cell.tif"))
+    [(data, meta, kind)] = reader(str(tmp_path / "cell.tif"))
+    assert kind == "image" and meta["scale"] == (0.2, 0.1) and data.shape == (6, 10)
+    [(_, _, kind)] = reader(str(tmp_path / "cell_labels.tif"))
+    assert kind == "labels"
+
+
+def test_writers_round_trip(tmp_path):
+    labels = np.zeros((3, 8, 9), np.int64)
+    labels[1, 2:5, 3:6] = 7
+    write_labels(str(tmp_path / "l.tif"), labels, {"scale": (1.0, 0.5, 0.05, 0.05)})
+    (img,) = read_image(tmp_path / "l.tif")
+    np.testing.assert_array_equal(img.data, labels)
+    np.testing.assert_allclose(img.scale, (0.5, 0.05, 0.05))
+    write_image(str(tmp_path / "i.tif"), labels.astype(np.float32), {"scale": (0.5, 0.05, 0.05)})
+    with tifffile.TiffFile(tmp_path / "i.tif") as tif:
+        assert tif.is_imagej
+
+
+def test_reader_opens_in_viewer(viewer, tmp_path):
+    write_tiff(tmp_path / "stack.tif", np.ones((4, 16, 16), np.uint8), (0.3, 0.01, 0.01))
+    layers = viewer.open(str(tmp_path / "stack.tif"), plugin="napari-cardioseg")
+    np.testing.assert_allclose(layers[0].scale, (0.3, 0.01, 0.01))
