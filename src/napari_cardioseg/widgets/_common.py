@@ -44,14 +44,15 @@ def start_generator(
     thread, where layers may be touched. The worker is started before it is returned.
     """
     progress = {"total": total} if total else None
-    worker = create_worker(func, *args, _progress=progress, **kwargs)
+    # connecting "errored" here stops superqt from also re-raising the error in the Qt event loop
+    worker = create_worker(func, *args, _progress=progress, _start_thread=False,
+                           _connect={"errored": report_error}, **kwargs)
     if on_yield is not None:
         worker.yielded.connect(on_yield)
     if on_return is not None:
         worker.returned.connect(on_return)
     if on_finish is not None:
         worker.finished.connect(on_finish)
-    worker.errored.connect(report_error)
     worker.start()
     return worker
 

@@ -1,0 +1,88 @@
+"""The enhance widget in a real viewer: Apply adds a new layer on top of the input, never overwrites."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_cardioseg.core.contrast import agcwd_extended, percentile_stretch
+from napari_cardioseg.widgets import _common
+from napari_cardioseg.widgets.enhance import EnhanceWidget
+
+
+@pytest.fixture
+def stack(rng) -> np.ndarray:
+    vol = rng.integers(200, 3000, (3, 24, 32)).astype(np.uint16)
+    vol[2] //= 4  # a darker slice, so per-slice and whole-volume results differ
+    return vol
+
+
+def _apply_and_wait(widget, viewer, qtbot, n_layers):
+    widget._apply.native.click()
+    qtbot.waitUntil(lambda: len(viewer.layers) == n_layers, timeout=15000)
+    qtbot.waitUntil(lambda: widget._apply.enabled, timeout=15000)
+
+
+def test_apply_adds_layer_with_scale_translate(viewer, qtbot, stack):
+    original = stack.copy()
+    source = viewer.add_image(stack, name="em", scale=(0.05, 0.01, 0.01), translate=(1.0, 2.0, 3.0))
+    widget = EnhanceWidget(viewer)
+    widget._image.value = source
+    widget._method.value = "agcwd-extended"
+    widget._alpha.value = 0.7
+    _apply_and_wait(widget, viewer, qtbot, 2)
+
+    out = viewer.layers["em [agcwd-extended]"]
+    np.testing.assert_array_equal(out.data, agcwd_extended(stack, alpha=0.7))
+    assert out.data.dtype == np.uint16
+    np.testing.assert_allclose(out.scale, (0.05, 0.01, 0.01))
+    np.testing.assert_allclose(out.translate, (1.0, 2.0, 3.0))
+    assert tuple(out.contrast_limits) == (0.0, 65535.0)
+    assert source.data is stack
+    np.testing.assert_array_equal(stack, original)  # the input layer is untouched
+
+    before, after = (ax.patches[0].get_data() for ax in widget.figure.axes)
+    assert before.values.sum() == after.values.sum() == stack.size
+    assert after.edges[0] == 0 and after.edges[-1] == 65535
+    assert before.edges[0] == stack.min() and before.edges[-1] == stack.max()
+
+
+def test_second_apply_adds_another_layer_per_slice(viewer, qtbot, stack):
+    source = viewer.add_image(stack, name="em")
+    widget = EnhanceWidget(viewer)
+    widget._image.value = source
+    widget._method.value = "percentile"
+    _apply_and_wait(widget, viewer, qtbot, 2)
+    widget._per_slice.value = True
+    widget._low.value, widget._high.value = 1.0, 99.0
+    _apply_and_wait(widget, viewer, qtbot, 3)
+
+    whole, per_slice = viewer.layers[1].data, viewer.layers[2].data
+    assert viewer.layers[1].name == "em [percentile]" and viewer.layers[2].name != viewer.layers[1].name
+    np.testing.assert_array_equal(whole, percentile_stretch(stack))
+    np.testing.assert_array_equal(per_slice, percentile_stretch(stack, 1.0, 99.0, per_slice=True))
+    assert whole[2].max() < 65535 / 2 and per_slice[2].max() == 65535  # the dark slice is stretched alone
+
+
+def test_layer_choices_follow_the_viewer(viewer, stack):
+    widget = EnhanceWidget(viewer)
+    assert widget._image.value is None
+    viewer.add_labels(np.zeros((8, 8), np.int32), name="labels")
+    viewer.add_image(stack[0], name="a")
+    assert list(widget._image.choices) == [viewer.layers["a"]]
+
+
+def test_errors_are_reported_not_raised(viewer, qtbot, monkeypatch):
+    shown = []
+    monkeypatch.setattr(_common, "show_error", shown.append)
+    widget = EnhanceWidget(viewer)
+    widget._apply.native.click()  # no layer yet
+    assert shown == ["add or choose an image layer first"]
+
+    viewer.add_image(np.full((2, 3, 16, 16), 1.0), name="4d")  # 4D: core rejects it in the worker
+    widget._image.value = viewer.layers["4d"]
+    widget._apply.native.click()
+    qtbot.waitUntil(lambda: len(shown) == 2, timeout=15000)
+    assert "must be 2D (YX) or 3D (ZYX)" in shown[1]
+    qtbot.waitUntil(lambda: widget._apply.enabled, timeout=15000)
+    assert len(viewer.layers) == 1
