@@ -118,3 +118,12 @@ def test_as_grey_rejects_rgb_and_wrong_dims():
     with pytest.raises(CardiosegError, match="empty"):
         as_grey(np.zeros((0, 5)))
     assert as_grey(np.zeros((3, 8, 8))).shape == (3, 8, 8)
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = write_tiff(tmp_path / "p.tif", np.zeros((4, 4), np.uint8))
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

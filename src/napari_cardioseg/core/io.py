@@ -186,6 +186,12 @@ def read_single(path: str | os.PathLike, what: str = "image") -> ImageData:
     return images[0]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` and move it over ``path`` only on success.
@@ -201,6 +207,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; use normal permissions
         os.replace(tmp_path, path)
     except OSError as exc:
         raise CardiosegError(f"could not write {path}: {exc.strerror or exc}") from exc
@@ -224,7 +231,7 @@ def write_tiff(
 
     uint8, uint16 and float32 go to an ImageJ hyperstack (Fiji reads the calibration);
     other dtypes (int32, float64, ...) go to OME-TIFF, which keeps them exactly. Both carry
-    the pixel size, which :func:`read_image` reads back.
+    the pixel size, which :func:`read_image` reads back, and are zlib (deflate) compressed.
 
     Parameters
     ----------
@@ -257,7 +264,7 @@ def write_tiff(
             if data.ndim == 3:
                 metadata["spacing"] = scale[0]
             tifffile.imwrite(tmp, data, imagej=True, resolution=(1.0 / x, 1.0 / y),
-                             metadata=metadata)
+                             metadata=metadata, compression="zlib")
         else:
             metadata = {
                 "axes": axes,
@@ -266,7 +273,7 @@ def write_tiff(
             }
             if data.ndim == 3:
                 metadata.update(PhysicalSizeZ=scale[0], PhysicalSizeZUnit="µm")
-            tifffile.imwrite(tmp, data, ome=True, metadata=metadata)
+            tifffile.imwrite(tmp, data, ome=True, metadata=metadata, compression="zlib")
     return Path(path)
 
 
