@@ -1,0 +1,70 @@
+"""``cardioseg train``: train or fine-tune a model from a scribble TIFF."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import CardiosegError
+from ..core.io import read_single
+from ..core.train import TrainSession
+from .progress import ProgressBar
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model from scribbles (0 unlabelled, 1 background, 2.. classes)",
+        description="Train or fine-tune a segmentation model from sparse scribbles. The labels "
+        "TIFF uses 0 = unlabelled, 1 = background, 2 = first class, 3 = second class, ...",
+    )
+    parser.add_argument("--image", required=True, help="greyscale 2D or 3D TIFF")
+    parser.add_argument("--labels", required=True, help="scribble TIFF of the image's shape")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--init", help="pretrained model name or model file to fine-tune")
+    start.add_argument("--arch", help="architecture to train from scratch (default unet2d)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="number of training steps (default 200)")
+    budget.add_argument("--time-budget", type=float, metavar="SECONDS",
+                        help="train for this many seconds instead of a step count")
+    parser.add_argument("--freeze-encoder", action="store_true",
+                        help="train only the decoder and head (faster on a CPU)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL_PATH",
+                        help="output stem: writes STEM.safetensors and STEM.json")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and save the model; returns the exit code."""
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise CardiosegError(f"{output}: the folder {output.parent} does not exist")
+    image = read_single(args.image, "image")
+    labels = read_single(args.labels, "scribble labels")
+    if labels.data.dtype.kind == "f":
+        if not np.array_equal(labels.data, np.round(labels.data)):
+            raise CardiosegError(f"{args.labels}: scribbles must be whole numbers")
+        labels.data = labels.data.astype(np.int32)
+    session = TrainSession(
+        [image.data], [labels.data], init=args.init, arch=args.arch, steps=args.steps,
+        time_budget=args.time_budget, freeze_encoder=args.freeze_encoder, seed=args.seed,
+        device=args.device, pixel_size=image.scale if image.calibrated else None,
+    )
+    total = session.steps or max(1, round(session.time_budget))
+    bar = ProgressBar(total, "train")
+    try:
+        for progress in session.run():
+            done = progress.step if session.steps else min(total, int(progress.elapsed))
+            bar.update(done, f"loss {progress.loss:.4f}")
+    finally:
+        bar.close()
+    result = session.best()
+    result.card.name = output.name.removesuffix(".json").removesuffix(".safetensors")
+    saved = result.save(output)
+    print(f"saved {saved} and {saved.with_suffix('.safetensors')}")
+    return 0

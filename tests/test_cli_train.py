@@ -1,0 +1,51 @@
+"""``cardioseg train`` then ``cardioseg predict`` on the trained model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_cardioseg.cli import main
+from napari_cardioseg.core.io import read_single, write_tiff
+from napari_cardioseg.core.models import read_card
+from test_train import dice, disks
+
+
+@pytest.fixture
+def files(tmp_path):
+    image, scribbles, truth = disks()
+    write_tiff(tmp_path / "img.tif", np.clip(image, 0, 255).astype(np.uint8), scale=(0.01, 0.01))
+    write_tiff(tmp_path / "scr.tif", scribbles)
+    return tmp_path, truth
+
+
+def test_train_then_predict_round_trip(files, capsys):
+    tmp, truth = files
+    code = main(["train", "--image", str(tmp / "img.tif"), "--labels", str(tmp / "scr.tif"),
+                 "--steps", "25", "--seed", "0", "-o", str(tmp / "mine")])
+    assert code == 0
+    assert "saved" in capsys.readouterr().out
+    card = read_card(tmp / "mine.json")
+    assert card.name == "mine"
+    assert card.pixel_size == [0.01, 0.01]
+    assert card.training["steps"] == 25
+    code = main(["predict", str(tmp / "img.tif"), "--model", str(tmp / "mine.json"),
+                 "-o", str(tmp / "labels.tif")])
+    assert code == 0
+    labels = read_single(tmp / "labels.tif")
+    assert labels.data.shape == truth.shape and labels.scale == (0.01, 0.01)
+    assert dice(labels.data[:, 64:] == 1, truth[:, 64:]) > 0.8
+
+
+def test_bad_input_is_one_line_and_exit_2(files, capsys):
+    tmp, _ = files
+    write_tiff(tmp / "empty.tif", np.zeros((64, 128), np.uint8))
+    code = main(["train", "--image", str(tmp / "img.tif"), "--labels", str(tmp / "empty.tif"),
+                 "--steps", "2", "-o", str(tmp / "m")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "scribbles are empty" in err
+    assert not (tmp / "m.json").exists()
+    code = main(["train", "--image", str(tmp / "img.tif"), "--labels", str(tmp / "scr.tif"),
+                 "--time-budget", "1", "-o", str(tmp / "nofolder" / "m")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err

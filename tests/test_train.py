@@ -1,0 +1,174 @@
+"""Sparse-label trainer: learns from strokes, deterministic, stoppable, live strokes, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage.draw import disk
+
+from napari_cardioseg.core.errors import CardiosegError
+from napari_cardioseg.core.models import ModelCard, load_model
+from napari_cardioseg.core.nets import build_model, encoder_modules
+from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
+from napari_cardioseg.core.train import TrainSession, train, train_generator
+
+FAST = {"patch_size": 32, "batch": 4}
+
+
+def disks(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bright disks on a dark noisy background; strokes only in the left half."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((64, 128), bool)
+    for cy, cx in [(16, 16), (44, 30), (20, 50), (16, 80), (46, 100), (40, 70)]:
+        truth[disk((cy, cx), 8, shape=truth.shape)] = True
+    image = (truth * 100.0 + rng.normal(50, 25, truth.shape)).astype(np.float32)
+    scribbles = np.zeros(truth.shape, np.uint8)
+    for cy, cx in [(16, 16), (44, 30), (20, 50)]:
+        scribbles[cy, cx - 4 : cx + 5] = 2
+    for y, x in [(5, 30), (30, 10), (58, 20), (30, 44), (50, 50), (8, 56), (28, 28)]:
+        scribbles[y, x - 4 : x + 5] = 1
+    return image, scribbles, truth
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    return 2.0 * np.sum(pred & truth) / (pred.sum() + truth.sum())
+
+
+def test_learns_from_strokes_and_predicts_unlabelled_half():
+    image, scribbles, truth = disks()
+    result = train([image], [scribbles], steps=40, seed=0, **FAST)
+    first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
+    assert last < 0.5 * first
+    prob = predict_probabilities(image, result.model, result.card, device="cpu")
+    labels = probabilities_to_labels(prob)
+    assert labels.shape == image.shape
+    held_out = np.s_[:, 64:]  # no strokes there
+    assert dice(labels[held_out] == 1, truth[held_out]) > 0.8
+    card = result.card
+    assert card.class_names == ["background", "class 1"]
+    assert card.training["steps"] == 40
+    assert card.training["labelled_pixels"] == {"background": 63, "class 1": 27}
+    assert card.training["image_shapes"] == [[64, 128]]
+    assert card.training["seed"] == 0 and card.training["init"] is None
+
+
+def test_same_seed_same_weights_and_other_seed_differs():
+    image, scribbles, _ = disks()
+    a = train([image], [scribbles], steps=3, seed=1, **FAST).model.state_dict()
+    b = train([image], [scribbles], steps=3, seed=1, **FAST).model.state_dict()
+    c = train([image], [scribbles], steps=3, seed=2, **FAST).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_stop_midway_gives_a_usable_model(tmp_path):
+    image, scribbles, _ = disks()
+    session = TrainSession([image], [scribbles], steps=1000, seed=0, **FAST)
+    gen = session.run()
+    for progress in gen:
+        if progress.step == 3:
+            break
+    gen.close()  # what worker.quit() amounts to
+    result = session.best()
+    assert result.card.training["steps"] == 3
+    with torch.no_grad():
+        out = result.model(torch.zeros(1, 1, 32, 32))
+    assert out.shape == (1, 2, 32, 32)
+    saved = result.save(tmp_path / "stopped")
+    assert saved == tmp_path / "stopped.json"
+    assert (tmp_path / "stopped.safetensors").is_file()
+    model, card = load_model(saved)
+    assert card.training["steps"] == 3
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[key])
+
+
+def test_strokes_painted_during_training_are_used():
+    image, scribbles, _ = disks()
+    session = TrainSession([image], [scribbles], steps=6, seed=0, refresh_every=0.0, **FAST)
+    gen = session.run()
+    for progress in gen:
+        if progress.step == 2:
+            scribbles[46, 96:105] = 2  # paint a stroke into the live array
+            scribbles[60, 100:104] = 3  # beyond the model's classes: ignored, no crash
+    result = session.best()
+    assert result.card.training["labelled_pixels"]["class 1"] == 27 + 9
+    assert result.card.training["labelled_pixels"]["label 3"] == 4
+
+
+def test_previews_first_step_and_callable_region():
+    image, scribbles, _ = disks()
+    requests = [(slice(0, 32), slice(10, 50)), None, None]
+    gen = train_generator([image], [scribbles], steps=3, preview=lambda: requests.pop(0),
+                          preview_every=0.0, **FAST)
+    first, second, third = list(gen)
+    assert first.preview.shape == (32, 40) and first.preview_region == (slice(0, 32), slice(10, 50))
+    assert first.preview.dtype == np.uint8 and set(np.unique(first.preview)) <= {0, 1}
+    assert second.preview is None  # the callable asked for nothing
+    assert (first.done, first.total, third.step) == (1, 3, 3)
+
+
+def test_2d_model_on_3d_stack_trains_slices_and_previews_a_slice():
+    image, scribbles, _ = disks()
+    stack = np.stack([image, image[::-1]])
+    labels = np.zeros(stack.shape, np.uint8)
+    labels[1] = scribbles[::-1]
+    gen = train_generator([stack], [labels], steps=2, preview=(slice(1, 2), slice(None),
+                          slice(0, 64)), **FAST)
+    first = next(gen)
+    assert first.preview.shape == (1, 64, 64)
+    assert next(gen).step == 2
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value.card.training["image_shapes"] == [[2, 64, 128]]
+
+
+def test_transfer_to_more_classes_and_frozen_encoder():
+    image, scribbles, _ = disks()
+    scribbles[60, 100:110] = 3
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 8}
+    torch.manual_seed(0)
+    model = build_model(spec)
+    card = ModelCard("binary", spec, ["background", "object"],
+                     {"method": "percentile", "low": 1.0, "high": 99.8}, None)
+    with pytest.raises(CardiosegError, match="beyond the model's 2 classes"):
+        TrainSession([image], [scribbles], init=(model, card))
+    encoder_before = [p.clone() for m in encoder_modules(model) for p in m.parameters()]
+    result = train([image], [scribbles], init=(model, card), classes=3, steps=2,
+                   freeze_encoder=True, **FAST)
+    assert result.card.spec["classes"] == 3
+    assert result.card.class_names == ["background", "class 1", "class 2"]
+    assert result.card.training["init"] == "binary"
+    assert result.model(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
+    encoder_after = [p for m in encoder_modules(result.model) for p in m.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, encoder_after, strict=True))
+    assert model.head.out_channels == 2  # the caller's model is left untouched
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda im, s: (im, np.zeros_like(s)), "scribbles are empty"),
+        (lambda im, s: (im, np.where(s == 2, 0, s)), "only one class"),
+        (lambda im, s: (im, s[:, :100]), "shape"),
+        (lambda im, s: (np.where(s == 1, np.nan, im), s), "NaN"),
+        (lambda im, s: (im, s.astype(np.float32)), "integer labels"),
+        (lambda im, s: (np.stack([im] * 3, -1)[..., 0], s.astype(np.int8) - 1), "negative"),
+    ],
+)
+def test_bad_input_raises_clear_errors(change, message):
+    image, scribbles, _ = disks()
+    image, scribbles = change(image, scribbles)
+    with pytest.raises(CardiosegError, match=message):
+        TrainSession([image], [scribbles])
+
+
+def test_3d_architecture_on_2d_image_and_bad_budget():
+    image, scribbles, _ = disks()
+    with pytest.raises(CardiosegError, match="3D model and cannot train on a 2D image"):
+        TrainSession([image], [scribbles], arch="unet3d")
+    with pytest.raises(CardiosegError, match="unknown architecture"):
+        TrainSession([image], [scribbles], arch="nope")
+    with pytest.raises(CardiosegError, match="steps"):
+        TrainSession([image], [scribbles], steps=0)

@@ -1,0 +1,84 @@
+"""TrainWidget in a real viewer: scribbles layer, live preview, stop, predict, save."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_cardioseg.core.models import list_models, user_models_dir
+from napari_cardioseg.widgets.predict import PredictWidget
+from napari_cardioseg.widgets.train import LIVE, TrainWidget
+from test_train import disks
+
+
+@pytest.fixture
+def widget(viewer, monkeypatch, tmp_path):
+    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path))
+    image, scribbles, _ = disks()
+    viewer.add_image(image, name="cells", scale=(0.5, 0.25), translate=(3.0, 4.0))
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    layer = w.new_scribbles()
+    layer.data[:] = scribbles
+    return w
+
+
+def test_new_layer_train_live_preview_and_save(widget, viewer, qtbot):
+    layer = viewer.layers["cells scribbles"]
+    assert layer.data.shape == (64, 128) and tuple(layer.scale) == (0.5, 0.25)
+    assert tuple(layer.translate) == (3.0, 4.0)
+    assert "1 = background" in widget._help.value and "2 = class 1" in widget._help.value
+    widget._budget.value = 4
+    yielded = []
+    widget.train()
+    widget.worker.yielded.connect(yielded.append)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    assert [p.step for p in yielded][-1] == 4
+    live = viewer.layers[LIVE]
+    assert tuple(live.scale) == (0.5, 0.25) and tuple(live.translate) == (3.0, 4.0)
+    previews = [p for p in yielded if p.preview is not None]
+    assert previews and previews[0].step == 1  # a preview right after the first step
+    assert previews[-1].preview_region == (slice(0, 64), slice(0, 128))  # the view: all of it
+    np.testing.assert_array_equal(live.data, previews[-1].preview)
+    assert widget.result is not None and widget.result.card.training["steps"] == 4
+    assert widget.result.card.pixel_size == [0.5, 0.25]
+    assert widget._predict.enabled and widget._save.enabled
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict)
+    saved = widget.save_model(user_models_dir(create=True) / "mine.json")
+    assert "mine" in [e.name for e in list_models()]
+    assert str(saved) in predict._model.choices  # the docked Predict widget was refreshed
+    widget.predict_whole()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    labels = viewer.layers["cells labels"]
+    assert labels.data.shape == (64, 128) and tuple(labels.scale) == (0.5, 0.25)
+
+
+def test_stop_keeps_best_model_and_retraining_continues(widget, viewer, qtbot):
+    widget._budget.value = 10_000
+    widget.train()
+    qtbot.waitUntil(lambda: widget.session is not None and len(widget.session.losses) >= 2,
+                    timeout=30000)
+    viewer.layers["cells scribbles"].data[46, 96:105] = 2  # a stroke painted while training
+    widget.stop()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=3000)  # stops within a step
+    first = widget.result
+    assert first is not None and first.card.training["steps"] >= 2
+    widget._budget.value = 2
+    widget.train()
+    assert widget.session.init_name == first.card.name  # continued from the trained model
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    widget.reset()
+    assert widget.result is None and not widget._save.enabled
+
+
+def test_errors_are_reported_not_raised(widget, viewer, qtbot, monkeypatch):
+    errors = []
+    monkeypatch.setattr("napari_cardioseg.widgets.train.report_error", errors.append)
+    viewer.layers["cells scribbles"].data[:] = 0
+    widget.train()
+    assert widget.worker is None and "empty" in str(errors[-1])
+    viewer.layers["cells scribbles"].data[10, 10] = 1
+    widget.train()
+    assert "only one class" in str(errors[-1])
+    np.testing.assert_array_equal(viewer.layers["cells scribbles"].data[10, 9:12], [0, 1, 0])
