@@ -1,0 +1,68 @@
+"""``cardioseg predict``: segment a TIFF with a pretrained or user model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..core.io import read_single, write_tiff
+from ..core.models import load_model
+from ..core.predict import DEVICES, predict_generator, probabilities_to_labels
+from .progress import ProgressBar
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` subcommand."""
+    p = subparsers.add_parser(
+        "predict", help="segment an image with a model (sliding window, CPU or GPU)",
+        description="Predict labels (0 background, 1 first class, ...) for a 2D/3D greyscale TIFF. "
+        "Outputs keep the input's pixel size.",
+    )
+    p.add_argument("input", help="greyscale TIFF / OME-TIFF (YX or ZYX)")
+    p.add_argument("--model", required=True,
+                   help="pretrained or user model name, or a path to NAME.json/.safetensors")
+    p.add_argument("-o", "--output", required=True, help="labels TIFF (uint8)")
+    p.add_argument("--prob", help="probability TIFF (float32) of the foreground class; with more "
+                   "than two classes one file per class, PROB-<class>.tif")
+    p.add_argument("--tile", type=int, help="tile edge in pixels (default: 512 in 2D, 96 in 3D)")
+    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap 0..0.5 (default 0.25)")
+    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="default: auto")
+    p.set_defaults(func=run)
+
+
+def _prob_paths(prob: str, class_names: list[str]) -> list[tuple[int, Path]]:
+    path = Path(prob)
+    if len(class_names) == 2:
+        return [(1, path)]
+    return [(c, path.with_name(f"{path.stem}-{name}{path.suffix or '.tif'}"))
+            for c, name in enumerate(class_names) if c > 0]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read, predict with a progress bar, write labels (and probabilities) calibrated."""
+    model, card = load_model(args.model)
+    image = read_single(args.input)
+    if card.pixel_size and not image.calibrated:
+        print(f"note: {args.input} has no pixel size; the model was trained at "
+              f"{card.pixel_size} µm")
+    steps = predict_generator(image.data, model, card, tile=args.tile, overlap=args.overlap,
+                              batch=args.batch, device=args.device)
+    bar = None
+    try:
+        while True:
+            progress = next(steps)
+            bar = bar or ProgressBar(progress.total, f"predict ({card.name})")
+            bar.update(progress.done, "tiles")
+    except StopIteration as stop:
+        prob = stop.value
+    finally:
+        if bar is not None:
+            bar.close()
+    write_tiff(args.output, probabilities_to_labels(prob), image.scale)
+    print(f"wrote {args.output}")
+    if args.prob:
+        for c, path in _prob_paths(args.prob, card.class_names):
+            write_tiff(path, prob[c], image.scale)
+            print(f"wrote {path}")
+    return 0

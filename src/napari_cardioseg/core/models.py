@@ -1,0 +1,265 @@
+"""Model files: ``NAME.safetensors`` (weights) + ``NAME.json`` (card); pretrained and user models.
+
+Loading never unpickles: weights are safetensors only, and the card records the SHA-256 of the
+weights file, so a file changed after saving (or a card paired with other weights) is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import nets
+from .errors import CardiosegError
+from .io import write_bytes_atomic
+from .normalize import check_normalization
+
+FORMAT_VERSION = 1
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "weights"
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to rebuild and use a model, stored as ``NAME.json``.
+
+    Attributes
+    ----------
+    name : str
+        Display name.
+    spec : dict
+        Architecture spec for :func:`nets.build_model` (``arch``, ``in_channels``, ``classes``).
+    class_names : list of str
+        One per class, ``class_names[0] == "background"``.
+    normalization : dict
+        Recipe for :func:`normalize.fit_normalization`.
+    pixel_size : list of float or None
+        µm per axis of the training data.
+    weights_sha256 : str
+        Hash of the weights file, filled in by :func:`save_model`.
+    """
+
+    name: str
+    spec: dict
+    class_names: list[str]
+    normalization: dict
+    pixel_size: list[float] | None
+    description: str = ""
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    license: str = ""
+    created: str = ""
+    format_version: int = FORMAT_VERSION
+    weights_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`CardiosegError` on the first inconsistent field."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise CardiosegError("model card: 'name' must be a non-empty string")
+        if not isinstance(self.format_version, int) or self.format_version > FORMAT_VERSION:
+            raise CardiosegError(
+                f"model card {self.name!r}: format_version {self.format_version!r} is newer than "
+                f"this napari-cardioseg understands ({FORMAT_VERSION}); update the plugin"
+            )
+        nets.architecture(self.spec)
+        names = self.class_names
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise CardiosegError(f"model card {self.name!r}: class_names must be a list of strings")
+        if len(names) != self.spec["classes"] or names[0] != "background":
+            raise CardiosegError(
+                f"model card {self.name!r}: class_names {names} must start with 'background' and "
+                f"have spec['classes'] = {self.spec['classes']} entries"
+            )
+        check_normalization(self.normalization)
+        if self.pixel_size is not None:
+            ok = isinstance(self.pixel_size, list) and len(self.pixel_size) in (2, 3) and all(
+                isinstance(v, (int, float)) and v > 0 for v in self.pixel_size)
+            if not ok:
+                raise CardiosegError(
+                    f"model card {self.name!r}: pixel_size must be null or 2-3 positive "
+                    f"numbers (µm per axis), got {self.pixel_size!r}"
+                )
+        for key in ("training", "metrics"):
+            if not isinstance(getattr(self, key), dict):
+                raise CardiosegError(f"model card {self.name!r}: {key!r} must be a JSON object")
+
+    def to_json(self) -> str:
+        """The card as indented JSON."""
+        return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        """Parse and validate a card; unknown keys are an error (typos would go unnoticed)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CardiosegError(f"model card is not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise CardiosegError("model card must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CardiosegError(f"model card has unknown fields: {', '.join(unknown)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.name not in data and f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING)
+        if missing:
+            raise CardiosegError(f"model card lacks required fields: {', '.join(missing)}")
+        return cls(**data)
+
+
+@dataclass
+class ModelEntry:
+    """One model found by :func:`list_models`."""
+
+    name: str
+    path: Path  # the .json card
+    source: str  # "pretrained" or "user"
+    card: ModelCard
+
+
+def user_models_dir(create: bool = False) -> Path:
+    """``$CARDIOSEG_HOME/models`` or ``~/.cardioseg/models`` (made only when ``create``)."""
+    home = os.environ.get("CARDIOSEG_HOME")
+    path = (Path(home) if home else Path.home() / ".cardioseg") / "models"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _stem(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
+def save_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike, *,
+               fp16: bool = False) -> Path:
+    """Write ``STEM.safetensors`` and ``STEM.json`` atomically; returns the ``.json`` path.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model built from ``card.spec``.
+    card : ModelCard
+        Its card; ``weights_sha256`` (and ``created`` if empty) are filled in.
+    path : path-like
+        ``STEM``, ``STEM.json`` or ``STEM.safetensors``.
+    fp16 : bool
+        Store floating-point weights as float16 (half the size; loaded back as float32).
+    """
+    stem = _stem(path)
+    card.validate()
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().to("cpu")
+        if fp16 and value.is_floating_point():
+            value = value.half()
+        tensors[key] = value.contiguous().clone()
+    payload = st_save(tensors, metadata={"format": "pt", "arch": card.spec["arch"]})
+    card.weights_sha256 = hashlib.sha256(payload).hexdigest()
+    card.created = card.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_bytes_atomic(stem.with_suffix(".safetensors"), payload)
+    write_bytes_atomic(stem.with_suffix(".json"), card.to_json().encode("utf-8"))
+    return stem.with_suffix(".json")
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path:
+    """The stem of a model given by name (pretrained, then user) or by path."""
+    text = str(name_or_path)
+    candidates = [_stem(text)]
+    if os.sep not in text and "/" not in text and not text.endswith((".json", ".safetensors")):
+        candidates = [PRETRAINED_DIR / text, user_models_dir() / text, *candidates]
+    for stem in candidates:
+        if stem.with_suffix(".json").is_file():
+            return stem
+    names = sorted({e.name for e in list_models()})
+    raise CardiosegError(
+        f"no model {text!r} (need NAME.json + NAME.safetensors); available: "
+        f"{', '.join(names) or 'none yet'}"
+    )
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """Read and validate ``STEM.json``."""
+    path = _stem(path).with_suffix(".json")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CardiosegError(f"{path}: cannot read the model card ({exc})") from exc
+    try:
+        return ModelCard.from_json(text)
+    except CardiosegError as exc:
+        raise CardiosegError(f"{path}: {exc}") from exc
+
+
+def load_model(name_or_path: str | os.PathLike,
+               device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:
+    """Rebuild a model from its card and weights (safetensors only; nothing is unpickled).
+
+    Raises
+    ------
+    CardiosegError
+        Unknown name, missing or unreadable files, weights changed since saving, or weights that
+        do not fit the card's architecture.
+    """
+    stem = _resolve(name_or_path)
+    card = read_card(stem)
+    weights = stem.with_suffix(".safetensors")
+    try:
+        payload = weights.read_bytes()
+    except OSError as exc:
+        raise CardiosegError(f"{weights}: cannot read the weights ({exc.strerror or exc})") from exc
+    if card.weights_sha256 and hashlib.sha256(payload).hexdigest() != card.weights_sha256:
+        raise CardiosegError(
+            f"{weights}: the weights do not match their card (changed or replaced after saving)"
+        )
+    try:
+        state = st_load(payload)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise CardiosegError(f"{weights}: not a valid safetensors file ({exc})") from exc
+    model = nets.build_model(card.spec)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CardiosegError(
+            f"{weights}: weights do not fit architecture {card.spec['arch']!r} of the card ({first})"
+        ) from exc
+    model.eval()
+    return model.to(device), card
+
+
+def list_models() -> list[ModelEntry]:
+    """Pretrained models (package ``weights/``) then user models, sorted by name.
+
+    Cards that fail validation or lack their weights are left out (and logged).
+    """
+    entries = []
+    for source, folder in (("pretrained", PRETRAINED_DIR), ("user", user_models_dir())):
+        if not folder.is_dir():
+            continue
+        for card_path in sorted(folder.glob("*.json")):
+            if not card_path.with_suffix(".safetensors").is_file():
+                _log.info("skipping %s: no weights file", card_path)
+                continue
+            try:
+                card = read_card(card_path)
+            except CardiosegError as exc:
+                _log.info("skipping %s", exc)
+                continue
+            entries.append(ModelEntry(card_path.stem, card_path, source, card))
+    return entries

@@ -1,0 +1,330 @@
+"""Sliding-window prediction for 2D and 3D images as a generator yielding progress.
+
+The image (``YX`` or ``ZYX``) is conceptually reflection-padded to a multiple of the net's stride
+and cut into tiles whose origins are multiples of that stride, so a tile sees exactly what the
+untiled net would see, apart from its cut edges. Overlapping tiles are blended with separable
+raised-cosine weights that are zero on the outer quarter of each overlap (the part spoiled by the
+cut edge) and normalised to sum to one, so probabilities are averaged, never rescaled. A 2D net on
+a 3D stack runs slice by slice; one batch may hold tiles from several slices.
+
+Tiles are read from the input one at a time (``image[z, y0:y1, x0:x1]``), so NumPy memmaps, zarr
+and dask arrays are never loaded whole; ``out`` may be any writable array-like too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import CardiosegError
+from .io import as_grey
+from .models import ModelCard
+from .nets import size_multiple, spec_ndim
+from .normalize import apply_normalization, fit_normalization
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+AUTO_TILE = {2: 512, 3: 96}  # tile edge when ``tile=None`` (whole image when smaller)
+
+
+@dataclass
+class PredictProgress:
+    """Tiles done out of the total."""
+
+    done: int
+    total: int
+    stage: str = "predict"
+
+
+def choose_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto``: CUDA, then Apple MPS, then CPU; ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    name = str(name)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise CardiosegError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CardiosegError("device 'cuda' requested but no CUDA GPU is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CardiosegError("device 'mps' requested but Apple MPS is not available")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise CardiosegError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
+    return device
+
+
+def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
+    """Map coordinates outside ``[0, n)`` back inside by mirror reflection (like ``np.pad``)."""
+    if n == 1:
+        return np.zeros_like(index)
+    period = 2 * (n - 1)
+    index = np.abs(index) % period
+    return np.where(index >= n, period - index, index)
+
+
+def _ramp(length: int) -> np.ndarray:
+    """Weights over an overlap of ``length`` px seen from the tile that starts there.
+
+    Zero on the first quarter, a raised cosine, one on the last quarter; ``r + r[::-1] == 1``.
+    """
+    halo = length // 4
+    ramp = np.ones(length)
+    if length == 0:
+        return ramp
+    ramp[:halo] = 0.0
+    width = length - 2 * halo
+    u = (np.arange(width) + 0.5) / width
+    ramp[halo : length - halo] = 0.5 - 0.5 * np.cos(np.pi * u)
+    return ramp
+
+
+@dataclass
+class _Axis:
+    """Tile origins along one axis and each tile's normalised blending weights (cropped to n)."""
+
+    n: int
+    tile: int
+    origins: list[int]
+    weights: list[np.ndarray]
+
+
+def _axis(n: int, tile: int, overlap: float, multiple: int) -> _Axis:
+    """Tile an axis of ``n`` px with the fewest tiles of at most ``tile`` px, then shrink them.
+
+    The tiles are made as small as possible (a multiple of the stride) while still covering the
+    padded axis with at least the requested overlap, and spread evenly: less computation than
+    equal full-size tiles with the last one shifted back (e.g. 23% less for 1024² at 512/0.25).
+    """
+    padded = math.ceil(n / multiple) * multiple
+    tile = min(math.ceil(tile / multiple) * multiple, padded)
+    min_overlap = min(round(overlap * tile / multiple) * multiple, tile - multiple)
+    count = 1 if tile == padded else math.ceil((padded - min_overlap) / (tile - min_overlap))
+    if count > 1:
+        needed = (padded + (count - 1) * min_overlap) / count
+        tile = min(tile, math.ceil(needed / multiple) * multiple)
+    step = (padded - tile) / max(count - 1, 1)
+    origins = [int(i * step // multiple) * multiple for i in range(count - 1)] + [padded - tile]
+    raw = []
+    for i, a in enumerate(origins):
+        w = np.ones(tile)
+        if i > 0:
+            left = origins[i - 1] + tile - a
+            w[:left] = _ramp(left)
+        if i + 1 < len(origins):
+            right = a + tile - origins[i + 1]
+            w[tile - right :] = np.minimum(w[tile - right :], _ramp(right)[::-1])
+        raw.append(w[: n - a])
+    total = np.zeros(n)
+    for a, w in zip(origins, raw, strict=True):
+        total[a : a + w.size] += w
+    weights = [(w / total[a : a + w.size]).astype(np.float32)
+               for a, w in zip(origins, raw, strict=True)]
+    return _Axis(n, tile, origins, weights)
+
+
+def _read_tile(image: Any, z: int | None, origins: Sequence[int], axes: Sequence[_Axis],
+               fitted: dict) -> np.ndarray:
+    """One normalised tile of ``image`` with reflection where it passes the image border."""
+    index = [reflect_index(np.arange(a, a + ax.tile), ax.n) for a, ax in zip(origins, axes,
+                                                                           strict=True)]
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in index)
+    region = apply_normalization(image[(z, *box) if z is not None else box], fitted)
+    for axis, (i, b) in enumerate(zip(index, box, strict=True)):
+        if i.size != b.stop - b.start or i[0] != b.start or np.any(np.diff(i) != 1):
+            region = np.take(region, i - b.start, axis=axis)
+    return region
+
+
+def _memory_format(ndim: int, device: torch.device) -> torch.memory_format:
+    """Channels-last layouts make oneDNN / cuDNN convolutions about 20% faster."""
+    if device.type not in ("cpu", "cuda"):
+        return torch.contiguous_format
+    return torch.channels_last if ndim == 2 else torch.channels_last_3d
+
+
+def _forward(model: torch.nn.Module, batch: np.ndarray, device: torch.device,
+             classes: int) -> np.ndarray:
+    """Softmax probabilities of a batch ``(B, *tile)``; halves the batch on CUDA out-of-memory."""
+    try:
+        x = torch.from_numpy(batch[:, None]).to(
+            device, memory_format=_memory_format(batch.ndim - 1, device))
+        amp = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
+               else contextlib.nullcontext())
+        with amp:
+            logits = model(x)
+        if tuple(logits.shape) != (batch.shape[0], classes, *batch.shape[1:]):
+            raise CardiosegError(
+                f"the model gave output of shape {tuple(logits.shape)} for input "
+                f"{tuple(x.shape)}; expected {classes} classes (card and weights disagree?)"
+            )
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+    except torch.OutOfMemoryError:
+        if device.type != "cuda" or len(batch) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(batch) // 2
+        return np.concatenate([_forward(model, batch[:half], device, classes),
+                               _forward(model, batch[half:], device, classes)])
+
+
+def _plan(shape: tuple[int, ...], spec: dict, tile: Sequence[int],
+          overlap: float) -> tuple[list[_Axis], list[tuple[int | None, tuple[int, ...]]]]:
+    """Per-axis tilings and the list of ``(slice or None, tile index per axis)`` jobs."""
+    ndim = spec_ndim(spec)
+    axes = [_axis(n, t, overlap, size_multiple(spec))
+            for n, t in zip(shape[-ndim:], tile, strict=True)]
+    slices: list[int | None] = list(range(shape[0])) if len(shape) > ndim else [None]
+    jobs = [(z, idx) for z in slices
+            for idx in itertools.product(*(range(len(ax.origins)) for ax in axes))]
+    return axes, jobs
+
+
+def count_tiles(shape: Sequence[int], spec: dict, tile: int | Sequence[int] | None = None,
+                overlap: float = 0.25) -> int:
+    """How many tiles :func:`predict_generator` will run for an image of ``shape``."""
+    tile_shape = _tile_shape(tile, spec_ndim(spec))
+    return len(_plan(tuple(shape), spec, tile_shape, float(overlap))[1])
+
+
+def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, out: Any,
+           tile: Sequence[int], overlap: float, batch: int,
+           device: torch.device) -> Generator[PredictProgress, None, None]:
+    """Predict every tile into ``out`` (zeroed first), yielding after each batch."""
+    classes = card.spec["classes"]
+    axes, jobs = _plan(tuple(image.shape), card.spec, tile, overlap)
+    out[...] = 0
+    yield PredictProgress(0, len(jobs))
+    for start in range(0, len(jobs), batch):
+        chunk = jobs[start : start + batch]
+        x = np.stack([_read_tile(image, z, [ax.origins[i] for ax, i in zip(axes, idx, strict=True)],
+                                 axes, fitted) for z, idx in chunk])
+        probs = _forward(model, x, device, classes)
+        for (z, idx), p in zip(chunk, probs, strict=True):
+            weights = [ax.weights[i] for ax, i in zip(axes, idx, strict=True)]
+            w = weights[0]
+            for extra in weights[1:]:
+                w = np.multiply.outer(w, extra)
+            region = tuple(slice(ax.origins[i], ax.origins[i] + wi.size)
+                           for ax, i, wi in zip(axes, idx, weights, strict=True))
+            crop = p[(slice(None), *(slice(0, wi.size) for wi in weights))] * w
+            target = (slice(None), z, *region) if z is not None else (slice(None), *region)
+            out[target] += crop
+        yield PredictProgress(min(start + batch, len(jobs)), len(jobs))
+
+
+def _tile_shape(tile: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    if tile is None:
+        return (AUTO_TILE[ndim],) * ndim
+    tile = (tile,) * ndim if isinstance(tile, (int, np.integer)) else tuple(tile)
+    if len(tile) != ndim or any(int(t) < 1 for t in tile):
+        raise CardiosegError(f"tile must be a positive size or {ndim} sizes, got {tile}")
+    return tuple(int(t) for t in tile)
+
+
+def predict_generator(
+    image: Any,
+    model: torch.nn.Module,
+    card: ModelCard,
+    *,
+    tile: int | Sequence[int] | None = None,
+    overlap: float = 0.25,
+    batch: int = 4,
+    device: str | torch.device = "auto",
+    out: Any = None,
+) -> Generator[PredictProgress, None, Any]:
+    """Predict class probabilities tile by tile, yielding progress after every batch.
+
+    Parameters
+    ----------
+    image : array-like
+        ``YX`` or ``ZYX`` greyscale image (NumPy, memmap, zarr, dask).
+    model, card : torch.nn.Module, ModelCard
+        E.g. from :func:`models.load_model`, or a model being trained. The model is moved to
+        ``device`` and put in eval mode and channels-last layout for the call (mode and
+        layout are restored).
+    tile : int or sequence of int, optional
+        Largest tile edge (rounded up to the net's stride); default 512 (2D) or 96 (3D), or the
+        whole image when smaller. Tiles are shrunk evenly to the smallest size that still
+        covers the image with the requested overlap.
+    overlap : float
+        Fraction of a tile shared with its neighbour, 0 to 0.5.
+    batch : int
+        Tiles per forward pass.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``mps`` (see :func:`choose_device`).
+    out : array-like, optional
+        Float32 array of shape ``(C, *image.shape)`` to write into.
+
+    Returns
+    -------
+    array-like
+        Probabilities ``(C, *image.shape)`` float32 (``out`` when given); class 0 is background.
+    """
+    image = as_grey(image)
+    ndim = spec_ndim(card.spec)
+    if ndim == 3 and image.ndim == 2:
+        raise CardiosegError(f"model {card.name!r} is 3D and needs a ZYX stack, got a 2D image")
+    if not 0.0 <= float(overlap) <= 0.5:
+        raise CardiosegError(f"overlap must be between 0 and 0.5, got {overlap}")
+    if int(batch) < 1:
+        raise CardiosegError(f"batch must be at least 1, got {batch}")
+    tile = _tile_shape(tile, ndim)
+    shape = (card.spec["classes"], *image.shape)
+    if out is None:
+        out = np.zeros(shape, dtype=np.float32)
+    elif tuple(out.shape) != shape:
+        raise CardiosegError(f"out has shape {tuple(out.shape)}, expected {shape}")
+    fitted = fit_normalization(image, card.normalization)
+    dev = choose_device(device)
+    was_training = model.training
+    model.eval().to(dev, memory_format=_memory_format(ndim, dev))
+    try:
+        with torch.inference_mode():
+            while True:
+                try:
+                    yield from _tiles(image, model, card, fitted, out, tile, float(overlap),
+                                      int(batch), dev)
+                    return out
+                except torch.OutOfMemoryError:
+                    if dev.type != "cuda" or max(tile) <= size_multiple(card.spec):
+                        raise CardiosegError(
+                            "out of GPU memory even with the smallest tiles; use device 'cpu'"
+                        ) from None
+                    torch.cuda.empty_cache()
+                    tile = tuple(max(1, t // 2) for t in tile)
+    finally:
+        model.train(was_training).to(memory_format=torch.contiguous_format)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def predict_probabilities(image: Any, model: torch.nn.Module, card: ModelCard,
+                          **kwargs: Any) -> Any:
+    """Drain :func:`predict_generator` and return the probabilities."""
+    gen = predict_generator(image, model, card, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def probabilities_to_labels(prob: np.ndarray) -> np.ndarray:
+    """Most probable class per pixel as uint8: 0 background, 1 first class, ..."""
+    prob = np.asarray(prob)
+    if prob.ndim < 3 or prob.shape[0] < 2:
+        raise CardiosegError(f"expected probabilities shaped (C>=2, ...), got {prob.shape}")
+    if prob.shape[0] > 256:
+        raise CardiosegError(f"{prob.shape[0]} classes do not fit uint8 labels")
+    return np.argmax(prob, axis=0).astype(np.uint8)

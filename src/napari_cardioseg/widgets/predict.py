@@ -1,0 +1,139 @@
+"""Predict: run a pretrained or user model on an image layer, in a worker with a progress bar.
+
+Results are a Labels layer (0 background, 1 first class, ...) and, optionally, an Image layer of
+foreground probabilities, both placed on the input with its scale and translate.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox
+from napari.layers import Image
+from qtpy.QtWidgets import QFileDialog
+
+from ..core.errors import CardiosegError
+from ..core.models import list_models, load_model
+from ..core.predict import DEVICES, count_tiles, predict_generator, probabilities_to_labels
+from ._common import output_layer_kwargs, report_error, start_generator
+
+if TYPE_CHECKING:
+    import napari
+
+LOAD_FILE = "Load model file…"
+
+
+class PredictWidget(Container):
+    """Model prediction on an image layer; tile 0 means automatic."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        self._viewer = napari_viewer
+        self._files: dict[str, str] = {}  # label -> card path of models loaded from files
+        self._image = ComboBox(label="image", choices=self._image_layers)
+        self._model = ComboBox(label="model", choices=self._model_choices)
+        self._tile = SpinBox(label="tile (0 = auto)", value=0, min=0, max=4096, step=32)
+        self._overlap = FloatSpinBox(label="overlap", value=0.25, min=0.0, max=0.5, step=0.05)
+        self._batch = SpinBox(label="batch", value=4, min=1, max=256)
+        self._device = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self._prob = CheckBox(text="add probability layer")
+        self._run = PushButton(text="Run")
+        self._stop = PushButton(text="Stop", enabled=False)
+        super().__init__(widgets=[self._image, self._model, self._tile, self._overlap,
+                                  self._batch, self._device, self._prob, self._run, self._stop])
+        self.worker = None
+        self._refreshing = False
+        self._last_model = self._model.value
+        self._model.changed.connect(self._on_model_changed)
+        self._run.changed.connect(self.run)
+        self._stop.changed.connect(self.stop)
+        napari_viewer.layers.events.inserted.connect(self._image.reset_choices)
+        napari_viewer.layers.events.removed.connect(self._image.reset_choices)
+
+    def _image_layers(self, _widget: Any = None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in self._viewer.layers
+                if isinstance(layer, Image) and not layer.rgb and layer.data.ndim in (2, 3)]
+
+    def _model_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
+        entries = [(f"{e.name} ({e.source})", str(e.path)) for e in list_models()]
+        return [*entries, *self._files.items(), (LOAD_FILE, LOAD_FILE)]
+
+    def refresh_models(self) -> None:
+        """Re-read pretrained and user models (e.g. after the Train widget saved one)."""
+        self._refreshing = True
+        try:
+            self._model.reset_choices()
+            models = [c for c in self._model.choices if c != LOAD_FILE]
+            if self._model.value == LOAD_FILE and models:
+                self._model.value = models[0]
+        finally:
+            self._refreshing = False
+
+    def load_model_file(self, path: str | Path) -> None:
+        """Add a model file (``.json`` card or ``.safetensors``) to the list and select it."""
+        card = Path(path).with_suffix(".json")
+        self._files[f"{card.stem} (file)"] = str(card)
+        self.refresh_models()
+        self._model.value = str(card)
+
+    def _on_model_changed(self, value: str) -> None:
+        if value != LOAD_FILE:
+            self._last_model = value
+            return
+        if self._refreshing:
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self.native, "Load model", "", "Model files (*.json *.safetensors)")
+        if path:
+            self.load_model_file(path)
+        else:
+            self._model.value = self._last_model
+
+    def run(self) -> None:
+        """Predict the chosen layer with the chosen model in a worker."""
+        layer = self._image.value
+        try:
+            if layer is None:
+                raise CardiosegError("add or choose an image layer first")
+            if self._model.value in (None, LOAD_FILE):
+                raise CardiosegError("choose a model (or load a model file)")
+            model, card = load_model(self._model.value)
+            tile = self._tile.value or None
+            tiles = count_tiles(layer.data.shape, card.spec, tile, self._overlap.value)
+        except CardiosegError as exc:
+            report_error(exc)
+            return
+        self._run.enabled, self._stop.enabled = False, True
+        self.worker = start_generator(
+            predict_generator, layer.data, model, card, tile=tile,
+            overlap=self._overlap.value, batch=self._batch.value, device=self._device.value,
+            on_return=lambda prob: self._add_result(layer, prob),
+            on_finish=self._finished,
+            total=math.ceil(tiles / self._batch.value) + 1,
+        )
+
+    def stop(self) -> None:
+        """Ask the running prediction to stop after its current batch."""
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _finished(self) -> None:
+        self._run.enabled, self._stop.enabled = True, False
+        self.worker = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _add_result(self, layer: Image, prob: np.ndarray) -> None:
+        self._viewer.add_labels(probabilities_to_labels(prob),
+                                **output_layer_kwargs(layer, f"{layer.name} labels"))
+        if self._prob.value:
+            fg = prob[1] if prob.shape[0] == 2 else prob[1:]
+            kwargs = output_layer_kwargs(layer, f"{layer.name} probabilities")
+            extra = fg.ndim - layer.data.ndim
+            kwargs["scale"] = (1.0,) * extra + kwargs["scale"]
+            kwargs["translate"] = (0.0,) * extra + kwargs["translate"]
+            self._viewer.add_image(fg, contrast_limits=(0.0, 1.0), colormap="magma",
+                                   blending="additive", **kwargs)

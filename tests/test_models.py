@@ -1,0 +1,150 @@
+"""Model files: safetensors + JSON card round trips, validation, tamper detection, the catalogue."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import napari_cardioseg
+from napari_cardioseg.core import models, nets
+from napari_cardioseg.core.errors import CardiosegError
+
+SPEC = {"arch": "unet2d", "in_channels": 1, "classes": 3, "depth": 2, "base": 4}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def make_card(**changes) -> models.ModelCard:
+    fields = {"name": "tiny", "spec": dict(SPEC), "class_names": ["background", "mito", "lyso"],
+              "normalization": {"method": "percentile", "low": 1.0, "high": 99.0},
+              "pixel_size": [0.01, 0.005, 0.005], "metrics": {"dice": 0.5}}
+    return models.ModelCard(**{**fields, **changes})
+
+
+def trained_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = nets.build_model(SPEC)
+    with torch.no_grad():  # non-default BN statistics, so a lost buffer would show
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def test_round_trip_identical_outputs(tmp_path):
+    model = trained_model()
+    path = models.save_model(model, make_card(), tmp_path / "tiny.safetensors")
+    assert path == tmp_path / "tiny.json"
+    assert (tmp_path / "tiny.safetensors").is_file()
+    loaded, card = models.load_model(tmp_path / "tiny")
+    assert card == models.read_card(path) and card.metrics == {"dice": 0.5}
+    assert len(card.weights_sha256) == 64 and card.created
+    assert not loaded.training
+    x = torch.randn(2, 1, 20, 12)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert json.loads(path.read_text())["spec"] == SPEC
+
+
+def test_fp16_halves_the_file_and_stays_close(tmp_path):
+    model = trained_model()
+    models.save_model(model, make_card(), tmp_path / "full")
+    models.save_model(model, make_card(), tmp_path / "half", fp16=True)
+    full = (tmp_path / "full.safetensors").stat().st_size
+    half = (tmp_path / "half.safetensors").stat().st_size
+    assert half < 0.6 * full
+    loaded, _ = models.load_model(tmp_path / "half.json")
+    assert next(loaded.parameters()).dtype == torch.float32
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=2e-2, rtol=1e-2)
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    models.save_model(trained_model(), make_card(), tmp_path / "tiny")
+    weights = tmp_path / "tiny.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF  # flip bits of one weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CardiosegError, match="do not match their card"):
+        models.load_model(tmp_path / "tiny")
+
+
+def test_corrupt_safetensors_is_refused(tmp_path):
+    models.save_model(trained_model(), make_card(weights_sha256=""), tmp_path / "tiny")
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    card["weights_sha256"] = ""  # hand-edited card without the hash
+    (tmp_path / "tiny.json").write_text(json.dumps(card))
+    (tmp_path / "tiny.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(CardiosegError, match="not a valid safetensors"):
+        models.load_model(tmp_path / "tiny")
+
+
+def test_card_for_another_architecture_is_refused(tmp_path):
+    models.save_model(trained_model(), make_card(), tmp_path / "tiny")
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    card["spec"]["depth"] = 3  # same arch name, different shapes
+    (tmp_path / "tiny.json").write_text(json.dumps(card))
+    with pytest.raises(CardiosegError, match="do not fit architecture 'unet2d'"):
+        models.load_model(tmp_path / "tiny")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"class_names": ["mito", "background", "x"]}, "must start with 'background'"),
+    ({"class_names": ["background", "mito"]}, "spec\\['classes'\\] = 3"),
+    ({"pixel_size": [0.0, 1.0]}, "pixel_size"),
+    ({"normalization": {"method": "magic"}}, "normalisation method"),
+    ({"spec": {"arch": "nope", "in_channels": 1, "classes": 3}}, "unknown architecture"),
+    ({"format_version": 99}, "newer"),
+    ({"name": ""}, "name"),
+])
+def test_card_validation(changes, message):
+    with pytest.raises(CardiosegError, match=message):
+        make_card(**changes)
+
+
+def test_card_json_errors():
+    text = make_card().to_json()
+    assert models.ModelCard.from_json(text) == make_card()
+    with pytest.raises(CardiosegError, match="unknown fields: colour"):
+        models.ModelCard.from_json(json.dumps({**json.loads(text), "colour": "red"}))
+    with pytest.raises(CardiosegError, match="lacks required fields: spec"):
+        models.ModelCard.from_json(json.dumps({k: v for k, v in json.loads(text).items()
+                                               if k != "spec"}))
+    with pytest.raises(CardiosegError, match="not valid JSON"):
+        models.ModelCard.from_json("{")
+
+
+def test_user_models_are_listed_and_loaded_by_name(home):
+    assert not home.exists()
+    assert models.user_models_dir() == home / "models" and not home.exists()
+    folder = models.user_models_dir(create=True)
+    models.save_model(trained_model(), make_card(name="Mine"), folder / "mine")
+    (folder / "broken.json").write_text("{")  # skipped: invalid card, no weights
+    (folder / "broken.safetensors").write_bytes(b"")
+    users = [e for e in models.list_models() if e.source == "user"]
+    assert [(e.name, e.card.name, e.path) for e in users] == [("mine", "Mine", folder / "mine.json")]
+    model, card = models.load_model("mine")
+    assert card.name == "Mine" and isinstance(model, torch.nn.Module)
+    with pytest.raises(CardiosegError, match=r"no model 'other'.*available: .*mine"):
+        models.load_model("other")
+
+
+def test_pretrained_dir_is_the_package_weights():
+    assert models.PRETRAINED_DIR == Path(napari_cardioseg.__file__).parent / "weights"
+
+
+def test_no_pickle_anywhere_in_the_package():
+    source = Path(napari_cardioseg.__file__).parent
+    pattern = re.compile(r"torch\.load\(|import pickle|pickle\.load|weights_only\s*=\s*False")
+    offenders = [str(p) for p in source.rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []

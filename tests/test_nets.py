@@ -1,0 +1,180 @@
+"""Every architecture builds, maps inputs to logits of the right shape, and trains (backward)."""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import pytest
+import torch
+
+from napari_cardioseg.core import nets
+from napari_cardioseg.core.errors import CardiosegError
+from napari_cardioseg.core.nets.highres3dzm import ZeroMeanConv3d
+
+
+class NetTester:
+    """Shared checks; subclasses set ``spec`` (without classes) and a small input ``shape``."""
+
+    spec: ClassVar[dict]
+    shape: tuple[int, ...]  # spatial shape, a multiple of the net's stride
+
+    @pytest.fixture(scope="class")
+    def built(self) -> tuple[torch.nn.Module, dict]:
+        """One model per architecture (building the big encoders takes seconds)."""
+        spec = {"in_channels": 1, "classes": 2, **self.spec}
+        torch.manual_seed(0)
+        return nets.build_model(spec), spec
+
+    def test_forward_backward(self, built):
+        model, spec = built
+        assert len(self.shape) == nets.spec_ndim(spec)
+        assert all(s % nets.size_multiple(spec) == 0 for s in self.shape)
+        x = torch.randn(2, 1, *self.shape)
+        y = model(x)
+        assert y.shape == (2, 2, *self.shape) and y.dtype == torch.float32
+        assert torch.isfinite(y).all()
+        y.square().mean().backward()
+        encoder = {id(p) for m in nets.encoder_modules(model) for p in m.parameters()}
+        params = list(model.parameters())
+        assert all(p.grad is not None for p in params if id(p) not in encoder)
+        assert any(p.grad is not None for p in params if id(p) in encoder)
+        assert all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
+        model.zero_grad(set_to_none=True)
+
+    def test_replace_head_keeps_other_weights(self, built):
+        model, spec = copy.deepcopy(built)
+        encoder_before = [p.detach().clone()
+                          for m in nets.encoder_modules(model) for p in m.parameters()]
+        model, new_spec = nets.replace_head(model, spec, 3)
+        assert new_spec["classes"] == 3 and spec["classes"] == 2
+        model.eval()
+        with torch.no_grad():
+            y = model(torch.randn(1, 1, *self.shape))
+        assert y.shape[1] == 3
+        after = [p for m in nets.encoder_modules(model) for p in m.parameters()]
+        assert len(after) == len(encoder_before)
+        assert all(torch.equal(a, b) for a, b in zip(after, encoder_before, strict=True))
+
+    def test_encoder_is_a_strict_part(self, built):
+        model, _ = built
+        encoder = {id(p) for m in nets.encoder_modules(model) for p in m.parameters()}
+        everything = {id(p) for p in model.parameters()}
+        assert encoder and encoder < everything
+
+
+class TestUnetVgg11(NetTester):
+    spec: ClassVar[dict] = {"arch": "unet-vgg11", "encoder_depth": 3}
+    shape = (16, 16)
+
+
+class TestUnetPPEfficientNetB4(NetTester):
+    spec: ClassVar[dict] = {"arch": "unetpp-efficientnet-b4", "encoder_depth": 3}
+    shape = (16, 16)
+
+
+class TestFPNResnet34(NetTester):
+    spec: ClassVar[dict] = {"arch": "fpn-resnet34"}
+    shape = (64, 64)
+
+
+class TestDeepLabV3PlusResnet34(NetTester):
+    spec: ClassVar[dict] = {"arch": "deeplabv3plus-resnet34"}
+    shape = (64, 64)
+
+
+class TestUnetResnet18(NetTester):
+    spec: ClassVar[dict] = {"arch": "unet-resnet18", "encoder_depth": 3}
+    shape = (16, 24)
+
+
+class TestUnetMobilenetV2(NetTester):
+    spec: ClassVar[dict] = {"arch": "unet-mobilenet_v2", "encoder_depth": 3}
+    shape = (24, 40)
+
+
+class TestUnet2d(NetTester):
+    spec: ClassVar[dict] = {"arch": "unet2d", "depth": 2, "base": 4}
+    shape = (12, 20)
+
+
+class TestUnet3d(NetTester):
+    spec: ClassVar[dict] = {"arch": "unet3d", "depth": 2, "base": 4}
+    shape = (8, 12, 16)
+
+
+class TestHighRes3DZM(NetTester):
+    spec: ClassVar[dict] = {"arch": "highres3dzm", "channels": [4, 4, 8], "blocks": 1}
+    shape = (6, 9, 11)
+
+
+class TestPix2Pix(NetTester):
+    spec: ClassVar[dict] = {"arch": "pix2pix", "depth": 3, "base": 8}
+    shape = (16, 24)
+
+
+def test_every_registered_architecture_is_tested():
+    tested = {cls.spec["arch"] for cls in NetTester.__subclasses__()}
+    assert tested == set(nets.ARCHITECTURES)
+
+
+def test_unknown_arch_lists_valid_names():
+    with pytest.raises(CardiosegError, match=r"unknown architecture 'unet-foo'.*unet-mobilenet_v2"):
+        nets.build_model({"arch": "unet-foo", "in_channels": 1, "classes": 2})
+
+
+@pytest.mark.parametrize("bad", [{"classes": 1}, {"classes": "2"}, {"in_channels": 0}])
+def test_bad_spec_fields(bad):
+    with pytest.raises(CardiosegError, match="spec"):
+        nets.build_model({"arch": "unet2d", "in_channels": 1, "classes": 2, **bad})
+
+
+def test_bad_options_are_reported():
+    with pytest.raises(CardiosegError, match="encoder_depth must be 5"):
+        nets.build_model({"arch": "fpn-resnet34", "in_channels": 1, "classes": 2,
+                          "encoder_depth": 3})
+    with pytest.raises(CardiosegError, match="3 widths"):
+        nets.build_model({"arch": "highres3dzm", "in_channels": 1, "classes": 2, "channels": [4]})
+
+
+def test_size_multiples():
+    base = {"in_channels": 1, "classes": 2}
+    assert nets.size_multiple({**base, "arch": "unet-resnet18"}) == 32
+    assert nets.size_multiple({**base, "arch": "unet-mobilenet_v2", "encoder_depth": 3}) == 8
+    assert nets.size_multiple({**base, "arch": "unet3d", "depth": 4}) == 16
+    assert nets.size_multiple({**base, "arch": "highres3dzm"}) == 1
+    assert nets.size_multiple({**base, "arch": "pix2pix"}) == 64
+
+
+def test_pix2pix_binary_softmax_is_the_sigmoid_generator():
+    torch.manual_seed(0)
+    model = nets.build_model({"arch": "pix2pix", "in_channels": 1, "classes": 2, "depth": 2,
+                              "base": 4}).eval()
+    logits = model(torch.randn(1, 1, 8, 8))
+    assert torch.equal(logits[:, 0], torch.zeros_like(logits[:, 0]))
+    torch.testing.assert_close(torch.softmax(logits, 1)[:, 1], torch.sigmoid(logits[:, 1]))
+
+
+def test_zero_mean_holds_after_optimiser_steps():
+    torch.manual_seed(0)
+    spec = {"arch": "highres3dzm", "in_channels": 1, "classes": 2, "channels": [4, 4, 8],
+            "blocks": 1}
+    model = nets.build_model(spec)
+    first = next(m for m in model.modules() if isinstance(m, ZeroMeanConv3d))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x = torch.rand(2, 1, 8, 10, 10)
+    target = (x > 0.5).long()[:, 0]
+    for _ in range(5):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), target).backward()
+        opt.step()
+    kernels = first.effective_weight().detach()
+    assert kernels.abs().sum(dim=(2, 3, 4)).min() > 1e-3  # the kernels are not trivially zero
+    torch.testing.assert_close(kernels.mean(dim=(2, 3, 4)), torch.zeros(4, 1), atol=1e-7,
+                               rtol=0)
+    assert first.weight.mean(dim=(2, 3, 4)).abs().max() > 1e-4  # raw weights drifted...
+    nets.zero_mean_constraint(model)  # ...and projecting them changes nothing that is applied
+    torch.testing.assert_close(first.weight.detach(), kernels)
+    model.eval()
+    with torch.no_grad():  # brightness offsets do not change the output, borders included
+        torch.testing.assert_close(model(x + 3.0), model(x), atol=2e-5, rtol=1e-5)

@@ -1,0 +1,190 @@
+"""Sliding-window prediction: tiled == untiled, slice-by-slice 2D on 3D, array-likes, cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cardioseg.core import nets
+from napari_cardioseg.core.errors import CardiosegError
+from napari_cardioseg.core.models import ModelCard
+from napari_cardioseg.core.normalize import apply_normalization, fit_normalization
+from napari_cardioseg.core.predict import (
+    PredictProgress,
+    choose_device,
+    count_tiles,
+    predict_generator,
+    predict_probabilities,
+    probabilities_to_labels,
+    reflect_index,
+)
+
+NORM = {"method": "percentile", "low": 1.0, "high": 99.0}
+ATOL = 2e-5
+
+
+def tiny(arch: str, classes: int = 3, **options) -> tuple[torch.nn.Module, ModelCard]:
+    """A small net (receptive field well under the tests' overlaps) with non-trivial BN stats."""
+    spec = {"arch": arch, "in_channels": 1, "classes": classes, **options}
+    torch.manual_seed(0)
+    model = nets.build_model(spec)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    names = ["background"] + [f"c{i}" for i in range(1, classes)]
+    return model, ModelCard("tiny", spec, names, NORM, None)
+
+
+@pytest.fixture(scope="module")
+def net2d():
+    return tiny("unet2d", depth=2, base=4)
+
+
+@pytest.fixture(scope="module")
+def net3d():
+    return tiny("unet3d", classes=2, depth=2, base=4)
+
+
+def untiled(image, model, card):
+    return predict_probabilities(image, model, card, tile=4096, device="cpu")
+
+
+@pytest.mark.parametrize(("shape", "tile", "overlap"), [
+    ((150, 203), 96, 0.5),   # odd shape, many tiles, last tiles shifted back
+    ((97, 61), 64, 0.25),    # fewer pixels of overlap
+    ((21, 30), 64, 0.25),    # smaller than one tile
+    ((5, 3), 64, 0.25),      # smaller than the net's stride (reflection repeats)
+])
+def test_tiled_equals_untiled_2d(net2d, rng, shape, tile, overlap):
+    model, card = net2d
+    image = rng.normal(100, 20, shape).astype(np.float32)
+    full = untiled(image, model, card)
+    tiled = predict_probabilities(image, model, card, tile=tile, overlap=overlap, device="cpu")
+    assert tiled.shape == (3, *shape) and tiled.dtype == np.float32
+    np.testing.assert_allclose(tiled, full, atol=ATOL)
+    np.testing.assert_allclose(tiled.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_tiled_equals_untiled_3d(net3d, rng):
+    model, card = net3d
+    image = rng.integers(0, 4000, (19, 45, 38)).astype(np.uint16)
+    full = untiled(image, model, card)
+    tiled = predict_probabilities(image, model, card, tile=(16, 32, 32), overlap=0.5,
+                                  device="cpu")
+    assert count_tiles(image.shape, card.spec, (16, 32, 32), 0.5) == 2 * 2 * 2
+    np.testing.assert_allclose(tiled, full, atol=ATOL)
+
+
+def test_2d_model_on_3d_stack_is_slice_by_slice(net2d, rng):
+    model, card = net2d
+    stack = rng.normal(0, 1, (3, 70, 50)).astype(np.float32)
+    stack[1] += 5.0  # one brighter slice: normalisation is fitted on the whole stack
+    prob = predict_probabilities(stack, model, card, tile=48, overlap=0.5, batch=5, device="cpu")
+    fitted = fit_normalization(stack, card.normalization)
+    whole = {**card.normalization}
+    for z in range(3):  # the same numbers as predicting each slice with the stack's normalisation
+        card_z = ModelCard("z", card.spec, card.class_names,
+                           {"method": "fixed", "min": fitted["min"], "max": fitted["max"]}, None)
+        np.testing.assert_allclose(prob[:, z], untiled(stack[z], model, card_z), atol=ATOL)
+    assert card.normalization == whole
+
+
+def test_3d_model_refuses_2d_image(net3d):
+    model, card = net3d
+    with pytest.raises(CardiosegError, match="3D and needs a ZYX stack"):
+        predict_probabilities(np.zeros((32, 32), np.float32), model, card)
+
+
+@pytest.mark.parametrize(("image", "kwargs", "message"), [
+    (np.zeros((4, 5, 6, 7)), {}, "2D .* or 3D"),
+    (np.zeros((40, 50, 3)), {}, "RGB"),
+    (np.zeros((0, 5)), {}, "empty"),
+    (np.zeros((8, 8)), {"overlap": 0.7}, "overlap"),
+    (np.zeros((8, 8)), {"batch": 0}, "batch"),
+    (np.zeros((8, 8)), {"tile": (8, 8, 8)}, "tile"),
+    (np.zeros((8, 8)), {"out": np.zeros((2, 8, 8), np.float32)}, "out has shape"),
+    (np.full((8, 8), np.nan), {}, "no finite"),
+    (np.zeros((8, 8)), {"device": "tpu"}, "device"),
+])
+def test_bad_input(net2d, image, kwargs, message):
+    model, card = net2d
+    with pytest.raises(CardiosegError, match=message):
+        predict_probabilities(image, model, card, **kwargs)
+
+
+def test_memmap_in_and_out(net2d, rng, tmp_path):
+    model, card = net2d
+    image = rng.normal(0, 1, (2, 60, 90)).astype(np.float32)
+    src = np.lib.format.open_memmap(tmp_path / "in.npy", "w+", np.float32, image.shape)
+    src[:] = image
+    src.flush()
+    src = np.load(tmp_path / "in.npy", mmap_mode="r")
+    out = np.lib.format.open_memmap(tmp_path / "out.npy", "w+", np.float32, (3, *image.shape))
+    out[:] = 7.0  # stale content must be overwritten
+    result = predict_probabilities(src, model, card, tile=48, overlap=0.5, device="cpu", out=out)
+    assert result is out
+    np.testing.assert_allclose(out, predict_probabilities(image, model, card, device="cpu"),
+                               atol=ATOL)
+
+
+def test_generator_progress_and_cancel(net2d, rng):
+    model, card = net2d
+    model.train()
+    image = rng.normal(0, 1, (100, 100)).astype(np.float32)
+    total = count_tiles(image.shape, card.spec, 32, 0.25)
+    assert total == 16
+    gen = predict_generator(image, model, card, tile=32, overlap=0.25, batch=3, device="cpu")
+    steps = [next(gen) for _ in range(3)]
+    assert steps == [PredictProgress(0, 16), PredictProgress(3, 16), PredictProgress(6, 16)]
+    assert not model.training  # eval mode while predicting...
+    gen.close()  # what a worker's quit() amounts to: no further tiles are computed
+    assert model.training  # ...and the caller's mode restored afterwards
+    model.eval()
+
+
+def test_labels_from_probabilities():
+    prob = np.array([[[0.7, 0.1]], [[0.2, 0.3]], [[0.1, 0.6]]], np.float32)
+    labels = probabilities_to_labels(prob)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, [[0, 2]])
+    with pytest.raises(CardiosegError, match="C>=2"):
+        probabilities_to_labels(np.ones((1, 4, 4)))
+
+
+def test_reflect_index_matches_numpy_pad():
+    for n in (1, 2, 5):
+        data = np.arange(n)
+        expected = np.pad(data, (0, 13), mode="reflect") if n > 1 else np.zeros(n + 13, int)
+        np.testing.assert_array_equal(data[reflect_index(np.arange(n + 13), n)], expected)
+
+
+def test_choose_device():
+    assert choose_device("cpu") == torch.device("cpu")
+    assert choose_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(CardiosegError, match="no CUDA GPU"):
+            choose_device("cuda")
+
+
+def test_normalisation_fitted_once_applies_per_tile(rng):
+    image = rng.gamma(2.0, 50.0, (300, 200))
+    image[5, 5] = np.nan
+    fitted = fit_normalization(image, {"method": "percentile", "low": 2.0, "high": 98.0})
+    finite = image[np.isfinite(image)]
+    assert fitted["method"] == "fixed" and fitted["fitted_from"] == "percentile"
+    assert fitted["min"] == pytest.approx(np.percentile(finite, 2.0))
+    assert fitted["max"] == pytest.approx(np.percentile(finite, 98.0))
+    whole = apply_normalization(image, fitted)
+    assert whole.dtype == np.float32 and whole[5, 5] == 0.0
+    np.testing.assert_array_equal(apply_normalization(image[100:164, 30:94], fitted),
+                                  whole[100:164, 30:94])
+    z = fit_normalization(image, {"method": "zscore"})
+    normed = apply_normalization(image, z)
+    assert abs(np.nanmean(normed[np.isfinite(image)])) < 1e-4
+    mm = fit_normalization(np.array([[2, 6]]), {"method": "minmax"})
+    np.testing.assert_allclose(apply_normalization(np.array([2, 4, 6]), mm), [0, 0.5, 1])
+    with pytest.raises(CardiosegError, match="min < max"):
+        fit_normalization(image, {"method": "fixed", "min": 3, "max": 3})
