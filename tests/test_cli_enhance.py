@@ -10,12 +10,6 @@ from napari_cardioseg.core.contrast import agcwd, agcwd_extended, percentile_str
 from napari_cardioseg.core.io import read_single, write_tiff
 
 
-@pytest.fixture(autouse=True)
-def only_enhance(monkeypatch):
-    """Register just this subcommand, so these tests do not depend on the others."""
-    monkeypatch.setattr(cli, "SUBCOMMANDS", ("enhance",))
-
-
 @pytest.fixture
 def stack_path(tmp_path, rng):
     data = rng.integers(100, 4000, (3, 20, 24)).astype(np.uint16)

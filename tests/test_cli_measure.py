@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 
-from napari_cardioseg.cli import evaluate as cli_evaluate
 from napari_cardioseg.cli import main
-from napari_cardioseg.cli import measure as cli_measure
 from napari_cardioseg.core.io import write_tiff
 from napari_cardioseg.core.table import read_csv
 
 
 def run_cli(argv: list) -> int:
-    """Run through the real dispatcher (falls back to our two subcommands alone when another
-    subcommand module of the dispatcher is not importable yet)."""
-    try:
-        return main([str(a) for a in argv])
-    except ModuleNotFoundError:
-        parser = argparse.ArgumentParser(prog="cardioseg")
-        sub = parser.add_subparsers(dest="command", required=True)
-        cli_measure.register(sub)
-        cli_evaluate.register(sub)
-        args = parser.parse_args([str(a) for a in argv])
-        from napari_cardioseg.core.errors import CardiosegError
-        try:
-            return args.func(args)
-        except CardiosegError as exc:
-            print(f"cardioseg {args.command}: error: {exc}", file=__import__("sys").stderr)
-            return 2
+    """Run ``cardioseg`` through the real dispatcher."""
+    return main([str(a) for a in argv])
 
 
 def test_measure_shapes_writes_both_tables(tmp_path):
