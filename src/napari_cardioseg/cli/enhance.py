@@ -6,7 +6,7 @@ import argparse
 
 from ..core.contrast import METHODS, enhance_steps
 from ..core.io import read_single, write_tiff
-from .progress import ProgressBar
+from .progress import drain_with_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,17 +38,7 @@ def run(args: argparse.Namespace) -> int:
               if getattr(args, name) is not None}
     image = read_single(args.input)
     steps = enhance_steps(image.data, args.method, per_slice=args.per_slice, **params)
-    bar = None
-    try:
-        while True:
-            progress = next(steps)
-            bar = bar or ProgressBar(progress.total, f"enhance ({args.method})")
-            bar.update(progress.done)
-    except StopIteration as stop:
-        result = stop.value
-    finally:
-        if bar is not None:
-            bar.close()
+    result = drain_with_bar(steps, f"enhance ({args.method})")
     write_tiff(args.output, result, image.scale)
     print(f"wrote {args.output}")
     return 0

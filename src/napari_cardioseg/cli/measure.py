@@ -9,7 +9,7 @@ from ..core.errors import CardiosegError
 from ..core.io import read_single
 from ..core.measure import KINDS, measure_iter
 from ..core.measure.objects import OBJECT_MODES
-from .progress import ProgressBar
+from .progress import drain_with_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,17 +68,7 @@ def run(args: argparse.Namespace) -> int:
     gen = measure_iter(labels.data, spacing, args.kind, image=image, cell_mask=cell_mask,
                        mode=args.objects, connectivity=args.connectivity,
                        min_size=args.min_size, period_range=tuple(args.period_range))
-    bar = None
-    try:
-        while True:
-            step = next(gen)
-            bar = bar or ProgressBar(step.total, "measure")
-            bar.update(step.done)
-    except StopIteration as stop:
-        result = stop.value
-    finally:
-        if bar is not None:
-            bar.close()
+    result = drain_with_bar(gen, "measure")
     result.objects.write_csv(args.output)
     summary = summary_path(args.output)
     result.summary.write_csv(summary)

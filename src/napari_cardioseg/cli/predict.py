@@ -8,7 +8,7 @@ from pathlib import Path
 from ..core.io import read_single, write_tiff
 from ..core.models import load_model
 from ..core.predict import DEVICES, predict_generator, probabilities_to_labels
-from .progress import ProgressBar
+from .progress import drain_with_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,17 +48,7 @@ def run(args: argparse.Namespace) -> int:
               f"{card.pixel_size} µm")
     steps = predict_generator(image.data, model, card, tile=args.tile, overlap=args.overlap,
                               batch=args.batch, device=args.device)
-    bar = None
-    try:
-        while True:
-            progress = next(steps)
-            bar = bar or ProgressBar(progress.total, f"predict ({card.name})")
-            bar.update(progress.done, "tiles")
-    except StopIteration as stop:
-        prob = stop.value
-    finally:
-        if bar is not None:
-            bar.close()
+    prob = drain_with_bar(steps, f"predict ({card.name})", "tiles")
     write_tiff(args.output, probabilities_to_labels(prob), image.scale)
     print(f"wrote {args.output}")
     if args.prob:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ProgressBar:
@@ -45,3 +49,18 @@ class ProgressBar:
         if self._tty:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def drain_with_bar(steps: Generator[Any, Any, T], label: str, extra: str = "") -> T:
+    """Run a core progress generator (items with ``done``/``total``) with a bar; return its result."""
+    bar = None
+    try:
+        while True:
+            progress = next(steps)
+            bar = bar or ProgressBar(progress.total, label)
+            bar.update(progress.done, extra)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        if bar is not None:
+            bar.close()

@@ -30,6 +30,7 @@ import numpy as np
 
 from .errors import CardiosegError
 from .io import as_grey
+from .progress import drain
 
 MAX_BINS = 65536
 """Most histogram bins chosen automatically (one per grey level of 16-bit data)."""
@@ -252,14 +253,6 @@ def enhance_steps(
     return out
 
 
-def _drain(steps: Generator[EnhanceProgress, None, np.ndarray]) -> np.ndarray:
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
-
-
 def agcwd(
     image: np.ndarray,
     alpha: float = 0.5,
@@ -299,7 +292,7 @@ def agcwd(
     numpy.ndarray
         A new array, same shape.
     """
-    return _drain(enhance_steps(image, "agcwd", alpha=alpha, bins=bins, per_slice=per_slice,
+    return drain(enhance_steps(image, "agcwd", alpha=alpha, bins=bins, per_slice=per_slice,
                                 as_float=as_float))
 
 
@@ -333,7 +326,7 @@ def agcwd_extended(
     With no values beyond ``n_sigma`` σ (uniform-like histograms, σ-spread < 3.5) the result equals
     :func:`agcwd`. Parameters are those of :func:`agcwd`, plus ``n_sigma`` (at least 1).
     """
-    return _drain(enhance_steps(image, "agcwd-extended", alpha=alpha, n_sigma=n_sigma, bins=bins,
+    return drain(enhance_steps(image, "agcwd-extended", alpha=alpha, n_sigma=n_sigma, bins=bins,
                                 per_slice=per_slice, as_float=as_float))
 
 
@@ -362,7 +355,7 @@ def percentile_stretch(
     as_float : bool
         Return float32 in 0..1 instead of the input dtype.
     """
-    return _drain(enhance_steps(image, "percentile", low=low, high=high, per_slice=per_slice,
+    return drain(enhance_steps(image, "percentile", low=low, high=high, per_slice=per_slice,
                                 as_float=as_float))
 
 
@@ -383,4 +376,4 @@ def enhance(image: np.ndarray, method: str, **params: float | int | bool | None)
         For an unknown method (the message lists the valid names), unknown or invalid parameters, and
         invalid images.
     """
-    return _drain(enhance_steps(image, method, **params))
+    return drain(enhance_steps(image, method, **params))

@@ -28,6 +28,7 @@ from .io import as_grey
 from .models import ModelCard
 from .nets import size_multiple, spec_ndim
 from .normalize import apply_normalization, fit_normalization
+from .progress import drain
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AUTO_TILE = {2: 512, 3: 96}  # tile edge when ``tile=None`` (whole image when smaller)
@@ -312,12 +313,7 @@ def predict_generator(
 def predict_probabilities(image: Any, model: torch.nn.Module, card: ModelCard,
                           **kwargs: Any) -> Any:
     """Drain :func:`predict_generator` and return the probabilities."""
-    gen = predict_generator(image, model, card, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(predict_generator(image, model, card, **kwargs))
 
 
 def probabilities_to_labels(prob: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from .errors import CardiosegError
 from .losses import sparse_loss
 from .normalize import apply_normalization, fit_normalization
 from .predict import choose_device
+from .progress import drain
 from .sampling import ScribbleIndex, check_classes, check_pairs, extract, window_centre
 
 Region = tuple[slice, ...]
@@ -426,9 +427,4 @@ def train_generator(
 
 def train(images: Sequence[np.ndarray], scribbles: Sequence[np.ndarray], **options) -> TrainResult:
     """Drain :func:`train_generator` and return its :class:`TrainResult`."""
-    gen = train_generator(images, scribbles, **options)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(train_generator(images, scribbles, **options))

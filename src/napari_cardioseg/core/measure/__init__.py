@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CardiosegError
+from ..progress import drain
 from ..table import Table
 from . import cell, shapes, zdisk
 from .objects import (
@@ -263,12 +264,7 @@ def measure_iter(
 def measure(labels: np.ndarray, spacing: Sequence[float], kind: str = "shapes",
             **kwargs: Any) -> MeasureResult:
     """Run :func:`measure_iter` to the end and return its result."""
-    gen = measure_iter(labels, spacing, kind, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(measure_iter(labels, spacing, kind, **kwargs))
 
 
 __all__ = [
