@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ..core.errors import CardiosegError
 from ..core.io import write_tiff
 
@@ -62,7 +64,8 @@ def _write_samples(out: Path) -> dict[str, Path]:
     for key, layers in (("zdisk", zdisk_sample()), ("em", em_sample())):
         (image, image_meta, _), (truth, truth_meta, _) = layers[:2]
         paths[key] = write_tiff(out / f"{key}.tif", image, image_meta["scale"])
-        paths[f"{key}_truth"] = write_tiff(out / f"{key}_truth.tif", truth, truth_meta["scale"])
+        binary = (np.asarray(truth) > 0).astype(np.uint8)  # evaluate semantic masks, not instances
+        paths[f"{key}_truth"] = write_tiff(out / f"{key}_truth.tif", binary, truth_meta["scale"])
     return paths
 
 
