@@ -11,7 +11,8 @@ from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import ModelCard, load_model
 from napari_cardioseg.core.nets import build_model, encoder_modules
 from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
-from napari_cardioseg.core.train import TrainSession, train, train_generator
+from napari_cardioseg.core.progress import drain
+from napari_cardioseg.core.train import LR_FINETUNE, LR_SCRATCH, TrainSession, train, train_generator
 
 FAST = {"patch_size": 32, "batch": 4}
 
@@ -172,3 +173,23 @@ def test_3d_architecture_on_2d_image_and_bad_budget():
         TrainSession([image], [scribbles], arch="nope")
     with pytest.raises(CardiosegError, match="steps"):
         TrainSession([image], [scribbles], steps=0)
+
+
+def test_finetuning_keeps_batchnorm_statistics_and_takes_small_steps():
+    image, scribbles, _ = disks()
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 8}
+    torch.manual_seed(0)
+    model = build_model(spec)
+    card = ModelCard("pre", spec, ["background", "object"],
+                     {"method": "percentile", "low": 1.0, "high": 99.8}, None)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    session = TrainSession([image], [scribbles], init=(model, card), steps=3, **FAST)
+    assert session.lr == LR_FINETUNE < LR_SCRATCH
+    result = drain(session.run())
+    after = result.model.state_dict()
+    assert stats and all(torch.equal(v, after[k]) for k, v in stats.items())
+    scratch = TrainSession([image], [scribbles], steps=3, **FAST)
+    assert scratch.lr == LR_SCRATCH
+    result = drain(scratch.run())
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in result.model.state_dict().items()
+               if "running_mean" in k)

@@ -35,6 +35,8 @@ InitModel = str | os.PathLike | tuple[torch.nn.Module, _models.ModelCard]
 DEFAULT_ARCH = "unet2d"  # small plain U-Net: fast enough to train live on a CPU
 #: options used when training an architecture from scratch (light, CPU-friendly widths)
 SCRATCH_OPTIONS = {"unet2d": {"depth": 3, "base": 16}, "unet3d": {"depth": 3, "base": 8}}
+LR_SCRATCH = 5e-3  # learning rates (AdamW) when none is given: training from scratch,
+LR_FINETUNE = 2.5e-4  # and fine-tuning a pretrained or previously trained model
 _PREVIEW_MAX = (32, 512, 512)  # largest preview region (Z, Y, X)
 
 
@@ -145,7 +147,7 @@ class TrainSession:
         seed: int = 0,
         patch_size: int | Sequence[int] | None = None,
         batch: int | None = None,
-        lr: float = 5e-3,
+        lr: float | None = None,
         augment: AugmentConfig = AugmentConfig(),  # noqa: B008 (frozen dataclass)
         refresh_every: float = 1.0,
         pixel_size: Sequence[float] | None = None,
@@ -159,7 +161,7 @@ class TrainSession:
             steps = 200
         self.steps, self.time_budget = steps, time_budget
         self.preview, self.preview_every = preview, preview_every
-        self.seed, self.lr, self.augment = seed, lr, augment
+        self.seed, self.augment = seed, augment
         self.pixel_size = [float(v) for v in pixel_size] if pixel_size is not None else None
         self.device = torch.device(choose_device(device))
         self.index = ScribbleIndex(self.scribbles, refresh_every=refresh_every)
@@ -178,6 +180,12 @@ class TrainSession:
             else {"method": "percentile", "low": 1.0, "high": 99.8}
         )
         self.base_card = base_card
+        # fine-tuning: a small step and the pretrained batch-norm statistics, so that a few strokes
+        # correct the model instead of overwriting what it learned from dense labels
+        self.lr = lr if lr is not None else (LR_SCRATCH if base_card is None else LR_FINETUNE)
+        self.norm_layers = [] if base_card is None else [
+            m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        ]
         multiple = _nets.size_multiple(self.spec)
         if patch_size is None:
             self.patch = _default_patch(self.ndim, multiple, self.images[0].shape)
@@ -191,7 +199,7 @@ class TrainSession:
         for module in self.frozen:
             module.requires_grad_(False)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+        self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=1e-4)
         self.losses: list[float] = []
         self.elapsed = 0.0
         self._best_loss = float("inf")
@@ -254,8 +262,8 @@ class TrainSession:
 
     def _step(self, rng: np.random.Generator) -> float:
         self.model.train()
-        for module in self.frozen:
-            module.eval()  # frozen encoders keep their batch-norm statistics
+        for module in [*self.frozen, *self.norm_layers]:
+            module.eval()  # frozen encoders and fine-tuned models keep their batch-norm statistics
         x, y = self._batch(rng)
         loss = sparse_loss(self.model(x), y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -412,7 +420,8 @@ def train_generator(
         ``steps`` / ``time_budget`` (seconds), ``freeze_encoder``, ``preview`` (region of
         image 1 as a tuple of slices, or a callable returning one), ``preview_every``
         (seconds; a preview also follows the first step), ``device``, ``seed``,
-        ``patch_size``, ``batch``, ``lr``, ``augment`` (:class:`AugmentConfig`),
+        ``patch_size``, ``batch``, ``lr`` (default ``LR_SCRATCH``, or ``LR_FINETUNE`` with ``init``;
+        fine-tuning also keeps the batch-norm statistics), ``augment`` (:class:`AugmentConfig`),
         ``refresh_every`` (seconds between re-reads of the scribbles), ``pixel_size`` (µm per
         axis, recorded in the card).
 
