@@ -38,10 +38,10 @@ class ZdiskParams:
     gap_fraction: float = 0.05
     punctate_fraction: float = 0.25
     psf_sigma: float = 0.16
-    photons: float = 40.0
-    read_noise: float = 0.02
-    background: float = 0.04
-    fibril_signal: float = 0.06
+    photons: float = 150.0
+    read_noise: float = 0.005
+    background: float = 0.02
+    fibril_signal: float = 0.03
     illumination: float = 0.35
     cell_fill: float = 0.85
 
