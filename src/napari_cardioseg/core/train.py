@@ -148,6 +148,7 @@ class TrainSession:
         patch_size: int | Sequence[int] | None = None,
         batch: int | None = None,
         lr: float | None = None,
+        keep_norm_stats: bool | None = None,
         augment: AugmentConfig = AugmentConfig(),  # noqa: B008 (frozen dataclass)
         refresh_every: float = 1.0,
         pixel_size: Sequence[float] | None = None,
@@ -183,9 +184,10 @@ class TrainSession:
         # fine-tuning: a small step and the pretrained batch-norm statistics, so that a few strokes
         # correct the model instead of overwriting what it learned from dense labels
         self.lr = lr if lr is not None else (LR_SCRATCH if base_card is None else LR_FINETUNE)
-        self.norm_layers = [] if base_card is None else [
+        keep = base_card is not None if keep_norm_stats is None else keep_norm_stats
+        self.norm_layers = [
             m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-        ]
+        ] if keep else []
         multiple = _nets.size_multiple(self.spec)
         if patch_size is None:
             self.patch = _default_patch(self.ndim, multiple, self.images[0].shape)
@@ -420,8 +422,9 @@ def train_generator(
         ``steps`` / ``time_budget`` (seconds), ``freeze_encoder``, ``preview`` (region of
         image 1 as a tuple of slices, or a callable returning one), ``preview_every``
         (seconds; a preview also follows the first step), ``device``, ``seed``,
-        ``patch_size``, ``batch``, ``lr`` (default ``LR_SCRATCH``, or ``LR_FINETUNE`` with ``init``;
-        fine-tuning also keeps the batch-norm statistics), ``augment`` (:class:`AugmentConfig`),
+        ``patch_size``, ``batch``, ``lr`` (default ``LR_SCRATCH``, or ``LR_FINETUNE`` with ``init``),
+        ``keep_norm_stats`` (freeze batch-norm statistics; default: only when fine-tuning from
+        ``init``; dense full-image training wants ``False``), ``augment`` (:class:`AugmentConfig`),
         ``refresh_every`` (seconds between re-reads of the scribbles), ``pixel_size`` (µm per
         axis, recorded in the card).
 

@@ -1,0 +1,50 @@
+"""``python -m napari_cardioseg.recipes zdisk|mito``: train, validate and save a shipped model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from ..core.errors import CardiosegError
+from ..core.models import PRETRAINED_DIR
+from . import data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments, run one recipe and return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m napari_cardioseg.recipes", description=__doc__)
+    parser.add_argument("recipe", choices=["zdisk", "mito"], help="which model to train")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="folder with the third-party data (default: $CARDIOSEG_DATA or "
+                             "shared/data beside the checkout)")
+    parser.add_argument("--minutes", type=float, default=40.0, help="training time budget")
+    parser.add_argument("--out", type=Path, default=PRETRAINED_DIR,
+                        help="folder for NAME.json + NAME.safetensors (default: the package's weights/)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true",
+                        help="mito: continue from the stage-1 checkpoint in OUT/checkpoints")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data_dir = args.data or data.default_data_dir()
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.recipe == "mito":
+            from . import mito
+
+            mito.run(data_dir, args.minutes, args.out, seed=args.seed, resume=args.resume)
+        else:
+            from . import zdisk
+
+            zdisk.run(data_dir, args.minutes, args.out, seed=args.seed)
+    except CardiosegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
