@@ -1,0 +1,107 @@
+"""Real vs synthetic images: statistics and the figures in docs/images/ (not a test).
+
+Needs the third-party images in ``../shared/data`` (never shipped). Prints, for the real hiPSC
+cardiomyocyte and the synthetic Z-disk generator at the same pixel size, the Z-disk period, noise,
+intensity percentiles and skewness inside the cell; writes ``docs/images/synth_vs_real.png`` and
+``docs/images/em_synth_vs_real.png``.
+
+Usage: ``python benchmarks/compare_synth_real.py [--data ../shared/data]``
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_cardioseg.core.io import read_single
+from napari_cardioseg.core.measure.zdisk import fft_period
+from napari_cardioseg.core.synth import ZdiskParams, organelle_stack, zdisk_image
+
+ROOT = Path(__file__).resolve().parents[1]
+PIXEL = 0.1195  # µm/px of the real single-cell image (see its SOURCE.md)
+
+
+def noise_sigma(image: np.ndarray, region: np.ndarray) -> float:
+    """Immerkær's noise estimate (grey levels) inside ``region``."""
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], float)
+    response = np.abs(ndi.convolve(image.astype(float), kernel))
+    return float(np.sqrt(np.pi / 2) * response[ndi.binary_erosion(region, iterations=2)].mean() / 6)
+
+
+def zdisk_stats(image: np.ndarray, cell: np.ndarray) -> dict[str, float]:
+    """Period (µm), noise and histogram shape inside the cell, relative to its 99th percentile."""
+    cell = cell.astype(bool)
+    values = image[cell].astype(float)
+    top = np.percentile(values, 99)
+    z = (values - values.mean()) / values.std()
+    return {
+        "period_um": fft_period(image, (PIXEL, PIXEL), cell, (1.0, 2.6))[0],
+        "noise": noise_sigma(image, cell) / top,
+        "p50": np.percentile(values, 50) / top,
+        "p90": np.percentile(values, 90) / top,
+        "skewness": float(np.mean(z**3)),
+    }
+
+
+def zdisk_figure(data: Path) -> None:
+    """Real cell vs synthetic image: full view, central crop, in-cell histogram."""
+    real = read_single(data / "zdisk_fluor/sgi_sample_raw.tif").data
+    cell = read_single(data / "zdisk_fluor/sgi_sample_cellmask.tif").data
+    synth = zdisk_image((512, 512), ZdiskParams(pixel_size=PIXEL, sarcomere_length=1.6), seed=0,
+                        dtype=np.uint8)
+    fig, ax = plt.subplots(2, 3, figsize=(13, 8.5))
+    for row, (img, mask, name) in enumerate([(real, cell, "real hiPSC-CM (third-party)"),
+                                             (synth.image, synth.cell_mask, "synthetic (core.synth)")]):
+        stats = zdisk_stats(img, mask)
+        print(name, {k: round(float(v), 3) for k, v in stats.items()})
+        h, w = img.shape
+        ax[row, 0].imshow(img, cmap="gray")
+        ax[row, 0].set_title(name)
+        ax[row, 1].imshow(img[h // 2 - 64 : h // 2 + 64, w // 2 - 64 : w // 2 + 64], cmap="gray",
+                          interpolation="nearest")
+        ax[row, 1].set_title(f"128 px crop; period {stats['period_um']:.2f} µm")
+        values = img[mask.astype(bool)] / np.percentile(img[mask.astype(bool)], 99)
+        ax[row, 2].hist(values, bins=60, range=(0, 1.3), density=True, log=True)
+        ax[row, 2].set_title(f"in-cell histogram; noise {stats['noise']:.3f}, skew {stats['skewness']:.1f}")
+        for a in ax[row, :2]:
+            a.axis("off")
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs/images/synth_vs_real.png", dpi=70)
+
+
+def em_figure(data: Path) -> None:
+    """Real FIB-SEM / SBF-SEM slices vs the synthetic EM generator."""
+    lucchi = read_single(data / "lucchi_pp_train/train_crop_image.tif").data[80, :256, :256]
+    emnet = read_single(data / "emnet_cardiac_sbfsem/train_image.tif").data[0, :256, :256]
+    fib = organelle_stack((16, 256, 256), (0.005, 0.005, 0.005), seed=0, modality="fibsem").image[8]
+    sbf = organelle_stack((16, 256, 256), (0.05, 0.012, 0.012), seed=0, modality="sbfsem").image[8]
+    fig, ax = plt.subplots(2, 2, figsize=(9, 9))
+    for a, img, title in [(ax[0, 0], lucchi, "Lucchi++ FIB-SEM (real)"), (ax[0, 1], fib, "synthetic fibsem"),
+                          (ax[1, 0], emnet, "EM-net cardiac SBF-SEM (real)"),
+                          (ax[1, 1], sbf, "synthetic sbfsem")]:
+        a.imshow(img, cmap="gray", vmin=0, vmax=255)
+        a.set_title(f"{title}: mean {img.mean():.0f}, sd {img.std():.0f}")
+        a.axis("off")
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs/images/em_synth_vs_real.png", dpi=70)
+
+
+def main() -> None:
+    """Print the statistics and write both figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    args = parser.parse_args()
+    zdisk_figure(args.data)
+    em_figure(args.data)
+
+
+if __name__ == "__main__":
+    main()
