@@ -148,3 +148,15 @@ def test_no_pickle_anywhere_in_the_package():
     pattern = re.compile(r"torch\.load\(|import pickle|pickle\.load|weights_only\s*=\s*False")
     offenders = [str(p) for p in source.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_card_json_is_strict_when_metrics_are_nan():
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2}
+    metrics = {"dice": float("nan"), "per_tile": [1.0, float("inf")]}
+    card = models.ModelCard("m", spec, ["background", "x"], {"method": "minmax"}, None, metrics=metrics)
+
+    def refuse(name):
+        raise ValueError(name)
+
+    data = json.loads(card.to_json(), parse_constant=refuse)
+    assert data["metrics"] == {"dice": None, "per_tile": [1.0, None]}

@@ -10,10 +10,12 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -28,6 +30,17 @@ from .normalize import check_normalization
 FORMAT_VERSION = 1
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "weights"
 _log = logging.getLogger(__name__)
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 @dataclass
@@ -98,8 +111,9 @@ class ModelCard:
                 raise CardiosegError(f"model card {self.name!r}: {key!r} must be a JSON object")
 
     def to_json(self) -> str:
-        """The card as indented JSON."""
-        return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False) + "\n"
+        """The card as indented, strict JSON (NaN and infinities, e.g. failed metrics, become null)."""
+        return json.dumps(_strict(dataclasses.asdict(self)), indent=2, ensure_ascii=False,
+                          allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> ModelCard:
