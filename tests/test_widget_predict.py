@@ -36,10 +36,13 @@ def run_and_wait(widget, qtbot):
 
 def test_run_adds_labels_with_scale_and_translate(viewer, qtbot, home, rng):
     widget = PredictWidget(viewer)
-    assert [label for label, _ in widget._model_choices()] == [LOAD_FILE]  # no models yet
+    pretrained = [f"{e.name} (pretrained)" for e in models.list_models()]
+    assert [label for label, _ in widget._model_choices()] == [*pretrained, LOAD_FILE]  # no user models
     model, card = save_tiny(models.user_models_dir(create=True) / "tiny")
     widget.refresh_models()  # what the Train widget calls after saving
-    assert widget._model.value == str(models.user_models_dir() / "tiny.json")
+    choices = dict(widget._model_choices())
+    assert choices["tiny (user)"] == str(models.user_models_dir() / "tiny.json")
+    widget._model.value = choices["tiny (user)"]
 
     stack = rng.normal(0, 1, (2, 40, 60)).astype(np.float32)
     source = viewer.add_image(stack, name="em", scale=(0.05, 0.01, 0.02), translate=(1, 2, 3))
