@@ -44,3 +44,14 @@ def test_reader_opens_in_viewer(viewer, tmp_path):
     write_tiff(tmp_path / "stack.tif", np.ones((4, 16, 16), np.uint8), (0.3, 0.01, 0.01))
     layers = viewer.open(str(tmp_path / "stack.tif"), plugin="napari-cardioseg")
     np.testing.assert_allclose(layers[0].scale, (0.3, 0.01, 0.01))
+
+
+def test_uncalibrated_file_gives_a_notification(tmp_path, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_warning", shown.append)
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((8, 9), np.uint8))
+    [(_, meta, _)] = get_reader(str(tmp_path / "plain.tif"))(str(tmp_path / "plain.tif"))
+    assert meta["scale"] == (1.0, 1.0) and not meta["metadata"]["calibrated"]
+    assert len(shown) == 1 and "no pixel size" in shown[0]

@@ -27,7 +27,13 @@ def reader_function(path: str | list[str]) -> list[tuple]:
     paths = [path] if isinstance(path, str) else path
     layers = []
     for p in paths:
-        for img in read_image(p):
+        images = read_image(p)
+        if not images[0].calibrated:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"{p}: no pixel size in the file; the layer scale is 1 (pixels). "
+                         "Set it before measuring (layer scale, or the Measure widget's pixel size).")
+        for img in images:
             meta = {"name": img.name, "scale": img.scale,
                     "metadata": {"calibrated": img.calibrated, "source": str(p)}}
             kind = "labels" if _looks_like_labels(img.data, img.name) else "image"
