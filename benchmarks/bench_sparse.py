@@ -35,6 +35,7 @@ from napari_cardioseg.core.io import read_single  # noqa: E402
 from napari_cardioseg.core.models import load_model  # noqa: E402
 from napari_cardioseg.core.normalize import apply_normalization, fit_normalization  # noqa: E402
 from napari_cardioseg.core.train import TrainSession, train_threads  # noqa: E402
+from napari_cardioseg.recipes.common import dice  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {
@@ -68,10 +69,6 @@ def strokes(mask: np.ndarray, rng: np.random.Generator, per_class: int = 12,
         keep = inside[ys, xs]
         out[ys[keep], xs[keep]] = 1
     return out
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    return float(2 * np.sum(pred & truth) / max(pred.sum() + truth.sum(), 1))
 
 
 @torch.no_grad()

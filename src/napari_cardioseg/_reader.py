@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .core.errors import CardiosegError
 from .core.io import read_image
 
 _SUFFIXES = (".tif", ".tiff")
@@ -46,12 +45,4 @@ def get_reader(path: str | list[str]) -> Callable | None:
     paths = [path] if isinstance(path, str) else path
     if not all(str(p).lower().endswith(_SUFFIXES) for p in paths):
         return None
-
-    def _read(p: str | list[str]) -> list[tuple]:
-        try:
-            return reader_function(p)
-        except CardiosegError as exc:
-            # napari shows reader errors as a notification; keep it one line.
-            raise CardiosegError(str(exc)) from None
-
-    return _read
+    return reader_function

@@ -30,7 +30,7 @@ from ..core.models import list_models, load_model, user_models_dir
 from ..core.nets import ARCHITECTURES
 from ..core.predict import predict_generator, probabilities_to_labels
 from ..core.train import DEFAULT_ARCH, TrainProgress, TrainSession
-from ._common import output_layer_kwargs, report_error, show_info, start_generator
+from ._common import output_layer_kwargs, report_error, show_info, spatial_scale, start_generator
 
 if TYPE_CHECKING:
     import napari
@@ -168,10 +168,10 @@ class TrainWidget(Container):
                 start = {"arch": choice[len(SCRATCH):]}
             else:
                 start = {"init": choice}
-            scale = [float(s) for s in image.scale[-image.data.ndim:]]
             self.session = TrainSession(
                 [np.asarray(image.data)], [scribbles.data], freeze_encoder=self._freeze.value,
-                preview=self._view_region, pixel_size=scale, **start, **self._budget_kwargs(),
+                preview=self._view_region, pixel_size=spatial_scale(image), **start,
+                **self._budget_kwargs(),
             )
         except CardiosegError as exc:
             report_error(exc)
