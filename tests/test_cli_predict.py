@@ -43,6 +43,17 @@ def test_predict_round_trip(tmp_path, rng, user_model, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_predict_with_flips(tmp_path, rng, user_model):
+    model, card = user_model
+    image = rng.integers(0, 255, (40, 52)).astype(np.uint8)
+    write_tiff(tmp_path / "in.tif", image, (0.005, 0.005))
+    assert main(["predict", str(tmp_path / "in.tif"), "--model", "tiny", "-o", str(tmp_path / "l.tif"),
+                 "--prob", str(tmp_path / "p.tif"), "--flips", "--device", "cpu"]) == 0
+    prob = predict_probabilities(image, model, card, device="cpu", flips=True)
+    np.testing.assert_allclose(read_single(tmp_path / "p-mito.tif").data, prob[1], atol=2e-5)
+    assert not np.allclose(prob, predict_probabilities(image, model, card, device="cpu"), atol=1e-3)
+
+
 def test_models_lists_user_models(user_model, capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out

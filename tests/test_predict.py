@@ -92,6 +92,26 @@ def test_2d_model_on_3d_stack_is_slice_by_slice(net2d, rng):
     assert card.normalization == whole
 
 
+@pytest.mark.parametrize("net", ["net2d", "net3d"])
+def test_flips_make_prediction_flip_equivariant(net, rng, request):
+    model, card = request.getfixturevalue(net)
+    shape = (40, 52) if net == "net2d" else (9, 40, 36)
+    image = rng.normal(100, 20, shape).astype(np.float32)
+    kwargs = {"tile": 32 if net == "net2d" else (8, 32, 32), "overlap": 0.5, "device": "cpu"}
+    plain = predict_probabilities(image, model, card, **kwargs)
+    averaged = predict_probabilities(image, model, card, flips=True, **kwargs)
+    mirrored = predict_probabilities(image[..., ::-1, :].copy(), model, card, flips=True, **kwargs)
+    # the flip average of an image and of its mirror image are mirror images of each other ...
+    np.testing.assert_allclose(mirrored[..., ::-1, :], averaged, atol=ATOL)
+    np.testing.assert_allclose(averaged.sum(axis=0), 1.0, atol=1e-5)
+    # ... which a single pass is not, and the average is that of the four flipped passes
+    assert np.abs(plain - averaged).max() > 1e-3
+    manual = np.mean([np.flip(predict_probabilities(np.flip(image, axes).copy(), model, card, **kwargs),
+                              tuple(a + image.ndim + 1 for a in axes))
+                      for axes in [(), (-1,), (-2,), (-2, -1)]], axis=0)
+    np.testing.assert_allclose(averaged, manual, atol=ATOL)
+
+
 def test_3d_model_refuses_2d_image(net3d):
     model, card = net3d
     with pytest.raises(CardiosegError, match="3D and needs a ZYX stack"):

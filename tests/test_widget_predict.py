@@ -60,6 +60,14 @@ def test_run_adds_labels_with_scale_and_translate(viewer, qtbot, home, rng):
     np.testing.assert_allclose(prob.data, expected[1], atol=2e-5)
     np.testing.assert_allclose(prob.scale, (0.05, 0.01, 0.02))
 
+    widget._flips.value = True  # test-time flips reach the core call
+    run_and_wait(widget, qtbot)
+    flipped = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu", flips=True)
+    newest = viewer.layers[-1]  # a new run adds new layers ("em probabilities [1]")
+    assert newest.name.startswith("em probabilities") and newest is not prob
+    np.testing.assert_allclose(newest.data, flipped[1], atol=2e-5)
+    assert not np.allclose(flipped[1], expected[1], atol=1e-3)
+
 
 def test_model_file_and_stop(viewer, qtbot, home, rng):
     (home / "elsewhere").mkdir()

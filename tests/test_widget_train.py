@@ -82,3 +82,14 @@ def test_errors_are_reported_not_raised(widget, viewer, qtbot, monkeypatch):
     widget.train()
     assert "only one class" in str(errors[-1])
     np.testing.assert_array_equal(viewer.layers["cells scribbles"].data[10, 9:12], [0, 1, 0])
+
+
+def test_closing_the_viewer_stops_training(widget, viewer, qtbot):
+    widget._budget.value = 10_000
+    widget.train()
+    qtbot.waitUntil(lambda: widget.session is not None and len(widget.session.losses) >= 1,
+                    timeout=30000)
+    worker = widget.worker
+    with qtbot.waitSignal(worker.finished, timeout=5000):  # napari quits registered workers on close
+        viewer.close()
+    assert len(widget.session.losses) < 10_000

@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap 0..0.5 (default 0.25)")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="default: auto")
+    p.add_argument("--flips", action="store_true",
+                   help="average over in-plane flips (test-time augmentation, 4x slower)")
     p.set_defaults(func=run)
 
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {args.input} has no pixel size; the model was trained at "
               f"{card.pixel_size} µm")
     steps = predict_generator(image.data, model, card, tile=args.tile, overlap=args.overlap,
-                              batch=args.batch, device=args.device)
+                              batch=args.batch, device=args.device, flips=args.flips)
     prob = drain_with_bar(steps, f"predict ({card.name})", "tiles")
     write_tiff(args.output, probabilities_to_labels(prob), image.scale)
     print(f"wrote {args.output}")

@@ -29,9 +29,19 @@ def output_layer_kwargs(source: Any, name: str) -> dict:
     return {"name": name, "scale": tuple(source.scale), "translate": tuple(source.translate)}
 
 
+def widget_alive(widget: Any) -> bool:
+    """False once the Qt side of a magicgui widget was deleted (its viewer closed)."""
+    try:
+        widget.native.objectName()
+    except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
+        return False
+    return True
+
+
 def start_generator(
     func: Callable[..., Generator],
     *args: Any,
+    owner: Any,
     on_yield: Callable[[Any], None] | None = None,
     on_return: Callable[[Any], None] | None = None,
     on_finish: Callable[[], None] | None = None,
@@ -40,21 +50,23 @@ def start_generator(
 ) -> GeneratorWorker:
     """Run a core progress generator in a worker thread and wire its signals.
 
-    Errors are reported with :func:`report_error`; ``on_yield`` / ``on_return`` run on the main
-    thread, where layers may be touched. The worker is started before it is returned.
+    Errors are reported with :func:`report_error`; ``on_yield`` / ``on_return`` / ``on_finish`` run on
+    the main thread, where layers may be touched, and only while ``owner`` (the widget) still exists:
+    closing the viewer quits the worker (napari cancels its registered tasks), and its last signals
+    must not reach deleted widgets. The worker is started before it is returned.
     """
     progress = {"total": total} if total else None
     # connecting "errored" here stops superqt from also re-raising the error in the Qt event loop
     worker = create_worker(func, *args, _progress=progress, _start_thread=False,
                            _connect={"errored": report_error}, **kwargs)
-    if on_yield is not None:
-        worker.yielded.connect(on_yield)
-    if on_return is not None:
-        worker.returned.connect(on_return)
-    if on_finish is not None:
-        worker.finished.connect(on_finish)
+    for signal, slot in ((worker.yielded, on_yield), (worker.returned, on_return),
+                         (worker.finished, on_finish)):
+        if slot is not None:
+            signal.connect(lambda *value, slot=slot: slot(*value) if widget_alive(owner) else None)
     worker.start()
     return worker
 
 
-__all__ = ["output_layer_kwargs", "report_error", "show_info", "spatial_scale", "start_generator"]
+__all__ = [
+    "output_layer_kwargs", "report_error", "show_info", "spatial_scale", "start_generator", "widget_alive",
+]

@@ -88,7 +88,7 @@ class EnhanceWidget(Container):
         self._apply.enabled = False
         self.worker = start_generator(
             enhance_steps, data, method, per_slice=self._per_slice.value, **self._parameters(method),
-            on_return=lambda out: self._add_result(layer, method, data, out),
+            owner=self, on_return=lambda out: self._add_result(layer, method, data, out),
             on_finish=self._finished,
             total=(data.shape[0] if data.ndim == 3 else 1) + 1,
         )

@@ -171,7 +171,7 @@ class MeasureWidget(Container):
         self.worker = start_generator(
             measure_iter, np.asarray(layer.data), spacing, self._kind.value, image=image,
             cell_mask=cell, mode=self._mode.value, min_size=self._min_size.value,
-            on_yield=self._progress, on_return=self.show_result, on_finish=self._finished,
+            owner=self, on_yield=self._progress, on_return=self.show_result, on_finish=self._finished,
             total=1,
         )
 

@@ -39,11 +39,13 @@ class PredictWidget(Container):
         self._overlap = FloatSpinBox(label="overlap", value=0.25, min=0.0, max=0.5, step=0.05)
         self._batch = SpinBox(label="batch", value=4, min=1, max=256)
         self._device = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self._flips = CheckBox(text="average over flips (4× slower)",
+                               tooltip="test-time augmentation: smoother, usually slightly better masks")
         self._prob = CheckBox(text="add probability layer")
         self._run = PushButton(text="Run")
         self._stop = PushButton(text="Stop", enabled=False)
-        super().__init__(widgets=[self._image, self._model, self._tile, self._overlap,
-                                  self._batch, self._device, self._prob, self._run, self._stop])
+        super().__init__(widgets=[self._image, self._model, self._tile, self._overlap, self._batch,
+                                  self._device, self._flips, self._prob, self._run, self._stop])
         self.worker = None
         self._refreshing = False
         self._last_model = self._model.value
@@ -110,6 +112,7 @@ class PredictWidget(Container):
         self.worker = start_generator(
             predict_generator, layer.data, model, card, tile=tile,
             overlap=self._overlap.value, batch=self._batch.value, device=self._device.value,
+            flips=self._flips.value, owner=self,
             on_return=lambda prob: self._add_result(layer, prob),
             on_finish=self._finished,
             total=math.ceil(tiles / self._batch.value) + 1,

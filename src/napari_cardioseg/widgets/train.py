@@ -182,7 +182,7 @@ class TrainWidget(Container):
         self._progress.max = self.session.steps or int(self.session.time_budget)
         self._progress.value = 0
         self._set_running(True)
-        self.worker = start_generator(self.session.run, on_yield=self._on_progress,
+        self.worker = start_generator(self.session.run, owner=self, on_yield=self._on_progress,
                                       on_finish=self._finished)
 
     def _live_layer(self, image: Image) -> Labels:
@@ -242,7 +242,7 @@ class TrainWidget(Container):
         self._set_running(True)
         self._train.enabled = self._stop.enabled = False
         self.worker = start_generator(
-            predict_generator, image.data, self.result.model, self.result.card,
+            predict_generator, image.data, self.result.model, self.result.card, owner=self,
             on_return=lambda prob: self._viewer.add_labels(
                 probabilities_to_labels(prob), **output_layer_kwargs(image, f"{image.name} labels")
             ),
