@@ -128,3 +128,17 @@ def test_empty_image_gives_headers(tmp_path):
     assert summary["count"] == 0 and np.isnan(summary["sarcomere_length_fft_um"])
     text = result.summary.write_csv(tmp_path / "s.csv").read_text().splitlines()
     assert text[0].startswith("count,") and len(text) == 2
+
+
+def test_spacing_counts_every_gap_once_when_sarcomeres_vary():
+    # gaps cycle 1.6 / 1.8 / 2.0 µm (median 1.8); the nearer of each disk's two neighbours is
+    # mostly 1.6 µm away, so a "nearest on either side" rule would report 1.6
+    px = 0.1
+    mask = np.zeros((60, 400), np.uint8)
+    col = 10
+    for i in range(20):
+        mask[10:25, col : col + 2] = 1
+        mask[35:50, col : col + 2] = 1
+        col += (16, 18, 20)[i % 3]
+    length = measure(mask, (px, px), "zdisk").summary.row(0)["sarcomere_length_spacing_um"]
+    assert length == pytest.approx(1.8, abs=1e-6)

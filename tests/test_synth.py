@@ -20,7 +20,8 @@ def test_zdisk_is_deterministic():
 @pytest.mark.parametrize("length,angle", [(1.6, 0.0), (2.1, 35.0), (1.8, 100.0)])
 def test_zdisk_period_matches_true_sarcomere_length(length, angle):
     params = ZdiskParams(pixel_size=0.1, sarcomere_length=length, orientation=angle, curvature=0.0,
-                         sarcomere_jitter=0.0, punctate_fraction=0.0, cell_fill=1.0)
+                         sarcomere_jitter=0.0, punctate_fraction=0.0, cell_fill=1.0,
+                         brightness_sd=0.0)
     s = zdisk_image((384, 384), params, seed=1, dtype=np.float32)
     assert abs(s.sarcomere_length - length) / length < 0.02
     period, axis = fft_period(s.image, (0.1, 0.1), period_range=(1.0, 3.0))

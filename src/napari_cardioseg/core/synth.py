@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.special import erf
 
 from .errors import CardiosegError
 
@@ -22,7 +23,11 @@ from .errors import CardiosegError
 class ZdiskParams:
     """Parameters of one synthetic Z-disk image (lengths in µm).
 
-    ``sample(rng)`` draws a random, realistic set for training diversity.
+    Intensities are relative to a bright Z-disk (1). ``photons`` is the photon count of that disk,
+    ``coverage`` the share of the cell that holds myofibrils (hiPSC cardiomyocytes often have them
+    only in part of the cell), ``brightness_sd`` the log-normal spread of the brightness between
+    disks and between fibrils, and ``saturated`` the percentage of pixels clipped at the top of the
+    range. ``sample(rng)`` draws a random, realistic set for training diversity.
     """
 
     pixel_size: float = 0.1
@@ -44,6 +49,9 @@ class ZdiskParams:
     fibril_signal: float = 0.03
     illumination: float = 0.35
     cell_fill: float = 0.85
+    coverage: float = 1.0
+    brightness_sd: float = 0.3
+    saturated: float = 0.0
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> ZdiskParams:
@@ -63,12 +71,15 @@ class ZdiskParams:
             gap_fraction=float(rng.uniform(0, 0.15)),
             punctate_fraction=float(rng.uniform(0, 0.6)),
             psf_sigma=float(rng.uniform(0.1, 0.25)),
-            photons=float(rng.uniform(8, 150)),
-            read_noise=float(rng.uniform(0.005, 0.05)),
+            photons=float(np.exp(rng.uniform(np.log(10), np.log(1000)))),
+            read_noise=float(rng.uniform(0.002, 0.04)),
             background=float(rng.uniform(0.0, 0.1)),
-            fibril_signal=float(rng.uniform(0.02, 0.25)),
+            fibril_signal=float(rng.uniform(0.0, 0.25)),
             illumination=float(rng.uniform(0.0, 0.6)),
             cell_fill=float(rng.uniform(0.6, 1.0)),
+            coverage=float(rng.uniform(0.3, 1.0)),
+            brightness_sd=float(rng.uniform(0.0, 0.6)),
+            saturated=float(rng.choice([0.0, rng.uniform(0.0, 1.0)])),
         )
 
 
@@ -134,8 +145,10 @@ def zdisk_image(
     at random places (so neighbours appear to split and merge), and carry Z-disks: thin bands across them
     every ``sarcomere_length`` (per-fibril length and phase: stagger), with per-disk jitter and tilt, some
     disks missing (gaps) and, in ``punctate_fraction`` of the fibrils, broken into dots as in immature
-    hiPSC cardiomyocytes. The mask is drawn at pixel resolution before the point-spread blur, uneven
-    illumination and Poisson–Gaussian noise are applied to the image.
+    hiPSC cardiomyocytes. Disks and fibrils vary in brightness (log-normal), myofibrils may fill only
+    patches of the cell, and the image gets a point-spread blur, uneven illumination, Poisson–Gaussian
+    noise and optional saturation. The mask is the disks' visible band: where the blurred, noise-free
+    disk pattern reaches half the peak of a blurred disk (its full width at half maximum).
 
     Parameters
     ----------
@@ -178,6 +191,9 @@ def zdisk_image(
     length = rng.uniform(0.4, 1.6, n) * 2 * half
     u0 = rng.uniform(-half - 0.5 * length, half - 0.5 * length)
     inside = (across >= 0) & (across < widths[idx]) & (u >= u0[idx]) & (u <= u0[idx] + length[idx])
+    if p.coverage < 0.999:  # only bundles of neighbouring fibrils, ``coverage`` of them, are present
+        bundles = ndi.gaussian_filter1d(rng.standard_normal(n), 2.0, mode="wrap")
+        inside &= (bundles >= np.quantile(bundles, 1 - p.coverage))[idx]
 
     sl = p.sarcomere_length * (1 + rng.normal(0, 0.02, n))
     offset = rng.uniform(0, 1, n) * sl
@@ -200,22 +216,28 @@ def zdisk_image(
     cell = _cell_mask(shape, p.cell_fill, p.orientation, rng)
     disks &= cell
     fibrils = inside & cell
+    brightness = np.exp(rng.normal(0, p.brightness_sd, (n, n_disks)) + rng.normal(0, p.brightness_sd, (n, 1)))
     signal = (
         p.background
         + 0.6 * p.background * cell
         + p.fibril_signal * fibrils
-        + disks * rng.uniform(0.7, 1.0)
+        + disks * brightness[idx, kk] / np.exp(p.brightness_sd**2)
     )
-    signal = ndi.gaussian_filter(signal, p.psf_sigma / p.pixel_size)
+    sigma = p.psf_sigma / p.pixel_size
+    signal = ndi.gaussian_filter(signal, sigma)
     illumination = 1 + p.illumination * _smooth_noise(shape, max(shape) / 4, rng) / 2
     signal = np.clip(signal * illumination, 0, None)
     noisy = rng.poisson(signal * p.photons) / p.photons + rng.normal(0, p.read_noise, shape)
-    image = _to_dtype(noisy, dtype)
+    image = _to_dtype(noisy, dtype, p.saturated)
     weights = fibrils.sum()
     true_sl = float(np.sum(sl[idx][fibrils]) / weights) if weights else float(p.sarcomere_length)
+    # the mask is the disks' half-maximum band after the blur: the visible band an annotator (or
+    # ilastik, as for the seed-000 ground truth) draws, never thinner than the optics show it
+    seen = ndi.gaussian_filter(disks.astype(np.float32), sigma)
+    band_peak = erf(p.disk_thickness / (2 * np.sqrt(2) * p.psf_sigma))
     return SyntheticZdisk(
         image=image,
-        mask=disks.astype(np.uint8),
+        mask=((seen >= 0.5 * band_peak) & cell).astype(np.uint8),
         cell_mask=cell.astype(np.uint8),
         pixel_size=float(p.pixel_size),
         sarcomere_length=true_sl,
@@ -223,10 +245,10 @@ def zdisk_image(
     )
 
 
-def _to_dtype(values: np.ndarray, dtype: type) -> np.ndarray:
-    """Scale float values (robustly, 0.01–99.99 %) into the range of ``dtype``."""
+def _to_dtype(values: np.ndarray, dtype: type, saturated: float = 0.0) -> np.ndarray:
+    """Scale float values (robustly, 0.01 % to 99.99 % or ``100 - saturated`` %) into ``dtype``."""
     dtype = np.dtype(dtype)
-    lo, hi = np.percentile(values, (0.01, 99.99))
+    lo, hi = np.percentile(values, (0.01, min(99.99, 100 - saturated)))
     scaled = np.clip((values - lo) / max(hi - lo, 1e-12), 0, 1)
     if dtype.kind == "f":
         return scaled.astype(dtype)

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true",
-                        help="mito: continue from the stage-1 checkpoint in OUT/checkpoints")
+                        help="start from the stage-1 checkpoint in OUT/checkpoints (stage 2 only)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_dir = args.data or data.default_data_dir()
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from . import zdisk
 
-            zdisk.run(data_dir, args.minutes, args.out, seed=args.seed)
+            zdisk.run(data_dir, args.minutes, args.out, seed=args.seed, resume=args.resume)
     except CardiosegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

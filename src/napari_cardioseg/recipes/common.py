@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..core import metrics
 from ..core.augment import AugmentConfig
-from ..core.models import ModelCard
+from ..core.models import ModelCard, load_model
 from ..core.nets import build_model
 from ..core.predict import predict_probabilities, probabilities_to_labels
 from ..core.train import TrainResult, TrainSession
@@ -55,9 +57,32 @@ def train_dense(
     return session.best()
 
 
-def predict_mask(image: np.ndarray, model: torch.nn.Module, card: ModelCard) -> np.ndarray:
-    """0/1 foreground mask of a 2D image or a stack (slice by slice)."""
-    prob = predict_probabilities(image, model, card, tile=512, overlap=0.25, batch=2, device="cpu")
+def first_stage(
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], card: ModelCard, checkpoint: Path, *,
+    resume: bool, seconds: float, seed: int, lr: float, augment: AugmentConfig,
+) -> tuple[torch.nn.Module, ModelCard, int, float]:
+    """Stage 1 of a recipe (fresh weights, high learning rate), saved to ``checkpoint``.
+
+    With ``resume`` and an existing checkpoint, training is skipped and the checkpoint is loaded.
+    Returns the model, its card, the steps and the seconds of stage 1.
+    """
+    if resume and checkpoint.with_suffix(".json").is_file():
+        model, card = load_model(checkpoint.with_suffix(".json"))
+        log(f"resuming from {checkpoint} ({card.training['steps']} steps)")
+    else:
+        result = train_dense(images, masks, card, seconds=seconds, seed=seed, patch=256, batch=4, lr=lr,
+                             augment=augment)
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        result.save(checkpoint)
+        model, card = result.model, result.card
+    return model, card, int(card.training["steps"]), float(card.training["seconds"])
+
+
+def predict_mask(image: np.ndarray, model: torch.nn.Module, card: ModelCard,
+                 flips: bool = False) -> np.ndarray:
+    """0/1 foreground mask of a 2D image or a stack (slice by slice), optionally flip-averaged."""
+    prob = predict_probabilities(image, model, card, tile=512, overlap=0.25, batch=2, device="cpu",
+                                 flips=flips)
     return probabilities_to_labels(prob)
 
 
@@ -73,4 +98,5 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def device_note() -> str:
     """Where the training ran, for the model card."""
-    return f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU ({cpu}, {os.cpu_count()} cores), {torch.get_num_threads()} torch threads; no GPU"

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from ..core.augment import AugmentConfig
-from ..core.models import ModelCard, load_model, save_model
+from ..core.models import ModelCard, save_model
 from . import common, data
 
 NAME = "mito-em"
 SEED = 0
 SYNTH_TRAIN_SEEDS = tuple(range(100, 106))
 SYNTH_VAL_SEED = 7  # a held-out synthetic stack (the sample data uses seed 2, also held out)
-STAGE1 = 0.75  # share of the time budget spent on real data before synthetic slices join
+STAGE1 = 0.8  # share of the time budget spent on real data before synthetic slices join
 AUGMENT = AugmentConfig(scale=0.25, elastic=2.0, elastic_prob=0.3, contrast=0.3, brightness=0.2)
 
 SOURCES = [
@@ -46,13 +46,12 @@ def real_pool(data_dir: Path, rng: np.random.Generator) -> tuple[list[np.ndarray
     emnet, _ = data.emnet_split(data_dir)
     images: list[np.ndarray] = []
     masks: list[np.ndarray] = []
-    # neighbouring Lucchi slices (5 nm apart) are nearly identical: even ones as they are,
-    # odd ones rescaled towards SBF-SEM pixel sizes and degraded
+    # every Lucchi slice as it is, and every fourth one also rescaled towards SBF-SEM pixel
+    # sizes and degraded (neighbouring slices, 5 nm apart, are nearly identical)
     for i, (image, mask) in enumerate(zip(lucchi.images, lucchi.masks, strict=True)):
-        if i % 2 == 0:
-            images.append(image)
-            masks.append(mask)
-        else:
+        images.append(image)
+        masks.append(mask)
+        if i % 4 == 1:
             img, m = data.degrade(image, mask, rng, zoom=(0.35, 1.1))
             images.append(img)
             masks.append(m)
@@ -86,10 +85,15 @@ def evaluate(model, card: ModelCard, data_dir: Path) -> dict:
     pred = common.predict_mask(slab, model, card)
     lucchi_scores = common.scores(pred, np.stack(lucchi.masks))
     results = {f"lucchi_val_{k}": lucchi_scores[k] for k in ("dice", "jaccard", "precision", "recall")}
+    results["lucchi_val_dice_flips"] = common.dice(common.predict_mask(slab, model, card, flips=True),
+                                                   np.stack(lucchi.masks))
     preds = [common.predict_mask(image, model, card) for image in emnet.images]
     results["emnet_val_dice_pooled"] = common.dice(np.stack(preds), np.stack(emnet.masks))
     results["emnet_val_dice_per_tile"] = [
         round(common.dice(p, m), 4) for p, m in zip(preds, emnet.masks, strict=True)]
+    results["emnet_val_dice_flips"] = common.dice(
+        np.stack([common.predict_mask(image, model, card, flips=True) for image in emnet.images]),
+        np.stack(emnet.masks))
     from ..core.synth import organelle_stack
 
     synth = organelle_stack(seed=SYNTH_VAL_SEED)
@@ -107,22 +111,13 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
     rng = np.random.default_rng(seed)
     images, masks = real_pool(data_dir, rng)
     common.log(f"stage 1: {len(images)} real images")
-    checkpoint = out / "checkpoints" / f"{NAME}-stage1"
-    if resume and checkpoint.with_suffix(".json").is_file():
-        model, card = load_model(checkpoint.with_suffix(".json"))
-        stage1_steps, stage1_seconds = int(card.training["steps"]), card.training["seconds"]
-        common.log(f"resuming from {checkpoint} ({stage1_steps} steps)")
-    else:
-        card = ModelCard(
-            name=NAME, spec=dict(common.SPEC), class_names=["background", "mitochondrion"],
-            normalization=dict(common.NORMALIZATION), pixel_size=[data.LUCCHI_PIXEL_UM] * 2,
-        )
-        first = common.train_dense(images, masks, card, seconds=minutes * 60 * STAGE1, seed=seed,
-                                   patch=256, batch=4, lr=2e-3, augment=AUGMENT)
-        checkpoint.parent.mkdir(exist_ok=True)
-        first.save(checkpoint)
-        model, card = first.model, first.card
-        stage1_steps, stage1_seconds = len(first.losses), first.card.training["seconds"]
+    card = ModelCard(
+        name=NAME, spec=dict(common.SPEC), class_names=["background", "mitochondrion"],
+        normalization=dict(common.NORMALIZATION), pixel_size=[data.LUCCHI_PIXEL_UM] * 2,
+    )
+    model, card, stage1_steps, stage1_seconds = common.first_stage(
+        images, masks, card, out / "checkpoints" / f"{NAME}-stage1", resume=resume,
+        seconds=minutes * 60 * STAGE1, seed=seed, lr=2e-3, augment=AUGMENT)
     synth_images, synth_masks = synthetic_pool()
     common.log(f"stage 2: {len(images)} real + {len(synth_images)} synthetic images")
     counts = {"real_and_degraded": len(images), "synthetic_slices": len(synth_images)}

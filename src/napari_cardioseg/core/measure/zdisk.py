@@ -201,7 +201,7 @@ def order_parameter(ctx: ZdiskSlice) -> float:
 
 
 def sarcomere_length_spacing(ctx: ZdiskSlice) -> float:
-    """Median distance to the next Z-disk along the myofibril axis, within the period range (µm).
+    """Median distance to the next Z-disk ahead along the myofibril axis, within the period range (µm).
 
     A neighbour counts when it lies ahead along the axis and laterally within half the longer
     of the two disks (plus one pixel), i.e. in the same myofibril.
@@ -216,17 +216,20 @@ def sarcomere_length_spacing(ctx: ZdiskSlice) -> float:
         return float("nan")
     axis = direction_of(ctx.myofibril_axis)
     d = centres[pairs[:, 1]] - centres[pairs[:, 0]]
-    along = np.abs(d @ axis)
+    signed = d @ axis
+    along = np.abs(signed)
     lateral = np.abs(d @ np.array([-axis[1], axis[0]]))
     tol = 0.5 * np.maximum(lengths[pairs[:, 0]], lengths[pairs[:, 1]]) + max(ctx.spacing)
     ok = (lateral <= tol) & (along >= lo) & (along <= hi)
     if not ok.any():
         return float("nan")
-    # nearest valid neighbour of each disk (either end of the pair)
-    nearest = np.full(len(ctx.objects), np.inf)
-    np.minimum.at(nearest, pairs[ok, 0], along[ok])
-    np.minimum.at(nearest, pairs[ok, 1], along[ok])
-    return float(np.median(nearest[np.isfinite(nearest)]))
+    # next disk ahead of each disk, so that every gap counts once (the nearer of the two
+    # neighbours would bias the median low whenever spacings vary)
+    forward, backward = ok & (signed > 0), ok & (signed < 0)
+    ahead = np.full(len(ctx.objects), np.inf)
+    np.minimum.at(ahead, pairs[forward, 0], along[forward])
+    np.minimum.at(ahead, pairs[backward, 1], along[backward])
+    return float(np.median(ahead[np.isfinite(ahead)]))
 
 
 def sarcomere_length_fft(ctx: ZdiskSlice) -> float:
