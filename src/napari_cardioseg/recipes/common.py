@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from ..core.train import TrainResult, TrainSession
 #: light CPU architecture: MobileNetV2 U-Net with 4 encoder stages (2.7 M parameters, 5.4 MB fp16)
 SPEC = {"arch": "unet-mobilenet_v2", "in_channels": 1, "classes": 2, "encoder_depth": 4}
 NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
+PATCH, BATCH = 256, 4  # training windows: 4 of 256x256 per step
 
 
 def log(message: str) -> None:
@@ -70,12 +71,46 @@ def first_stage(
         model, card = load_model(checkpoint.with_suffix(".json"))
         log(f"resuming from {checkpoint} ({card.training['steps']} steps)")
     else:
-        result = train_dense(images, masks, card, seconds=seconds, seed=seed, patch=256, batch=4, lr=lr,
-                             augment=augment)
+        result = train_dense(images, masks, card, seconds=seconds, seed=seed, patch=PATCH, batch=BATCH,
+                             lr=lr, augment=augment)
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         result.save(checkpoint)
         model, card = result.model, result.card
     return model, card, int(card.training["steps"]), float(card.training["seconds"])
+
+
+def second_stage(
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], card: ModelCard, model: torch.nn.Module, *,
+    seconds: float, seed: int, lr: float, augment: AugmentConfig,
+    validate: Callable[[torch.nn.Module, ModelCard], dict],
+) -> tuple[TrainResult, dict]:
+    """Stage 2 of a recipe (continues ``model`` at a lower learning rate), then ``validate``.
+
+    Returns the training result and the validation metrics.
+    """
+    result = train_dense(images, masks, card, seconds=seconds, seed=seed, patch=PATCH, batch=BATCH, lr=lr,
+                         augment=augment, model=model)
+    log(f"stage 2: {len(result.losses)} steps; validating")
+    metrics = validate(result.model, result.card)
+    log(f"validation: {metrics}")
+    return result, metrics
+
+
+def training_record(stage1_seconds: float, result: TrainResult, started: float, resumed: bool) -> dict:
+    """The model-card training fields both recipes share: windows, optimiser, time and device.
+
+    ``started`` is this run's ``time.perf_counter()`` at its start; a resumed run adds the
+    stage-1 training time, which an earlier run spent.
+    """
+    elapsed = time.perf_counter() - started
+    return {
+        "patch_size": PATCH,
+        "batch": BATCH,
+        "optimizer": "AdamW, masked cross-entropy + Dice (core.train), best smoothed loss kept",
+        "seconds_training": round(stage1_seconds + result.card.training["seconds"]),
+        "seconds_total": round(elapsed + stage1_seconds if resumed else elapsed),
+        "device": device_note(),
+    }
 
 
 def predict_mask(image: np.ndarray, model: torch.nn.Module, card: ModelCard,

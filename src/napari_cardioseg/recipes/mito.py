@@ -121,13 +121,10 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
     synth_images, synth_masks = synthetic_pool()
     common.log(f"stage 2: {len(images)} real + {len(synth_images)} synthetic images")
     counts = {"real_and_degraded": len(images), "synthetic_slices": len(synth_images)}
-    result = common.train_dense(images + synth_images, masks + synth_masks, card,
-                                seconds=minutes * 60 * (1 - STAGE1), seed=seed + 1, patch=256,
-                                batch=4, lr=5e-4, augment=AUGMENT, model=model)
+    result, metrics = common.second_stage(
+        images + synth_images, masks + synth_masks, card, model, seconds=minutes * 60 * (1 - STAGE1),
+        seed=seed + 1, lr=5e-4, augment=AUGMENT, validate=lambda m, c: evaluate(m, c, data_dir))
     steps = [stage1_steps, len(result.losses)]
-    common.log(f"trained {steps} steps; validating")
-    metrics = evaluate(result.model, result.card, data_dir)
-    common.log(f"validation: {metrics}")
     card = result.card
     card.description = (
         "Mitochondria in FIB-SEM / SBF-SEM images (2D, applied slice by slice). Trained at 5-13 nm "
@@ -142,14 +139,9 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
         "seed": seed,
         "steps": {"stage 1 (real data, lr 2e-3)": steps[0],
                   "stage 2 (real + synthetic, lr 5e-4)": steps[1]},
-        "patch_size": 256,
-        "batch": 4,
-        "optimizer": "AdamW, masked cross-entropy + Dice (core.train), best smoothed loss kept",
         "augmentation": "trainer (flips, rotations, ±25 % zoom, elastic, contrast, brightness) + "
                         "recipe (rescale 0.35-1.6x, blur, gamma, Gaussian noise)",
-        "seconds_training": round(stage1_seconds + result.card.training["seconds"]),
-        "seconds_total": round(time.perf_counter() - start),
-        "device": common.device_note(),
+        **common.training_record(stage1_seconds, result, start, resume),
     }
     path = save_model(result.model, card, out / NAME, fp16=True)
     common.log(f"saved {path}")

@@ -101,12 +101,10 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
     model, card, stage1_steps, stage1_seconds = common.first_stage(
         images, masks, card, out / "checkpoints" / f"{NAME}-stage1", resume=resume,
         seconds=minutes * 60 * STAGE1, seed=seed, lr=2e-3, augment=AUGMENT)
-    result = common.train_dense(images, masks, card, seconds=minutes * 60 * (1 - STAGE1), seed=seed + 1,
-                                patch=256, batch=4, lr=3e-4, augment=AUGMENT, model=model)
+    result, metrics = common.second_stage(
+        images, masks, card, model, seconds=minutes * 60 * (1 - STAGE1), seed=seed + 1, lr=3e-4,
+        augment=AUGMENT, validate=lambda m, c: evaluate(m, c, data_dir))
     steps = [stage1_steps, len(result.losses)]
-    common.log(f"trained {steps} steps; validating")
-    metrics = evaluate(result.model, result.card, data_dir)
-    common.log(f"validation: {metrics}")
     card = result.card
     card.description = (
         "Z-disks in fluorescence / confocal / Airyscan images (2D, applied slice by slice), "
@@ -129,14 +127,9 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
         "recipe": f"python -m napari_cardioseg.recipes zdisk --minutes {minutes:g}",
         "seed": seed,
         "steps": {"stage 1 (lr 2e-3)": steps[0], "stage 2 (lr 3e-4)": steps[1]},
-        "patch_size": 256,
-        "batch": 4,
-        "optimizer": "AdamW, masked cross-entropy + Dice (core.train), best smoothed loss kept",
         "augmentation": "generator randomisation + trainer (flips, rotations, ±15 % zoom, elastic, "
                         "contrast, brightness)",
-        "seconds_training": round(stage1_seconds + result.card.training["seconds"]),
-        "seconds_total": round(time.perf_counter() - start),
-        "device": common.device_note(),
+        **common.training_record(stage1_seconds, result, start, resume),
     }
     path = save_model(result.model, card, out / NAME, fp16=True)
     common.log(f"saved {path}")
