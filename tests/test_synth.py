@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.optimize import brentq
+from scipy.special import erf
 
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.measure.zdisk import fft_period
@@ -35,6 +37,27 @@ def test_zdisk_mask_marks_the_bright_bands():
     assert 0.01 < s.mask.mean() < 0.3
     assert np.all(s.mask <= s.cell_mask)
     assert s.image[s.mask > 0].mean() > 2 * s.image[inside_cell & (s.mask == 0)].mean()
+
+
+@pytest.mark.parametrize(("psf", "thickness"), [(0.1, 0.3), (0.2, 0.2), (0.25, 0.4)])
+def test_zdisk_mask_is_the_half_maximum_band(psf, thickness):
+    """Across a disk the mask spans the full width at half maximum of the blurred band."""
+    px = 0.02
+    params = ZdiskParams(pixel_size=px, orientation=0.0, curvature=0.0, sarcomere_jitter=0.0,
+                         disk_tilt=0.0, punctate_fraction=0.0, cell_fill=1.0, gap_fraction=0.0,
+                         fibril_width=(2.0, 2.0), psf_sigma=psf, disk_thickness=thickness,
+                         brightness_sd=0.0)
+    mask = zdisk_image((300, 300), params, seed=1, dtype=np.float32).mask
+
+    def profile(x):
+        scale = np.sqrt(2) * psf
+        return 0.5 * (erf((x + thickness / 2) / scale) - erf((x - thickness / 2) / scale))
+
+    fwhm = 2 * brentq(lambda x: profile(x) - 0.5 * profile(0.0), 0.0, 5.0)
+    edges = np.diff(np.pad(mask.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    runs = np.flatnonzero(edges.ravel() == -1) - np.flatnonzero(edges.ravel() == 1)  # along the rows
+    # rows near a fibril's edge see a weaker, narrower band; the widest runs cross its middle
+    assert abs(np.percentile(runs, 90) * px - fwhm) <= 1.0 * px
 
 
 @pytest.mark.parametrize("dtype,top", [(np.uint8, 255), (np.uint16, 65535), (np.float32, 1.0)])
