@@ -93,3 +93,15 @@ def test_closing_the_viewer_stops_training(widget, viewer, qtbot):
     with qtbot.waitSignal(worker.finished, timeout=5000):  # napari quits registered workers on close
         viewer.close()
     assert len(widget.session.losses) < 10_000
+
+
+def test_closing_the_dock_stops_training(widget, viewer, qtbot):
+    widget._budget.value = 10_000
+    widget.train()
+    qtbot.waitUntil(lambda: widget.session is not None and len(widget.session.losses) >= 1,
+                    timeout=30000)
+    worker = widget.worker
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
+    assert len(widget.session.losses) < 10_000
+    assert viewer.layers  # the viewer and its layers are untouched

@@ -7,6 +7,7 @@ from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, QObject
 
 from ..core.errors import CardiosegError
 
@@ -38,6 +39,32 @@ def widget_alive(widget: Any) -> bool:
     return True
 
 
+class _QuitWhenUndocked(QObject):
+    """Quits a worker when its widget is taken out of the window (napari's dock close button).
+
+    napari does not delete a closed dock's widget, it only un-parents it; tabbing or floating a
+    dock keeps the parent, so losing it means the panel is gone and its work is no longer wanted.
+    """
+
+    def __init__(self, widget: Any, worker: GeneratorWorker) -> None:
+        super().__init__(widget)
+        self._worker = worker
+        widget.installEventFilter(self)
+        worker.finished.connect(self._detach)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+            self._worker.quit()
+        return False
+
+    def _detach(self) -> None:
+        try:
+            self.parent().removeEventFilter(self)
+            self.deleteLater()
+        except RuntimeError:  # the widget, and with it this filter, is already deleted
+            pass
+
+
 def start_generator(
     func: Callable[..., Generator],
     *args: Any,
@@ -53,7 +80,8 @@ def start_generator(
     Errors are reported with :func:`report_error`; ``on_yield`` / ``on_return`` / ``on_finish`` run on
     the main thread, where layers may be touched, and only while ``owner`` (the widget) still exists:
     closing the viewer quits the worker (napari cancels its registered tasks), and its last signals
-    must not reach deleted widgets. The worker is started before it is returned.
+    must not reach deleted widgets. Closing the owner's dock quits it too. The worker is started
+    before it is returned.
     """
     progress = {"total": total} if total else None
     # connecting "errored" here stops superqt from also re-raising the error in the Qt event loop
@@ -63,6 +91,7 @@ def start_generator(
                          (worker.finished, on_finish)):
         if slot is not None:
             signal.connect(lambda *value, slot=slot: slot(*value) if widget_alive(owner) else None)
+    _QuitWhenUndocked(owner.native, worker)
     worker.start()
     return worker
 
