@@ -74,3 +74,17 @@ def test_evaluate_prints_and_writes(tmp_path, capsys):
     write_tiff(tmp_path / "small.tif", np.zeros((5, 5), np.uint8))
     assert run_cli(["evaluate", tmp_path / "p.tif", tmp_path / "small.tif"]) == 2
     assert "differs" in capsys.readouterr().err
+
+
+def test_measure_one_class(tmp_path):
+    labels = np.zeros((30, 30), np.uint8)
+    labels[2:6, 2:12] = 1
+    labels[10:14, 2:12] = 2
+    labels[20:24, 2:6] = 2
+    write_tiff(tmp_path / "pred.tif", labels, (0.2, 0.2))
+    out = tmp_path / "c2.csv"
+    assert run_cli(["measure", tmp_path / "pred.tif", "--kind", "shapes", "--class", "2",
+                    "-o", out]) == 0
+    assert sorted(read_csv(out)["area_um2"]) == pytest.approx([16 * 0.04, 40 * 0.04])
+    assert run_cli(["measure", tmp_path / "pred.tif", "--kind", "shapes", "--class", "5",
+                    "-o", out]) != 0

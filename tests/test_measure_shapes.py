@@ -145,3 +145,20 @@ def test_unknown_kind_and_zdisk_only_inputs():
         measure(np.zeros((8, 8)), (1, 1), "volume")
     with pytest.raises(CardiosegError, match="Z-disk"):
         measure(np.zeros((8, 8)), (1, 1), "shapes", image=np.zeros((8, 8)))
+
+
+def test_one_class_of_a_multi_class_prediction():
+    labels = np.zeros((6, 40, 40), np.uint8)
+    labels[1:3, 2:8, 2:8] = 1       # class 1: two blobs
+    labels[3:6, 20:30, 25:35] = 1
+    labels[1:4, 30:34, 2:6] = 2     # class 2: two blobs touching class 1 would merge in "auto"
+    labels[2, 8:10, 2:8] = 2
+    spacing = (0.5, 0.1, 0.1)
+    second = measure(labels, spacing, "shapes", class_value=2).objects
+    assert sorted(second["volume_um3"]) == pytest.approx(sorted([48 * 0.005, 12 * 0.005]))
+    assert len(measure(labels, spacing, "shapes", class_value=1).objects) == 2
+    assert len(measure(labels, spacing, "shapes").objects) == 2  # as-is: one object per value
+    with pytest.raises(CardiosegError, match=r"class 3 is not in the labels; they hold \[1, 2\]"):
+        measure(labels, spacing, "shapes", class_value=3)
+    with pytest.raises(CardiosegError, match="connected components"):
+        measure(labels, spacing, "shapes", class_value=2, mode="labels")

@@ -104,3 +104,19 @@ def test_evaluate_widget_metrics_table(viewer, tmp_path):
     assert widget.table["dice"][0] == 1.0
     assert widget.model.rowCount() == 2  # class 1 + mean
     assert widget.export(tmp_path / "m.csv").read_text().startswith("class,tp")
+
+
+def test_measure_one_class_of_a_prediction(viewer, qtbot):
+    labels = np.zeros((40, 40), np.uint8)
+    labels[2:8, 2:8] = 1
+    labels[20:30, 25:35] = 2
+    labels[32:36, 2:6] = 2
+    viewer.add_labels(labels, name="prediction", scale=(0.1, 0.1))
+    widget = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget._kind.value = "shapes"
+    widget._class.value = 2
+    widget._run.native.click()
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=20000)
+    assert sorted(widget.result.objects["area_um2"]) == pytest.approx([16 * 0.01, 100 * 0.01])
+    assert viewer.layers["prediction objects"].data.max() == 2  # the class's two components

@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--connectivity", type=int, default=None,
                    help="1 = faces only; default the full neighbourhood (8 in 2D, 26 in 3D)")
     p.add_argument("--min-size", type=int, default=0, help="drop objects with fewer pixels")
+    p.add_argument("--class", dest="class_value", type=int, default=None, metavar="N",
+                   help="measure only label value N of a multi-class prediction, split into "
+                   "connected components")
     p.add_argument("--period-range", type=float, nargs=2, default=(1.0, 4.0),
                    metavar=("MIN", "MAX"), help="sarcomere lengths searched, µm (default 1 4)")
     p.add_argument("-o", "--output", type=Path, required=True, help="per-object CSV to write")
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     cell_mask = read_single(args.cell_mask, "cell mask").data if args.cell_mask else None
     gen = measure_iter(labels.data, spacing, args.kind, image=image, cell_mask=cell_mask,
                        mode=args.objects, connectivity=args.connectivity,
-                       min_size=args.min_size, period_range=tuple(args.period_range))
+                       min_size=args.min_size, period_range=tuple(args.period_range),
+                       class_value=args.class_value)
     result = drain_with_bar(gen, "measure")
     result.objects.write_csv(args.output)
     summary = summary_path(args.output)

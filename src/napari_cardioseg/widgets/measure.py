@@ -103,6 +103,9 @@ class MeasureWidget(Container):
         self._pixel = LineEdit(label="pixel size (µm)")
         self._mode = ComboBox(label="objects", choices=list(OBJECT_MODES), value="auto")
         self._min_size = SpinBox(label="min size (px)", value=0, min=0, max=10**9)
+        self._class = SpinBox(label="class (0 = all)", value=0, min=0, max=2**31 - 1,
+                              tooltip="measure one class of a multi-class prediction, split into "
+                                      "connected components")
         self._run = PushButton(text="Measure")
         self._status = Label(value="")
         self._column = ComboBox(label="histogram", choices=[])
@@ -111,7 +114,7 @@ class MeasureWidget(Container):
         self._export_masks = PushButton(text="Export masks TIFF")
         super().__init__(widgets=[
             self._labels_layer, self._image, self._cell, self._kind, self._pixel, self._mode,
-            self._min_size, self._run, self._status, self._column, self._export_objects,
+            self._min_size, self._class, self._run, self._status, self._column, self._export_objects,
             self._export_summary, self._export_masks,
         ])
         self.model = TableModel()
@@ -171,8 +174,8 @@ class MeasureWidget(Container):
         self.worker = start_generator(
             measure_iter, np.asarray(layer.data), spacing, self._kind.value, image=image,
             cell_mask=cell, mode=self._mode.value, min_size=self._min_size.value,
-            owner=self, on_yield=self._progress, on_return=self.show_result, on_finish=self._finished,
-            total=1,
+            class_value=self._class.value or None, owner=self, on_yield=self._progress,
+            on_return=self.show_result, on_finish=self._finished, total=1,
         )
 
     def _progress(self, step: Any) -> None:

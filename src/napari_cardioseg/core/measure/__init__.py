@@ -160,6 +160,18 @@ def _planes(labels: np.ndarray, kind: str) -> list[tuple[int, Any]]:
     return [(0, np.s_[...])]
 
 
+def _one_class(labels: np.ndarray, value: int, mode: str) -> tuple[np.ndarray, str]:
+    """The mask of one class and the object mode for it (always connected components)."""
+    if mode not in ("auto", "components"):
+        raise CardiosegError(f"one class is split into connected components; objects mode {mode!r} "
+                             "does not apply to it")
+    mask = labels == value
+    if value <= 0 or not mask.any():
+        present = [int(v) for v in np.unique(labels) if v > 0][:20]
+        raise CardiosegError(f"class {value} is not in the labels; they hold {present or 'no objects'}")
+    return mask.astype(np.uint8), "components"
+
+
 def measure_iter(
     labels: np.ndarray,
     spacing: Sequence[float],
@@ -170,6 +182,7 @@ def measure_iter(
     connectivity: int | None = None,
     min_size: int = 0,
     period_range: tuple[float, float] = (1.0, 4.0),
+    class_value: int | None = None,
 ) -> Generator[Progress, None, MeasureResult]:
     """Measure every object; yields :class:`Progress`, returns a :class:`MeasureResult`.
 
@@ -189,11 +202,16 @@ def measure_iter(
         to the full neighbourhood (8 in 2D, 26 in 3D).
     period_range : (float, float)
         Shortest and longest sarcomere length searched (µm).
+    class_value : int, optional
+        Measure only this class of a semantic (multi-class) label image, split into connected
+        components: e.g. 2 for the second class of a prediction.
     """
     if kind not in KINDS:
         raise CardiosegError(f"unknown measurement kind {kind!r}; choose one of {', '.join(KINDS)}")
     labels = check_labels(labels)
     spacing = check_spacing(spacing, labels.ndim)
+    if class_value is not None:
+        labels, mode = _one_class(labels, int(class_value), mode)
     if kind == "shapes" and (image is not None or cell_mask is not None):
         raise CardiosegError("an intensity image or cell mask is only used for Z-disk measurements")
     if not 0 < period_range[0] < period_range[1]:
