@@ -12,7 +12,14 @@ from napari_cardioseg.core.models import ModelCard, load_model
 from napari_cardioseg.core.nets import build_model, encoder_modules
 from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
 from napari_cardioseg.core.progress import drain
-from napari_cardioseg.core.train import LR_FINETUNE, LR_SCRATCH, TrainSession, train, train_generator
+from napari_cardioseg.core.train import (
+    LR_FINETUNE,
+    LR_SCRATCH,
+    TrainSession,
+    train,
+    train_generator,
+    train_threads,
+)
 
 FAST = {"patch_size": 32, "batch": 4}
 
@@ -173,6 +180,18 @@ def test_3d_architecture_on_2d_image_and_bad_budget():
         TrainSession([image], [scribbles], arch="nope")
     with pytest.raises(CardiosegError, match="steps"):
         TrainSession([image], [scribbles], steps=0)
+    with pytest.raises(CardiosegError, match="threads must be at least 1"):
+        TrainSession([image], [scribbles], threads=0)
+
+
+@pytest.mark.parametrize("threads", [None, 1, 3])
+def test_trains_with_the_requested_threads_and_restores_them(threads):
+    image, scribbles, _ = disks()
+    before = torch.get_num_threads()
+    session = TrainSession([image], [scribbles], steps=2, threads=threads, **FAST)
+    during = [torch.get_num_threads() for _ in session.run()]
+    assert during == [threads or train_threads()] * 2
+    assert torch.get_num_threads() == before
 
 
 def test_finetuning_keeps_batchnorm_statistics_and_takes_small_steps():

@@ -152,10 +152,14 @@ class TrainSession:
         augment: AugmentConfig = AugmentConfig(),  # noqa: B008 (frozen dataclass)
         refresh_every: float = 1.0,
         pixel_size: Sequence[float] | None = None,
+        threads: int | None = None,
     ) -> None:
         self.images, self.scribbles = check_pairs(images, scribbles)
         if steps is not None and steps < 1:
             raise CardiosegError(f"steps must be at least 1, got {steps}")
+        if threads is not None and threads < 1:
+            raise CardiosegError(f"threads must be at least 1, got {threads}")
+        self.threads = threads or train_threads()
         if time_budget is not None and time_budget <= 0:
             raise CardiosegError(f"the time budget must be positive, got {time_budget}")
         if steps is None and time_budget is None:
@@ -319,7 +323,7 @@ class TrainSession:
     def run(self) -> Generator[TrainProgress, None, TrainResult]:
         """Train until the step or time budget is spent, yielding after every step."""
         threads = torch.get_num_threads()
-        torch.set_num_threads(train_threads())
+        torch.set_num_threads(self.threads)
         try:
             yield from self._loop()
         finally:
@@ -426,7 +430,8 @@ def train_generator(
         ``keep_norm_stats`` (freeze batch-norm statistics; default: only when fine-tuning from
         ``init``; dense full-image training wants ``False``), ``augment`` (:class:`AugmentConfig`),
         ``refresh_every`` (seconds between re-reads of the scribbles), ``pixel_size`` (µm per
-        axis, recorded in the card).
+        axis, recorded in the card), ``threads`` (CPU threads for torch while training; default
+        :func:`train_threads`).
 
     Returns
     -------

@@ -48,6 +48,7 @@ def train_dense(
         seed=seed, patch_size=patch, batch=batch, lr=lr, augment=augment,
         keep_norm_stats=False,  # dense labels: batch-norm statistics are learned, as from scratch
         refresh_every=1e9,  # dense labels never change: index them once
+        threads=torch.get_num_threads(),  # the recipe's --threads, not the GUI's half of the cores
     )
     last = time.perf_counter()
     for progress in session.run():
