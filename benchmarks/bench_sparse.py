@@ -31,10 +31,11 @@ from skimage.feature import multiscale_basic_features  # noqa: E402
 from skimage.morphology import disk, skeletonize  # noqa: E402
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 
+from napari_cardioseg.core.device import train_threads  # noqa: E402
 from napari_cardioseg.core.io import read_single  # noqa: E402
 from napari_cardioseg.core.models import load_model  # noqa: E402
 from napari_cardioseg.core.normalize import apply_normalization, fit_normalization  # noqa: E402
-from napari_cardioseg.core.train import TrainSession, train_threads  # noqa: E402
+from napari_cardioseg.core.train import TrainSession  # noqa: E402
 from napari_cardioseg.recipes.common import dice  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from napari_cardioseg.core import nets
+from napari_cardioseg.core.device import choose_device
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import ModelCard
 from napari_cardioseg.core.normalize import apply_normalization, fit_normalization
 from napari_cardioseg.core.predict import (
     PredictProgress,
-    choose_device,
     count_tiles,
     predict_generator,
     predict_probabilities,

@@ -7,6 +7,7 @@ import pytest
 import torch
 from skimage.draw import disk
 
+from napari_cardioseg.core.device import train_threads
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import ModelCard, load_model
 from napari_cardioseg.core.nets import build_model, encoder_modules
@@ -18,7 +19,6 @@ from napari_cardioseg.core.train import (
     TrainSession,
     train,
     train_generator,
-    train_threads,
 )
 
 FAST = {"patch_size": 32, "batch": 4}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..core.device import DEVICES
 from ..core.io import read_single, write_tiff
 from ..core.models import load_model
-from ..core.predict import DEVICES, predict_generator, probabilities_to_labels
+from ..core.predict import predict_generator, probabilities_to_labels
 from .progress import drain_with_bar
 
 

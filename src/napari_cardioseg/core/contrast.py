@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import CardiosegError
-from .io import as_grey
 from .progress import drain
+from .validate import as_grey
 
 MAX_BINS = 65536
 """Most histogram bins chosen automatically (one per grey level of 16-bit data)."""

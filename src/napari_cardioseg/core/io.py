@@ -275,28 +275,3 @@ def write_tiff(
                 metadata.update(PhysicalSizeZ=scale[0], PhysicalSizeZUnit="µm")
             tifffile.imwrite(tmp, data, ome=True, metadata=metadata, compression="zlib")
     return Path(path)
-
-
-def as_grey(data: np.ndarray, what: str = "image") -> np.ndarray:
-    """Check that ``data`` is a 2D or 3D greyscale array of a supported numeric dtype.
-
-    Raises
-    ------
-    CardiosegError
-        For RGB(A) arrays, other dimensionalities, empty arrays and non-numeric dtypes.
-    """
-    data = np.asarray(data) if not hasattr(data, "shape") else data
-    if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
-        raise CardiosegError(
-            f"the {what} looks like RGB{'A' if data.shape[-1] == 4 else ''} "
-            f"(shape {tuple(data.shape)}); convert it to greyscale or split the channels"
-        )
-    if data.ndim not in (2, 3):
-        raise CardiosegError(
-            f"the {what} must be 2D (YX) or 3D (ZYX), got {data.ndim}D shape {tuple(data.shape)}"
-        )
-    if 0 in data.shape:
-        raise CardiosegError(f"the {what} is empty (shape {tuple(data.shape)})")
-    if np.dtype(data.dtype).kind not in "uifb":
-        raise CardiosegError(f"the {what} has unsupported pixel type {data.dtype}")
-    return data

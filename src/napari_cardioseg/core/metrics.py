@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import CardiosegError
-from .measure.objects import check_labels
 from .table import Table
+from .validate import check_labels
 
 METRICS = ("dice", "jaccard", "precision", "recall", "specificity")
 COUNTS = ("tp", "fp", "fn", "tn")

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .device import choose_device
 from .errors import CardiosegError
-from .io import as_grey
 from .models import ModelCard
 from .nets import size_multiple, spec_ndim
 from .normalize import apply_normalization, fit_normalization
 from .progress import drain
+from .validate import as_grey
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 AUTO_TILE = {2: 512, 3: 96}  # tile edge when ``tile=None`` (whole image when smaller)
 
 
@@ -41,28 +41,6 @@ class PredictProgress:
     done: int
     total: int
     stage: str = "predict"
-
-
-def choose_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto``: CUDA, then Apple MPS, then CPU; ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
-    name = str(name)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise CardiosegError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CardiosegError("device 'cuda' requested but no CUDA GPU is available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CardiosegError("device 'mps' requested but Apple MPS is not available")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise CardiosegError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
-    return device
 
 
 def reflect_index(index: np.ndarray, n: int) -> np.ndarray:

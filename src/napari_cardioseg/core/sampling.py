@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import CardiosegError
-from .io import as_grey
+from .validate import as_grey
 
 
 class ScribbleIndex:

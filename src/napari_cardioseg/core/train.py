@@ -21,10 +21,10 @@ import torch
 from . import models as _models
 from . import nets as _nets
 from .augment import AugmentConfig, augment_pair, context_shape
+from .device import choose_device, train_threads
 from .errors import CardiosegError
 from .losses import sparse_loss
 from .normalize import apply_normalization, fit_normalization
-from .predict import choose_device
 from .progress import drain
 from .sampling import ScribbleIndex, check_classes, check_pairs, extract, window_centre
 
@@ -102,15 +102,6 @@ def _default_patch(ndim: int, multiple: int, shape: Sequence[int]) -> tuple[int,
     return tuple(
         min(w, _round_up(n // 2, multiple)) for w, n in zip(wanted, shape[-ndim:], strict=True)
     )
-
-
-def train_threads() -> int:
-    """CPU threads for training: half the cores (at most 4), leaving the rest to the GUI.
-
-    More threads than free cores make PyTorch's CPU kernels many times slower when the
-    machine is busy, so this errs on the low side.
-    """
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def _round_up(size: int, multiple: int) -> int:

@@ -16,9 +16,10 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushBu
 from napari.layers import Image
 from qtpy.QtWidgets import QFileDialog
 
+from ..core.device import DEVICES
 from ..core.errors import CardiosegError
 from ..core.models import list_models, load_model
-from ..core.predict import DEVICES, count_tiles, predict_generator, probabilities_to_labels
+from ..core.predict import count_tiles, predict_generator, probabilities_to_labels
 from ._common import output_layer_kwargs, report_error, start_generator
 
 if TYPE_CHECKING:

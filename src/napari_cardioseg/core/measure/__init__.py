@@ -18,15 +18,9 @@ import numpy as np
 from ..errors import CardiosegError
 from ..progress import drain
 from ..table import Table
+from ..validate import check_labels, check_spacing
 from . import cell, shapes, zdisk
-from .objects import (
-    Region,
-    check_labels,
-    check_spacing,
-    iter_regions,
-    resolve_mode,
-    split_objects,
-)
+from .objects import Region, iter_regions, resolve_mode, split_objects
 from .summary import summarise
 
 KINDS = ("zdisk", "shapes")

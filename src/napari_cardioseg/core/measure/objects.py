@@ -10,6 +10,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label as cc_label
 
 from ..errors import CardiosegError
+from ..validate import check_labels, check_spacing
 
 OBJECT_MODES = ("auto", "components", "labels")
 
@@ -39,37 +40,6 @@ class Region:
         """Physical (µm) coordinates of the object's pixels, one row per pixel."""
         idx = np.argwhere(self.mask) + np.asarray(self.offset)
         return idx * np.asarray(self.spacing)
-
-
-def check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
-    """Validate a pixel size (µm per axis) for an ``ndim``-dimensional image."""
-    spacing = tuple(float(s) for s in spacing)
-    if len(spacing) != ndim:
-        raise CardiosegError(f"pixel size {spacing} has {len(spacing)} values for a {ndim}D image")
-    if any(not np.isfinite(s) or s <= 0 for s in spacing):
-        raise CardiosegError(f"pixel sizes must be positive numbers, got {spacing}")
-    return spacing
-
-
-def check_labels(labels: np.ndarray, what: str = "labels") -> np.ndarray:
-    """Check that ``labels`` is a 2D/3D integer (or boolean) image and return it as int64."""
-    labels = np.asarray(labels)
-    if labels.ndim == 3 and labels.shape[-1] in (3, 4) and labels.shape[0] > 4:
-        raise CardiosegError(f"the {what} look like an RGB image (shape {labels.shape})")
-    if labels.ndim not in (2, 3):
-        raise CardiosegError(f"the {what} must be 2D (YX) or 3D (ZYX), got shape {labels.shape}")
-    if 0 in labels.shape:
-        raise CardiosegError(f"the {what} are empty (shape {labels.shape})")
-    if labels.dtype.kind == "f":
-        if not np.all(np.isfinite(labels)):
-            raise CardiosegError(f"the {what} contain NaN or infinite values")
-        if np.any(labels != np.round(labels)):
-            raise CardiosegError(f"the {what} must hold whole numbers (a mask or label image)")
-    elif labels.dtype.kind not in "uib":
-        raise CardiosegError(f"the {what} have unsupported pixel type {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise CardiosegError(f"the {what} contain negative values")
-    return labels.astype(np.int64)
 
 
 def resolve_mode(labels: np.ndarray, mode: str) -> str:

@@ -1,0 +1,42 @@
+"""Where computation runs: the torch device and the number of CPU threads."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import CardiosegError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def choose_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto``: CUDA, then Apple MPS, then CPU; ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    name = str(name)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise CardiosegError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CardiosegError("device 'cuda' requested but no CUDA GPU is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CardiosegError("device 'mps' requested but Apple MPS is not available")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise CardiosegError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
+    return device
+
+
+def train_threads() -> int:
+    """CPU threads for training: half the cores (at most 4), leaving the rest to the GUI.
+
+    More threads than free cores make PyTorch's CPU kernels many times slower when the
+    machine is busy, so this errs on the low side.
+    """
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
