@@ -13,6 +13,7 @@ invented label values), probabilities by the mean of each 2×2 group.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -216,7 +217,7 @@ def build_levels(group: zarr.Group) -> Generator[Progress, None, None]:
     """Fill levels 1, 2, ... from level 0, one chunk of the target level at a time."""
     info = group.attrs["cardioseg"]
     paths = [d["path"] for d in group.attrs["multiscales"][0]["datasets"]]
-    jobs = [(group[a], group[b]) for a, b in zip(paths, paths[1:], strict=False)]
+    jobs = [(group[a], group[b]) for a, b in itertools.pairwise(paths)]
     total = sum(math.prod(math.ceil(n / c) for n, c in zip(dst.shape, dst.chunks, strict=True))
                 for _, dst in jobs)
     done = 0
