@@ -44,6 +44,13 @@ def _prob_paths(prob: str, class_names: list[str]) -> list[tuple[int, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     """Read, predict with a progress bar, write labels (and probabilities) calibrated."""
+    if args.output.rstrip("/\\").lower().endswith(".zarr"):  # stream blockwise into OME-Zarr
+        from ..core.run import predict_to_zarr
+        steps = predict_to_zarr(args.input, args.model, args.output, tile=args.tile,
+                                overlap=args.overlap, batch=args.batch, device=args.device,
+                                prob_path=args.prob, flips=args.flips)
+        print(f"wrote {drain_with_bar(steps, f'predict ({args.model})', 'blocks')}")
+        return 0
     model, card = load_model(args.model)
     image = read_single(args.input)
     if card.pixel_size and not image.calibrated:

@@ -124,6 +124,7 @@ def predict_blocks(
     encode: Callable[[np.ndarray], np.ndarray] | None = None,
     skip: Collection[tuple[int, ...]] = (),
     on_block_done: Callable[[tuple[int, ...]], None] | None = None,
+    flips: bool = False,
 ) -> Generator[Progress, None, int]:
     """Predict ``volume`` block by block into ``labels`` (and ``probabilities``), yielding progress.
 
@@ -150,6 +151,8 @@ def predict_blocks(
         Block indices already written (resuming); they are neither read nor predicted.
     on_block_done : callable, optional
         Called with a block's index after its outputs are written (e.g. to leave a marker).
+    flips : bool
+        Test-time augmentation (see :func:`predict.predict_generator`).
 
     Returns
     -------
@@ -177,7 +180,7 @@ def predict_blocks(
             continue
         region = np.asarray(volume[b.region])
         prob = predict_probabilities(region, model, card, tile=region.shape[-ndim:], overlap=0.0,
-                                     batch=batch, device=device)
+                                     batch=batch, device=device, flips=flips)
         prob = prob[(slice(None), *b.inner)]
         labels[b.core] = probabilities_to_labels(prob)
         if probabilities is not None:

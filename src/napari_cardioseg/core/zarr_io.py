@@ -213,13 +213,22 @@ def _chunk_regions(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tupl
                     for g, i, c, n in zip(grid, origin, chunks, shape, strict=True))
 
 
+def _level_jobs(group: zarr.Group) -> list[tuple[zarr.Array, zarr.Array]]:
+    paths = [d["path"] for d in group.attrs["multiscales"][0]["datasets"]]
+    return [(group[a], group[b]) for a, b in itertools.pairwise(paths)]
+
+
+def level_chunk_count(group: zarr.Group) -> int:
+    """How many chunks :func:`build_levels` writes (its progress total)."""
+    return sum(math.prod(math.ceil(n / c) for n, c in zip(dst.shape, dst.chunks, strict=True))
+               for _, dst in _level_jobs(group))
+
+
 def build_levels(group: zarr.Group) -> Generator[Progress, None, None]:
     """Fill levels 1, 2, ... from level 0, one chunk of the target level at a time."""
     info = group.attrs["cardioseg"]
-    paths = [d["path"] for d in group.attrs["multiscales"][0]["datasets"]]
-    jobs = [(group[a], group[b]) for a, b in itertools.pairwise(paths)]
-    total = sum(math.prod(math.ceil(n / c) for n, c in zip(dst.shape, dst.chunks, strict=True))
-                for _, dst in jobs)
+    jobs = _level_jobs(group)
+    total = level_chunk_count(group)
     done = 0
     yield Progress(done, total, "levels", "downsampling for viewing")
     for src, dst in jobs:
