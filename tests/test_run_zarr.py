@@ -107,7 +107,7 @@ def test_ome_zarr_input_with_a_singleton_channel(tmp_path, stack, user_model):
 
 
 def test_bad_outputs(tmp_path, stack, user_model):
-    with pytest.raises(CardiosegError, match="probabilities go to a .zarr"):
+    with pytest.raises(CardiosegError, match=r"probabilities go to a \.zarr"):
         drain(predict_to_zarr(tmp_path / "in.tif", "tiny", tmp_path / "o.zarr",
                               prob_path=tmp_path / "p.tif"))
     with pytest.raises(CardiosegError, match="no such file"):
