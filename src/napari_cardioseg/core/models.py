@@ -15,17 +15,17 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from . import nets
 from .errors import CardiosegError
 from .io import write_bytes_atomic
 from .normalize import check_normalization
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 1
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -175,6 +175,8 @@ def save_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike,
     fp16 : bool
         Store floating-point weights as float16 (half the size; loaded back as float32).
     """
+    from safetensors.torch import save as st_save
+
     stem = _stem(path)
     card.validate()
     tensors = {}
@@ -230,6 +232,8 @@ def load_model(name_or_path: str | os.PathLike,
         Unknown name, missing or unreadable files, weights changed since saving, or weights that
         do not fit the card's architecture.
     """
+    from safetensors.torch import load as st_load
+
     stem = _resolve(name_or_path)
     card = read_card(stem)
     weights = stem.with_suffix(".safetensors")
