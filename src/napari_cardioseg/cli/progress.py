@@ -25,7 +25,8 @@ class ProgressBar:
     """``label [#####.....] done/total 12.3s eta 4.5s message`` on stderr, redrawn in place.
 
     On a terminal the line is redrawn at most ten times a second; otherwise (a log file) a line
-    is written at each tenth of the work, when the total or the message changes, and at the end.
+    is written at each tenth of the work and when the total changes (every 5 s when the total
+    is unknown), and the last state at the end.
 
     Parameters
     ----------
@@ -43,6 +44,7 @@ class ProgressBar:
         self._tty = sys.stderr.isatty()
         self._drawn = -1.0
         self._written: tuple = ()
+        self._pending = ""
         self._spins = 0
 
     def show(self, progress: Progress) -> None:
@@ -65,15 +67,19 @@ class ProgressBar:
         if self._tty:
             sys.stderr.write("\r\033[K" + line)
         else:
-            key = (self._tenth(done), self.total, extra, finished)
+            key = self._log_key(done, now)
             if key == self._written:
+                self._pending = line
                 return
-            self._written = key
+            self._written, self._pending = key, ""
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
-    def _tenth(self, done: int) -> int:
-        return int(10 * done / self.total) if self.total else 0
+    def _log_key(self, done: int, now: float) -> tuple:
+        """Log lines are written when this changes: each tenth and new total, or every 5 s."""
+        if not self.total:
+            return (None, int((now - self.start) // 5))
+        return (self.total, int(10 * done / self.total))
 
     def _line(self, done: int, extra: str, now: float) -> str:
         elapsed = f"{now - self.start:5.1f}s"
@@ -91,10 +97,12 @@ class ProgressBar:
         return " ".join(t for t in parts if t)
 
     def close(self) -> None:
-        """End the line."""
+        """End the line (in a log, write the last state if it was held back)."""
         if self._tty:
             sys.stderr.write("\n")
-            sys.stderr.flush()
+        elif self._pending:
+            sys.stderr.write(self._pending + "\n")
+        sys.stderr.flush()
 
 
 def drain_with_bar(steps: Generator[Progress, Any, T], label: str) -> T:
