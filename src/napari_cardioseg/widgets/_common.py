@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from magicgui.widgets import ProgressBar
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
 
 from ..core.errors import CardiosegError
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..core.progress import Progress
 
 
 def report_error(exc: BaseException) -> None:
@@ -28,6 +34,25 @@ def spatial_scale(layer: Any) -> tuple[float, ...]:
 def output_layer_kwargs(source: Any, name: str) -> dict:
     """Keyword arguments that place a new layer exactly on top of ``source``."""
     return {"name": name, "scale": tuple(source.scale), "translate": tuple(source.translate)}
+
+
+def result_name(source: Any, model: str, what: str) -> str:
+    """``"<image> <model> <what>"``: the name of a layer computed from ``source`` by a model."""
+    return f"{source.name} {model} {what}"
+
+
+def show_progress(bar: ProgressBar, progress: Progress) -> None:
+    """Set a progress bar from one yielded :class:`Progress`; an unknown total makes it busy."""
+    bar.max = progress.total or 0  # Qt draws a busy bar when min == max == 0
+    bar.value = min(progress.done, progress.total) if progress.total else 0
+    bar.tooltip = progress.message or None
+
+
+def refresh_model_lists(viewer: napari.viewer.Viewer) -> None:
+    """Make every docked widget with a model list re-read the models (after one was saved)."""
+    for widget in viewer.window.dock_widgets.values():
+        if hasattr(widget, "refresh_models"):
+            widget.refresh_models()
 
 
 def widget_alive(widget: Any) -> bool:
@@ -97,5 +122,6 @@ def start_generator(
 
 
 __all__ = [
-    "output_layer_kwargs", "report_error", "show_info", "spatial_scale", "start_generator", "widget_alive",
+    "output_layer_kwargs", "refresh_model_lists", "report_error", "result_name", "show_info",
+    "show_progress", "spatial_scale", "start_generator", "widget_alive",
 ]
