@@ -31,7 +31,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s module is imported to register its options.
 
     The other subcommands are listed with their summaries but get no options, so parse
-    only arguments meant for ``command`` (:func:`main` picks it from the arguments).
+    only arguments meant for ``command`` (:func:`main` passes the first argument).
     """
     parser = argparse.ArgumentParser(
         prog="cardioseg",
@@ -49,8 +49,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; errors print one line to stderr and return a non-zero code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except CardiosegError as exc:
