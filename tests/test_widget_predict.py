@@ -94,6 +94,18 @@ def test_model_file_and_stop(viewer, qtbot, home, rng):
     assert widget._run.enabled and not widget._stop.enabled
 
 
+def record_activity_bar(widget):
+    """The (done, total) napari's activity bar of the widget's next worker ends with."""
+    state = {}
+
+    def on_run():
+        pbar = widget.worker.pbar
+        pbar.events.value.connect(lambda event: state.update(n=pbar.n, total=pbar.total))
+
+    widget._run.changed.connect(on_run)
+    return lambda _widget: (state.get("n"), state.get("total"))
+
+
 class _OutOfMemoryAbove(torch.nn.Module):
     """Raises out-of-memory for tiles wider than ``limit`` px, like a full GPU."""
 
@@ -117,10 +129,12 @@ def test_bar_takes_the_new_total_after_an_out_of_memory_retry(viewer, qtbot, hom
     image = rng.normal(0, 1, (120, 120)).astype(np.float32)
     widget._image.value = viewer.add_image(image, name="cells")
     widget._tile.value, widget._batch.value, widget._device.value = 128, 4, "cpu"
+    widget_pbar_state = record_activity_bar(widget)
     run_and_wait(widget, qtbot)
     assert count_tiles(image.shape, card.spec, 128, 0.25) == 1  # the total the run started with
     retried = count_tiles(image.shape, card.spec, 26, 0.25)  # 120 -> 60 -> 26 px tiles
     assert widget._progress.max == widget._progress.value == retried > 1
+    assert widget_pbar_state(widget) == (retried, retried)  # napari's activity bar too
     assert widget._progress.tooltip == "out of cpu memory: retrying with tiles of 26×26 px"
     assert widget._status.value == "done: cells tiny labels"
     expected = predict_probabilities(image, model, card, tile=26, overlap=0.25, device="cpu")

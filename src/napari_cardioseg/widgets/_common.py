@@ -90,6 +90,14 @@ class _QuitWhenUndocked(QObject):
             pass
 
 
+def _follow(pbar: Any, progress: Progress) -> None:
+    """Move napari's activity-dock bar to one yielded :class:`Progress` (its total may change)."""
+    total = progress.total or 0
+    if total != pbar.total:
+        pbar.total = total
+    pbar.update(progress.done - pbar.n)
+
+
 def start_generator(
     func: Callable[..., Generator],
     *args: Any,
@@ -97,6 +105,7 @@ def start_generator(
     on_yield: Callable[[Any], None] | None = None,
     on_return: Callable[[Any], None] | None = None,
     on_finish: Callable[[], None] | None = None,
+    activity: str | None = None,
     total: int | None = None,
     **kwargs: Any,
 ) -> GeneratorWorker:
@@ -107,11 +116,17 @@ def start_generator(
     closing the viewer quits the worker (napari cancels its registered tasks), and its last signals
     must not reach deleted widgets. Closing the owner's dock quits it too. The worker is started
     before it is returned.
+
+    ``activity`` names a bar in napari's activity dock that follows the yielded
+    :class:`Progress` (``done`` of ``total``; busy when the total is unknown). ``total`` is the
+    older way: a bar that counts yields up to ``total``; prefer ``activity``.
     """
-    progress = {"total": total} if total else None
+    progress = {"desc": activity} if activity else {"total": total} if total else None
     # connecting "errored" here stops superqt from also re-raising the error in the Qt event loop
     worker = create_worker(func, *args, _progress=progress, _start_thread=False,
                            _connect={"errored": report_error}, **kwargs)
+    if activity:
+        worker.yielded.connect(lambda value: _follow(worker.pbar, value))
     for signal, slot in ((worker.yielded, on_yield), (worker.returned, on_return),
                          (worker.finished, on_finish)):
         if slot is not None:

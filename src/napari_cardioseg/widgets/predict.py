@@ -127,7 +127,8 @@ class PredictWidget(Container):
         self.worker = start_generator(
             predict_steps, layer.data, model, card, tile=self._tile.value or None,
             overlap=self._overlap.value, batch=self._batch.value, device=self._device.value,
-            flips=self._flips.value, owner=self, on_yield=self._on_progress,
+            flips=self._flips.value, owner=self, activity=f"Predict ({card.name})",
+            on_yield=self._on_progress,
             on_return=lambda result: self._add_result(layer, card.name, result),
             on_finish=self._finished,
         )
