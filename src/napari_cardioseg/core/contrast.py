@@ -49,8 +49,19 @@ Transfer = Callable[[np.ndarray], np.ndarray]
 Fit = Callable[[np.ndarray], Transfer]
 """Builds a :data:`Transfer` from the statistics of an image (or slice)."""
 
+DEFAULT_METHOD = "agcwd"
+"""The method used when none is named."""
+
 PER_SLICE_HELP = "fit each Z slice of a stack separately instead of the whole stack (no effect on 2D images)"
 """What the ``per_slice`` option does, in the words every face shows."""
+
+
+def _shown(value: object) -> str:
+    """``value`` for an error message: numbers as typed (``0`` not ``0.0``), anything else as repr."""
+    if isinstance(value, (float, np.floating)):
+        text = repr(float(value))
+        return text.removesuffix(".0")
+    return str(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else repr(value)
 
 
 @dataclass(frozen=True)
@@ -103,14 +114,14 @@ class Param:
     def describe(self) -> str:
         """Help text with the range and default, for a CLI help line or a tooltip."""
         default = f"automatic: {self.auto}" if self.default is None else f"{self.default:g}"
-        return f"{self.help}; {self.range_text}, default {default}"
+        return f"{self.help} (range {self.range_text}, default {default})"
 
     def check(self, value: object) -> float | int | None:
         """Return ``value`` as this parameter's type, or raise :class:`CardiosegError` naming it."""
         if value is None and self.default is None:
             return None
         whole = "a whole number" if self.type is int else "a number"
-        problem = f"{self.name} must be {whole} in {self.range_text}, got {value!r}"
+        problem = f"{self.name} must be {whole} in {self.range_text}, got {_shown(value)}"
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise CardiosegError(problem)
         number = float(value)
@@ -352,7 +363,7 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 def enhance_steps(
     image: np.ndarray,
-    method: str = "agcwd",
+    method: str = DEFAULT_METHOD,
     *,
     per_slice: bool = False,
     as_float: bool = False,
