@@ -15,7 +15,7 @@ from napari_cardioseg.core.units import CALIBRATED_KEY
 def test_manifest_is_valid_and_lists_widgets():
     manifest = PluginManifest.from_distribution("napari-cardioseg")
     names = {w.display_name for w in manifest.contributions.widgets}
-    assert {"Enhance contrast", "Predict", "Train from scribbles", "Measure"} <= names
+    assert {"Enhance contrast", "Pixel size", "Predict", "Train from scribbles", "Measure"} <= names
 
 
 def test_reader_gives_scale_and_layer_kind(tmp_path):
