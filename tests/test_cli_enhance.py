@@ -105,7 +105,6 @@ def test_float16_is_enhanced_and_written_as_float32(tmp_path, rng):
 
     data = rng.gamma(2.0, 30.0, (2, 16, 20)).astype(np.float16)
     tifffile.imwrite(tmp_path / "h.tif", data)  # float16: the project's writer would refuse it
-    assert read_single(tmp_path / "h.tif").data.dtype == np.float16
     assert cli.main(["enhance", str(tmp_path / "h.tif"), "-o", str(tmp_path / "o.tif")]) == 0
     result = read_single(tmp_path / "o.tif")
     assert result.data.dtype == np.float32 and result.data.min() == 0 and result.data.max() == 1

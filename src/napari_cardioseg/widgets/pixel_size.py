@@ -51,6 +51,7 @@ class PixelSizeWidget(Container):
         self._layer = ComboBox(label="layer", choices=self._layers,
                                tooltip="The image (or labels) layer whose pixel size to set.")
         self._status = Label(value="")
+        self._status.native.setWordWrap(True)
         self._xy = LineEdit(label="pixel size (µm)",
                             tooltip="Width of one pixel in micrometres, the same along Y and X. Type 0.1 or "
                             "0,1; a unit may follow (0.1 µm, 8 nm).")
