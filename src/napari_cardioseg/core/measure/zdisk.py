@@ -328,8 +328,9 @@ def fft_peak(
     The strongest peak of the windowed 2D power spectrum inside the period range gives the
     axis; the image is then averaged into a profile along that axis, whose zero-padded 1D
     spectrum (with parabolic peak interpolation) gives the period to a fraction of a pixel.
-    The period is NaN, with a note, when no period fits in the image or when the strongest
-    frequency lies on a bound of the range (the true peak is outside it).
+    The period is NaN, with a note, when no period fits in the image, when the strongest
+    frequency lies on a bound of the range (the true peak is outside it), or when it is a
+    harmonic of a stronger period longer than the range.
     """
     img = np.asarray(image, dtype=float)
     py, px = spacing
@@ -376,4 +377,10 @@ def fft_peak(
         f0 = freq[k] + shift * (freq[1] - freq[0])
     else:
         f0 = freq[k]
+    for n in (2, 3):  # a stronger peak at f0 / n, outside the range: f0 is its harmonic
+        near = np.abs(freq - f0 / n) <= 0.03 * f0 / n
+        if near.any() and spec[near].max() > spec[k] and freq[near].max() < freq[inside[0]]:
+            return float("nan"), angle_of(axis), (
+                f"Fourier peak at a harmonic (1/{n} of a stronger period {n / f0:.3g} outside "
+                "the period range)")
     return (float(1.0 / f0) if f0 > 0 else float("nan")), angle_of(axis), ""
