@@ -53,7 +53,7 @@ def test_fourier_peak_on_the_range_bound_is_nan_with_a_reason():
 def test_harmonic_and_disagreement_notes():
     assert compare_periods(1.6, 3.2) == (1.6, pytest.approx(np.nan, nan_ok=True),
                                          "Fourier peak at a harmonic (2x the Z-disk spacing)")
-    spacing, fft, note = compare_periods(1.8, 0.6)
+    _, fft, note = compare_periods(1.8, 0.6)
     assert np.isnan(fft) and "1/3 of" in note
     assert compare_periods(1.8, 1.85) == (1.8, 1.85, "")
     assert compare_periods(1.5, 1.8)[2] == "estimates differ by 20%"
