@@ -129,3 +129,15 @@ def test_measure_refuses_unwritable_output_before_measuring(tmp_path, capsys):
     out = tmp_path / "missing" / "s.csv"
     assert run_cli(["measure", tmp_path / "l.tif", "--kind", "shapes", "-o", out]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_measure_refuses_to_overwrite_an_input(tmp_path, capsys):
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:5, 2:5] = 1
+    write_tiff(tmp_path / "l.tif", labels, (0.1, 0.1))
+    (tmp_path / "link.tif").symlink_to(tmp_path / "l.tif")
+    before = (tmp_path / "l.tif").read_bytes()
+    assert run_cli(["measure", tmp_path / "l.tif", "--kind", "shapes", "-o",
+                    tmp_path / "link.tif"]) == 2
+    assert "replace the input" in capsys.readouterr().err
+    assert (tmp_path / "l.tif").read_bytes() == before

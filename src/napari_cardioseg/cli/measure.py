@@ -69,7 +69,11 @@ def resolve_pixel_size(given: list[float] | None, scale: tuple[float, ...], cali
     return tuple(given)
 
 
-def _check_writable(path: Path) -> None:
+def _check_writable(path: Path, inputs: list[Path]) -> None:
+    """Refuse an output that is one of the inputs (also through links) or cannot be written."""
+    for source in inputs:
+        if path.exists() and source.exists() and path.resolve() == source.resolve():
+            raise CardiosegError(f"{path}: the output would replace the input {source}")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise CardiosegError(f"{path}: the folder {folder} does not exist")
@@ -102,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
 
     get_kind(args.kind)
     summary = summary_path(args.output)
+    inputs = [p for p in (args.labels, args.image, args.cell_mask) if p is not None]
     for path in (args.output, summary):
-        _check_writable(path)
+        _check_writable(path, inputs)
     labels = read_single(args.labels, "labels")
     spacing = resolve_pixel_size(args.pixel_size, labels.scale, labels.calibrated,
                                  labels.data.ndim)
