@@ -112,7 +112,7 @@ def test_float16_is_enhanced_and_written_as_float32(tmp_path, rng):
 
 
 def test_every_registry_parameter_is_a_flag_with_its_default_in_the_help(capsys):
-    parser = cli.build_parser()
+    parser = cli.build_parser("enhance")
     with pytest.raises(SystemExit):
         parser.parse_args(["enhance", "--help"])
     text = " ".join(capsys.readouterr().out.split())
