@@ -75,7 +75,7 @@ def test_stop_midway_gives_a_usable_model(tmp_path):
     session = TrainSession([image], [scribbles], steps=1000, seed=0, **FAST)
     gen = session.run()
     for progress in gen:
-        if progress.step == 3:
+        if progress.done == 3:
             break
     gen.close()  # what worker.quit() amounts to
     result = session.best()
@@ -97,7 +97,7 @@ def test_strokes_painted_during_training_are_used():
     session = TrainSession([image], [scribbles], steps=6, seed=0, refresh_every=0.0, **FAST)
     gen = session.run()
     for progress in gen:
-        if progress.step == 2:
+        if progress.done == 2:
             scribbles[46, 96:105] = 2  # paint a stroke into the live array
             scribbles[60, 100:104] = 3  # beyond the model's classes: ignored, no crash
     result = session.best()
@@ -114,7 +114,7 @@ def test_previews_first_step_and_callable_region():
     assert first.preview.shape == (32, 40) and first.preview_region == (slice(0, 32), slice(10, 50))
     assert first.preview.dtype == np.uint8 and set(np.unique(first.preview)) <= {0, 1}
     assert second.preview is None  # the callable asked for nothing
-    assert (first.done, first.total, third.step) == (1, 3, 3)
+    assert (first.done, first.total, third.done) == (1, 3, 3)
 
 
 def test_2d_model_on_3d_stack_trains_slices_and_previews_a_slice():
@@ -126,7 +126,7 @@ def test_2d_model_on_3d_stack_trains_slices_and_previews_a_slice():
                           slice(0, 64)), **FAST)
     first = next(gen)
     assert first.preview.shape == (1, 64, 64)
-    assert next(gen).step == 2
+    assert next(gen).done == 2
     with pytest.raises(StopIteration) as stop:
         next(gen)
     assert stop.value.value.card.training["image_shapes"] == [[2, 64, 128]]
@@ -142,14 +142,14 @@ def test_transfer_to_more_classes_and_frozen_encoder():
                      {"method": "percentile", "low": 1.0, "high": 99.8}, None)
     with pytest.raises(CardiosegError, match="beyond the model's 2 classes"):
         TrainSession([image], [scribbles], init=(model, card))
-    encoder_before = [p.clone() for m in encoder_modules(model) for p in m.parameters()]
+    encoder_before = [p.clone() for m in encoder_modules(model, spec) for p in m.parameters()]
     result = train([image], [scribbles], init=(model, card), classes=3, steps=2,
                    freeze_encoder=True, **FAST)
     assert result.card.spec["classes"] == 3
     assert result.card.class_names == ["background", "class 1", "class 2"]
     assert result.card.training["init"] == "binary"
     assert result.model(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
-    encoder_after = [p for m in encoder_modules(result.model) for p in m.parameters()]
+    encoder_after = [p for m in encoder_modules(result.model, result.card.spec) for p in m.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(encoder_before, encoder_after, strict=True))
     assert model.head.out_channels == 2  # the caller's model is left untouched
 
