@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
@@ -99,3 +99,25 @@ def start_generator(
 __all__ = [
     "output_layer_kwargs", "report_error", "show_info", "spatial_scale", "start_generator", "widget_alive",
 ]
+
+
+def refresh_model_lists(viewer: Any) -> None:
+    """Ask every docked widget that lists models (a ``refresh_models`` method) to re-read them."""
+    for widget in viewer.window.dock_widgets.values():
+        refresh = getattr(widget, "refresh_models", None)
+        if callable(refresh):
+            refresh()
+
+
+def region_in_view(viewer: Any, layer: Any, halves: Sequence[int]) -> tuple[slice, ...]:
+    """The part of ``layer``'s data around the view centre, ``halves[i]`` pixels either side."""
+    world = list(viewer.dims.point)
+    displayed = list(viewer.dims.displayed)
+    for axis, value in zip(displayed, list(viewer.camera.center)[-len(displayed):], strict=True):
+        world[axis] = value
+    point = layer.world_to_data(world[-layer.ndim:])
+    region = []
+    for p, half, n in zip(point, halves, layer.data.shape, strict=True):
+        c = min(max(round(p), 0), n - 1)
+        region.append(slice(max(c - half, 0), min(c + half + 1, n)))
+    return tuple(region)

@@ -59,9 +59,10 @@ class Architecture:
     recommended : bool
         Listed first in the GUI; the others are "advanced".
     global_context : bool
-        The net pools the whole input (DeepLabV3+'s image pooling, Chen et al. 2018; the
-        squeeze-and-excitation blocks of EfficientNet, Hu et al. 2018), so no finite receptive
-        field exists; :func:`receptive_field` reports :data:`PROBE_MAX` for it.
+        Every output pixel depends on the whole input (DeepLabV3+'s image pooling, Chen et al.
+        2018; EfficientNet's squeeze-and-excitation, Hu et al. 2018; the group normalisation in
+        smp's FPN decoder, Wu & He 2018), so no finite receptive field exists;
+        :func:`receptive_field` reports :data:`PROBE_MAX` for it.
     """
 
     build: Callable[[dict], nn.Module]
@@ -105,7 +106,7 @@ def _smp(name: str) -> Architecture:
         smp2d.build, 2, smp2d.size_multiple, smp2d.encoder, smp2d.replace_head,
         f"smp {arch} with {encoder} encoder",
         recommended=name == "unet-mobilenet_v2",
-        global_context=arch == "deeplabv3plus" or encoder.startswith("efficientnet"),
+        global_context=arch in ("deeplabv3plus", "fpn") or encoder.startswith("efficientnet"),
     )
 
 
