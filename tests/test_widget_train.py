@@ -110,7 +110,7 @@ def test_closing_the_dock_stops_training(widget, viewer, qtbot):
 
 def test_start_from_lists_models_then_recommended_then_advanced_architectures(widget):
     choices = [value for _, value in start_choices()]
-    assert choices == widget._init.choices
+    assert choices == list(widget._init.choices)
     kinds = [kind for kind, _ in choices]
     assert kinds == sorted(kinds, key=lambda k: k != "init")  # saved models first
     archs = [name for kind, name in choices if kind == "arch"]
