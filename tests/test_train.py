@@ -11,12 +11,16 @@ from napari_cardioseg.core.device import train_threads
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import ModelCard, load_model
 from napari_cardioseg.core.nets import build_model, encoder_modules
+from napari_cardioseg.core.normalize import apply_normalization, fit_normalization
 from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
-from napari_cardioseg.core.progress import drain
+from napari_cardioseg.core.progress import Progress, drain
 from napari_cardioseg.core.train import (
     LR_FINETUNE,
     LR_SCRATCH,
+    TrainConfig,
     TrainSession,
+    preview_labels,
+    preview_region,
     train,
     train_generator,
 )
@@ -212,3 +216,77 @@ def test_finetuning_keeps_batchnorm_statistics_and_takes_small_steps():
     result = drain(scratch.run())
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in result.model.state_dict().items()
                if "running_mean" in k)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"steps": 0}, "steps must be an integer of at least 1"),
+        ({"steps": 2.5}, "steps must be an integer"),
+        ({"time_budget": float("inf")}, "time budget must be a finite positive"),
+        ({"time_budget": -1.0}, "time budget must be a finite positive"),
+        ({"lr": float("nan")}, "learning rate must be finite and positive"),
+        ({"lr": 0.0}, "learning rate must be finite and positive"),
+        ({"seed": -1}, "seed must be an integer >= 0"),
+        ({"batch": 0}, "batch must be an integer of at least 1"),
+        ({"patch_size": 0}, "patch_size must be a positive integer"),
+        ({"patch_size": (32, -1)}, "patch_size must be a positive integer"),
+        ({"threads": 0}, "threads must be at least 1"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"classes": 1}, "classes must be at least 2"),
+        ({"classes": ["background"]}, "class names must be at least 2"),
+        ({"pixel_size": (0.1, 0.0)}, "pixel_size must be 2-3 finite positive"),
+        ({"refresh_every": -1.0}, "refresh_every must be a finite number of seconds"),
+        ({"arch": "nope"}, "unknown architecture 'nope'"),
+        ({"arch": "unet2d", "init": "mito-em"}, "either an init model or an architecture"),
+    ],
+)
+def test_config_rejects_bad_options_by_name(options, message):
+    with pytest.raises(CardiosegError, match=message):
+        TrainConfig(**options)
+
+
+def test_config_defaults_normalisation_and_sharing():
+    config = TrainConfig()
+    assert (config.steps, config.time_budget, config.total_steps) == (None, None, 200)
+    timed = TrainConfig(time_budget=5, pixel_size=[0.5, 0.25], patch_size=[32, 48],
+                        classes=["background", "cell"])
+    assert timed.steps is None and timed.total_steps is None and timed.time_budget == 5.0
+    assert timed.pixel_size == (0.5, 0.25) and timed.patch_size == (32, 48)
+    assert timed.classes == ("background", "cell")
+    with pytest.raises(AttributeError):
+        config.steps = 3  # frozen
+    image, scribbles, _ = disks()
+    session = TrainSession([image], [scribbles], TrainConfig(steps=2, seed=3, **FAST), batch=2)
+    assert (session.config.steps, session.config.seed, session.batch) == (2, 3, 2)
+    timed = TrainSession([image], [scribbles], TrainConfig(steps=2), time_budget=9.0)
+    assert timed.config.total_steps == 2 and timed.config.time_budget == 9.0
+    with pytest.raises(CardiosegError, match="unknown training option"):
+        TrainSession([image], [scribbles], stpes=2)
+
+
+def test_time_budget_progress_has_no_total_and_a_message():
+    image, scribbles, _ = disks()
+    session = TrainSession([image], [scribbles], time_budget=0.5, **FAST)
+    items = list(session.run())
+    assert items and all(isinstance(p, Progress) and p.total is None for p in items)
+    assert [p.done for p in items] == list(range(1, len(items) + 1))
+    assert items[-1].elapsed >= 0.5 and items[0].stage == "train"
+    assert items[-1].message.startswith(f"step {len(items)}  loss ")
+
+
+def test_preview_is_the_sliding_window_prediction_of_the_crop():
+    image, scribbles, _ = disks()
+    result = train([image], [scribbles], steps=5, **FAST)
+    model, card = result.model, result.card
+    region = preview_region((slice(3, 40), slice(5, 66)), image.shape, 2)
+    fitted = fit_normalization(image, card.normalization)
+    crop = apply_normalization(image, fitted)[region]
+    labels = preview_labels(model, card.spec, crop, torch.device("cpu"))
+    fixed = ModelCard("crop", card.spec, card.class_names, {"method": "fixed", "min": 0.0,
+                                                            "max": 1.0}, None)
+    expected = probabilities_to_labels(predict_probabilities(crop, model, fixed, device="cpu"))
+    assert labels.shape == (37, 61) and np.array_equal(labels, expected)
+    assert result.card.receptive_field == [92, 92]
+    assert preview_region((slice(None), slice(0, 2000), slice(0, 2000)), (3, 1000, 900), 2) == (
+        slice(1, 2), slice(244, 756), slice(194, 706))  # one slice, 512 px around the centre

@@ -255,7 +255,7 @@ class TrainSession:
         return preview_labels(self.model, self.spec, self.normalized[0][region], self.device), region
 
     def _done(self, step: int) -> bool:
-        steps, budget = self.config.steps, self.config.time_budget
+        steps, budget = self.config.total_steps, self.config.time_budget
         return (steps is not None and step >= steps) or (
             budget is not None and self.elapsed >= budget
         )

@@ -148,8 +148,6 @@ class TrainConfig:
                 raise CardiosegError(f"the time budget must be a finite positive number of "
                                      f"seconds, got {self.time_budget!r}")
             self._set("time_budget", float(self.time_budget))
-        if self.steps is None and self.time_budget is None:
-            self._set("steps", DEFAULT_STEPS)
 
     def _check_optimiser(self) -> None:
         if self.lr is not None and not _positive_number(self.lr):
@@ -189,5 +187,8 @@ class TrainConfig:
 
     @property
     def total_steps(self) -> int | None:
-        """The planned number of steps, or None when only a time budget bounds training."""
+        """The planned number of steps (``steps``, or 200 without any budget), or None when only
+        a time budget bounds training."""
+        if self.steps is None and self.time_budget is None:
+            return DEFAULT_STEPS
         return self.steps
