@@ -220,7 +220,7 @@ def _measured_field(key: str) -> tuple[int, ...]:
     if arch.global_context:
         return (longest,) * arch.ndim
     multiple = size_multiple(spec)
-    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():  # caller's random state kept
         torch.manual_seed(0)
         model = build_model(spec).eval()
         # 2D nets here use square kernels (Y behaves as X); 3D nets are measured along Z and X
