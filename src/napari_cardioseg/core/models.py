@@ -61,6 +61,9 @@ class ModelCard:
         µm per axis of the training data.
     weights_sha256 : str
         Hash of the weights file, filled in by :func:`save_model`.
+    receptive_field : list of int or None
+        Input pixels per axis one output pixel depends on (see :func:`nets.receptive_field`);
+        None in older cards, where :meth:`receptive_field_px` computes it from the spec.
     """
 
     name: str
@@ -75,6 +78,7 @@ class ModelCard:
     created: str = ""
     format_version: int = FORMAT_VERSION
     weights_sha256: str = ""
+    receptive_field: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -106,9 +110,24 @@ class ModelCard:
                     f"model card {self.name!r}: pixel_size must be null or 2-3 positive "
                     f"numbers (µm per axis), got {self.pixel_size!r}"
                 )
+        field_ = self.receptive_field
+        if field_ is not None and not (
+            isinstance(field_, list) and len(field_) == nets.spec_ndim(self.spec)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in field_)
+        ):
+            raise CardiosegError(
+                f"model card {self.name!r}: receptive_field must be null or one positive integer "
+                f"per axis of the net, got {field_!r}"
+            )
         for key in ("training", "metrics"):
             if not isinstance(getattr(self, key), dict):
                 raise CardiosegError(f"model card {self.name!r}: {key!r} must be a JSON object")
+
+    def receptive_field_px(self) -> tuple[int, ...]:
+        """The stored receptive field, or the one computed from the spec for older cards."""
+        if self.receptive_field is not None:
+            return tuple(self.receptive_field)
+        return nets.receptive_field(self.spec)
 
     def to_json(self) -> str:
         """The card as indented, strict JSON (NaN and infinities, e.g. failed metrics, become null)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ProgressBar
@@ -137,6 +137,20 @@ def start_generator(
 
 
 __all__ = [
-    "output_layer_kwargs", "refresh_model_lists", "report_error", "result_name", "show_info",
-    "show_progress", "spatial_scale", "start_generator", "widget_alive",
+    "output_layer_kwargs", "refresh_model_lists", "region_in_view", "report_error", "result_name",
+    "show_info", "show_progress", "spatial_scale", "start_generator", "widget_alive",
 ]
+
+
+def region_in_view(viewer: Any, layer: Any, halves: Sequence[int]) -> tuple[slice, ...]:
+    """The part of ``layer``'s data around the view centre, ``halves[i]`` pixels either side."""
+    world = list(viewer.dims.point)
+    displayed = list(viewer.dims.displayed)
+    for axis, value in zip(displayed, list(viewer.camera.center)[-len(displayed):], strict=True):
+        world[axis] = value
+    point = layer.world_to_data(world[-layer.ndim:])
+    region = []
+    for p, half, n in zip(point, halves, layer.data.shape, strict=True):
+        c = min(max(round(p), 0), n - 1)
+        region.append(slice(max(c - half, 0), min(c + half + 1, n)))
+    return tuple(region)
