@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from napari_cardioseg import cli
-from napari_cardioseg.core.contrast import agcwd, agcwd_extended, percentile_stretch
+from napari_cardioseg.core.contrast import (
+    METHODS,
+    Method,
+    Param,
+    agcwd,
+    agcwd_extended,
+    all_params,
+    percentile_stretch,
+)
 from napari_cardioseg.core.io import read_single, write_tiff
 
 
@@ -61,9 +72,14 @@ def test_bad_method_is_one_line(tmp_path, stack_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--alpha", "0"], "alpha must be in (0, 1]"),
+    (["--alpha", "0"], "alpha must be a number in (0, 1], got 0"),
     (["--method", "percentile", "--low", "90", "--high", "10"], "0 <= low < high <= 100"),
-    (["--method", "percentile", "--alpha", "0.5"], "unexpected keyword argument 'alpha'"),
+    (["--method", "percentile", "--alpha", "0.5"], "method 'percentile' has no parameter 'alpha'"),
+    (["--alpha", "nan"], "alpha must be a number in (0, 1], got nan"),
+    (["--alpha", "inf"], "alpha must be a number in (0, 1], got inf"),
+    (["--method", "agcwd-extended", "--n-sigma=-inf"], "n_sigma must be a number in [1, 100], got -inf"),
+    (["--method", "percentile", "--high", "nan"], "high must be a number in [0, 100], got nan"),
+    (["--bins", "1000000000000"], "bins must be a whole number in [2, 65536], got 1000000000000"),
 ])
 def test_bad_parameters_are_one_line(tmp_path, stack_path, capsys, argv, message):
     path, _ = stack_path
@@ -75,3 +91,60 @@ def test_missing_file_is_one_line(tmp_path, capsys):
     code = cli.main(["enhance", str(tmp_path / "nope.tif"), "-o", str(tmp_path / "o.tif")])
     assert code == 2
     assert "nope.tif: no such file" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("argv", [["--bins", "1000000000000"], ["--alpha", "nan"], ["--method", "clahe"]])
+def test_bad_parameters_are_refused_before_reading(tmp_path, capsys, argv):
+    # the input does not exist: the parameter error comes first, so nothing was read or computed
+    assert cli.main(["enhance", str(tmp_path / "nope.tif"), "-o", str(tmp_path / "o.tif"), *argv]) == 2
+    assert "no such file" not in _one_error_line(capsys)
+
+
+def test_float16_is_enhanced_and_written_as_float32(tmp_path, rng):
+    import tifffile
+
+    data = rng.gamma(2.0, 30.0, (2, 16, 20)).astype(np.float16)
+    tifffile.imwrite(tmp_path / "h.tif", data)  # float16: the project's writer would refuse it
+    assert cli.main(["enhance", str(tmp_path / "h.tif"), "-o", str(tmp_path / "o.tif")]) == 0
+    result = read_single(tmp_path / "o.tif")
+    assert result.data.dtype == np.float32 and result.data.min() == 0 and result.data.max() == 1
+    np.testing.assert_array_equal(result.data, agcwd(data))
+
+
+def test_every_registry_parameter_is_a_flag_with_its_default_in_the_help(capsys):
+    parser = cli.build_parser("enhance")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["enhance", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for method in METHODS.values():
+        assert method.name in text and method.help in text
+        for param in method.params:
+            default = "default automatic" if param.default is None else f"default {param.default:g}"
+            assert f"{param.flag} {param.name.upper()}" in text
+            assert f"(range {param.range_text}, {default}" in text
+            value = param.high  # any value in range parses to the parameter's type under its name
+            args = parser.parse_args(["enhance", "in.tif", "-o", "o.tif", param.flag, f"{value:g}"])
+            assert getattr(args, param.name) == value and type(getattr(args, param.name)) is param.type
+    args = parser.parse_args(["enhance", "in.tif", "-o", "o.tif"])
+    assert args.method == "agcwd" and all(getattr(args, name) is None for name in all_params())
+
+
+def test_a_new_registry_row_gets_its_flag(monkeypatch, tmp_path, capsys):
+    gain = Param("gain_db", float, 1.0, 0.5, 2.0, "how much brighter")
+    flat = Method("flat", lambda d, gain_db: lambda x: 0 * x + 0.5, (gain,), "grey")
+    monkeypatch.setitem(METHODS, "flat", flat)
+    path = write_tiff(tmp_path / "i.tif", np.arange(16, dtype=np.uint8).reshape(4, 4))
+    assert cli.main(["enhance", str(path), "-o", str(tmp_path / "o.tif"), "--method", "flat",
+                     "--gain-db", "2"]) == 0
+    np.testing.assert_array_equal(read_single(tmp_path / "o.tif").data, 128)
+    assert cli.main(["enhance", str(path), "-o", str(tmp_path / "o.tif"), "--method", "flat",
+                     "--gain-db", "3"]) == 2
+    assert "gain_db must be a number in [0.5, 2], got 3" in capsys.readouterr().err
+
+
+def test_module_import_is_cheap():
+    code = ("import sys, napari_cardioseg.cli.enhance\n"
+            "print(','.join(m for m in ('tifffile', 'torch', 'skimage', 'napari', 'napari_cardioseg.core.io')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

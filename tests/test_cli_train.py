@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -49,3 +52,22 @@ def test_bad_input_is_one_line_and_exit_2(files, capsys):
     code = main(["train", "--image", str(tmp / "img.tif"), "--labels", str(tmp / "scr.tif"),
                  "--time-budget", "1", "-o", str(tmp / "nofolder" / "m")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_time_budget_reports_steps_without_a_total(files, capsys):
+    tmp, _ = files
+    code = main(["train", "--image", str(tmp / "img.tif"), "--labels", str(tmp / "scr.tif"),
+                 "--time-budget", "1.5", "-o", str(tmp / "timed")])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "train step 1  loss" in err
+    card = read_card(tmp / "timed.json")
+    assert card.training["seconds"] >= 1.5 and card.training["steps"] >= 1
+    assert card.receptive_field == [92, 92]  # unet2d from scratch (depth 3)
+
+
+def test_module_imports_neither_torch_nor_the_trainer():
+    code = ("import sys, napari_cardioseg.cli.train\n"
+            "print(sorted(m for m in ('torch', 'napari_cardioseg.core.train') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

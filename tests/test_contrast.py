@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from napari_cardioseg.core.contrast import (
+    MAX_BINS,
     METHODS,
-    EnhanceProgress,
+    Method,
+    Param,
     agcwd,
     agcwd_extended,
+    all_params,
+    check_params,
     enhance,
     enhance_steps,
     output_limits,
     percentile_stretch,
 )
 from napari_cardioseg.core.errors import CardiosegError
+from napari_cardioseg.core.progress import Progress
 
 DTYPES = [np.uint8, np.uint16, np.int32, np.float32, np.float64]
 FUNCS = [agcwd, agcwd_extended, percentile_stretch]
@@ -215,26 +222,79 @@ def test_bad_images_raise(bad, message):
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda im: agcwd(im, alpha=0), "alpha"),
-    (lambda im: agcwd(im, alpha=float("nan")), "alpha"),
-    (lambda im: agcwd(im, bins=1), "bins"),
-    (lambda im: agcwd_extended(im, n_sigma=0.5), "n_sigma"),
-    (lambda im: percentile_stretch(im, 50, 50), "low < high"),
-    (lambda im: percentile_stretch(im, -1, 50), "low < high"),
+    (lambda im: agcwd(im, alpha=0), "alpha must be a number in (0, 1], got 0"),
+    (lambda im: agcwd(im, alpha=float("nan")), "alpha must be a number in (0, 1], got nan"),
+    (lambda im: agcwd(im, alpha=float("inf")), "alpha must be a number in (0, 1], got inf"),
+    (lambda im: agcwd(im, alpha=1.5), "alpha must be a number in (0, 1]"),
+    (lambda im: agcwd(im, alpha="0.5"), "alpha must be a number"),
+    (lambda im: agcwd(im, alpha=True), "alpha must be a number"),
+    (lambda im: agcwd(im, bins=1), "bins must be a whole number in [2, 65536], got 1"),
+    (lambda im: agcwd(im, bins=2.5), "bins must be a whole number"),
+    (lambda im: agcwd(im, bins=10**12), "bins must be a whole number in [2, 65536], got 1000000000000"),
+    (lambda im: agcwd_extended(im, bins=MAX_BINS + 1), "bins must be a whole number in [2, 65536]"),
+    (lambda im: agcwd_extended(im, n_sigma=0.5), "n_sigma must be a number in [1, 100], got 0.5"),
+    (lambda im: agcwd_extended(im, n_sigma=float("inf")), "n_sigma must be a number in [1, 100], got inf"),
+    (lambda im: percentile_stretch(im, 50, 50), "0 <= low < high <= 100, got low=50, high=50"),
+    (lambda im: percentile_stretch(im, -1, 50), "low must be a number in [0, 100], got -1"),
+    (lambda im: percentile_stretch(im, 5, float("nan")), "high must be a number in [0, 100], got nan"),
     (lambda im: enhance(im, "clahe"), "choose one of: agcwd, agcwd-extended, percentile"),
-    (lambda im: enhance(im, "percentile", alpha=0.5), "unexpected keyword argument 'alpha'"),
+    (lambda im: enhance(im, "percentile", alpha=0.5),
+     "method 'percentile' has no parameter 'alpha' (it takes low, high)"),
 ])
 def test_bad_parameters_raise(call, message):
-    with pytest.raises(CardiosegError, match=message.replace("(", r"\(")):
+    with pytest.raises(CardiosegError, match=re.escape(message)):
         call(np.arange(16, dtype=np.uint8).reshape(4, 4))
+
+
+def test_registry_rows_are_complete():
+    assert list(METHODS) == ["agcwd", "agcwd-extended", "percentile"]
+    shared = all_params()
+    assert set(shared) == {"alpha", "bins", "n_sigma", "low", "high"}
+    for name, method in METHODS.items():
+        assert isinstance(method, Method) and method.name == name and method.help
+        for param in method.params:
+            assert shared[param.name] is param  # one description per parameter name
+            assert param.type in (float, int) and param.help and np.isfinite([param.low, param.high]).all()
+            if param.default is None:
+                assert param.auto and param.check(None) is None
+            else:
+                assert param.check(param.default) == param.default  # defaults lie inside their range
+        # the defaults of the row are what the method uses when nothing is given
+        assert check_params(name, {}) == {p.name: p.default for p in method.params}
+
+
+def test_param_range_ends():
+    open_low = Param("x", float, 0.5, 0.0, 1.0, "x", low_open=True)
+    assert open_low.check(1.0) == 1.0 and open_low.check(1e-9) == 1e-9
+    for bad in (0.0, -0.0, 1.0 + 1e-12, float("-inf")):
+        with pytest.raises(CardiosegError, match=r"x must be a number in \(0, 1\]"):
+            open_low.check(bad)
+    closed = Param("n", int, 3, 2, 9, "n")
+    assert closed.check(2) == 2 and closed.check(9.0) == 9 and isinstance(closed.check(np.int64(4)), int)
+    with pytest.raises(CardiosegError, match="n must be a whole number"):
+        closed.check(None)  # None is only allowed where the default is automatic
+    assert closed.flag == "--n" and Param("n_sigma", float, 1, 1, 2, "h").flag == "--n-sigma"
+
+
+def test_a_new_method_is_one_function_and_one_row(monkeypatch, rng):
+    def fit_invert(data, gain):
+        lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
+        return lambda d: np.clip(gain * (hi - d.astype(np.float64)) / (hi - lo), 0, 1)
+
+    gain = Param("gain", float, 1.0, 0.5, 2.0, "how much brighter")
+    monkeypatch.setitem(METHODS, "invert", Method("invert", fit_invert, (gain,), "dark becomes bright"))
+    image = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    np.testing.assert_array_equal(enhance(image, "invert"), np.rint(255 * (15.0 - image) / 15))
+    with pytest.raises(CardiosegError, match=r"gain must be a number in \[0.5, 2\], got 3"):
+        enhance(image, "invert", gain=3)
 
 
 def test_registry_and_enhance_match_the_functions(rng):
     image = _image(rng, np.uint16)
-    assert list(METHODS) == ["agcwd", "agcwd-extended", "percentile"]
     np.testing.assert_array_equal(enhance(image, "agcwd-extended", alpha=0.3, per_slice=True),
                                   agcwd_extended(image, 0.3, per_slice=True))
-    for name, func in METHODS.items():
+    for name, func in (("agcwd", agcwd), ("agcwd-extended", agcwd_extended),
+                       ("percentile", percentile_stretch)):
         np.testing.assert_array_equal(enhance(image, name), func(image))
 
 
@@ -245,8 +305,35 @@ def test_steps_yield_progress_per_slice(rng):
     with pytest.raises(StopIteration) as stop:
         while True:
             progress.append(next(steps))
-    assert progress == [EnhanceProgress(i, 3) for i in range(4)]
+    assert progress == [Progress(i, 3, "enhance") for i in range(4)]
     np.testing.assert_array_equal(stop.value.value, percentile_stretch(image, 2.0))
+
+
+def test_bad_parameters_are_refused_before_any_work():
+    steps = enhance_steps(np.zeros((2, 2, 2, 2)), "agcwd", bins=10**12)  # a bad image too: params first
+    with pytest.raises(CardiosegError, match="bins must be"):
+        next(steps)
+
+
+@pytest.mark.parametrize("func", FUNCS)
+def test_float16_gives_float32(rng, func):
+    image = _image(rng, np.float16)
+    out = func(image)
+    assert out.dtype == np.float32 and out.min() == 0 and out.max() == 1
+    np.testing.assert_allclose(out, func(image.astype(np.float32)), atol=1e-6)
+    assert output_limits(np.float16) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("func", FUNCS)
+@pytest.mark.parametrize("dtype,limit", [(np.float32, 3.3e38), (np.float64, 1.7e308)])
+def test_values_near_the_float_limits_do_not_overflow(rng, func, dtype, limit):
+    unit = rng.random((2, 20, 20))
+    image = (limit * (2 * unit - 1)).astype(dtype)  # spans -limit..limit
+    with np.errstate(all="raise"):
+        out = func(image)
+    expected = func((2 * unit - 1).astype(dtype))  # the same picture at ordinary magnitudes
+    assert not np.isnan(out).any() and out.min() == 0 and out.max() == 1
+    np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
 def test_output_limits():

@@ -160,3 +160,19 @@ def test_card_json_is_strict_when_metrics_are_nan():
 
     data = json.loads(card.to_json(), parse_constant=refuse)
     assert data["metrics"] == {"dice": None, "per_tile": [1.0, None]}
+
+
+def test_receptive_field_is_stored_and_old_cards_compute_it(tmp_path):
+    measured = nets.receptive_field(SPEC)
+    assert make_card().receptive_field is None  # an older card: no field
+    assert make_card().receptive_field_px() == measured
+    stored = make_card(receptive_field=list(measured))
+    path = models.save_model(trained_model(), stored, tmp_path / "rf")
+    assert json.loads(path.read_text())["receptive_field"] == list(measured)
+    assert models.read_card(path).receptive_field_px() == measured
+    old = json.loads(path.read_text())
+    del old["receptive_field"]
+    assert models.ModelCard.from_json(json.dumps(old)).receptive_field_px() == measured
+    for bad in ([0, 5], [5], [5.0, 5.0], "44"):
+        with pytest.raises(CardiosegError, match="receptive_field must be null or one positive"):
+            make_card(receptive_field=bad)

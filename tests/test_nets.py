@@ -1,4 +1,5 @@
-"""Every architecture builds, maps inputs to logits of the right shape, and trains (backward)."""
+"""Every architecture builds, maps inputs to logits of the right shape, trains (backward), swaps
+its head, knows its encoder and receptive field, and round-trips through safetensors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import ClassVar
 
 import pytest
 import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from napari_cardioseg.core import nets
 from napari_cardioseg.core.errors import CardiosegError
@@ -35,7 +38,7 @@ class NetTester:
         assert y.shape == (2, 2, *self.shape) and y.dtype == torch.float32
         assert torch.isfinite(y).all()
         y.square().mean().backward()
-        encoder = {id(p) for m in nets.encoder_modules(model) for p in m.parameters()}
+        encoder = {id(p) for m in nets.encoder_modules(model, spec) for p in m.parameters()}
         params = list(model.parameters())
         assert all(p.grad is not None for p in params if id(p) not in encoder)
         assert any(p.grad is not None for p in params if id(p) in encoder)
@@ -45,22 +48,40 @@ class NetTester:
     def test_replace_head_keeps_other_weights(self, built):
         model, spec = copy.deepcopy(built)
         encoder_before = [p.detach().clone()
-                          for m in nets.encoder_modules(model) for p in m.parameters()]
+                          for m in nets.encoder_modules(model, spec) for p in m.parameters()]
         model, new_spec = nets.replace_head(model, spec, 3)
         assert new_spec["classes"] == 3 and spec["classes"] == 2
         model.eval()
         with torch.no_grad():
             y = model(torch.randn(1, 1, *self.shape))
         assert y.shape[1] == 3
-        after = [p for m in nets.encoder_modules(model) for p in m.parameters()]
+        after = [p for m in nets.encoder_modules(model, spec) for p in m.parameters()]
         assert len(after) == len(encoder_before)
         assert all(torch.equal(a, b) for a, b in zip(after, encoder_before, strict=True))
 
     def test_encoder_is_a_strict_part(self, built):
-        model, _ = built
-        encoder = {id(p) for m in nets.encoder_modules(model) for p in m.parameters()}
+        model, spec = built
+        encoder = {id(p) for m in nets.encoder_modules(model, spec) for p in m.parameters()}
         everything = {id(p) for p in model.parameters()}
         assert encoder and encoder < everything
+
+    def test_receptive_field_covers_the_stride(self, built):
+        _, spec = built
+        field = nets.receptive_field(spec)
+        assert len(field) == nets.spec_ndim(spec)
+        assert all(nets.size_multiple(spec) <= f <= nets.PROBE_MAX[len(field)] for f in field)
+        assert nets.receptive_field({**spec, "classes": 5}) == field  # classes do not matter
+
+    def test_state_dict_round_trip_through_safetensors(self, built):
+        model, spec = built
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        fresh = nets.build_model(spec)
+        fresh.load_state_dict(st_load(st_save(state)), strict=True)
+        model.eval()
+        fresh.eval()
+        x = torch.randn(1, 1, *self.shape)
+        with torch.no_grad():
+            torch.testing.assert_close(fresh(x), model(x))
 
 
 class TestUnetVgg11(NetTester):
@@ -116,6 +137,32 @@ class TestPix2Pix(NetTester):
 def test_every_registered_architecture_is_tested():
     tested = {cls.spec["arch"] for cls in NetTester.__subclasses__()}
     assert tested == set(nets.ARCHITECTURES)
+
+
+def test_receptive_fields_of_known_geometry():
+    base = {"in_channels": 1, "classes": 2}
+    # HighRes3DZMNet: a 3x3x3 layer, then per stage `blocks` x two 3x3x3 convolutions dilated
+    # by 1, 2, 4: 3 + 28 * blocks pixels
+    for blocks in (1, 2):
+        spec = {**base, "arch": "highres3dzm", "channels": [4, 4, 8], "blocks": blocks}
+        assert nets.receptive_field(spec) == (3 + 28 * blocks,) * 3
+    # U-Net depth 2: two 3x3 convolutions per level and per side, a 2x2 pooling per level:
+    # at most 1 + 4 + 1 + 8 + 2 + 16 + 8 + 4 = 44 px; one output pixel may see a pooling
+    # window less on each side
+    field = nets.receptive_field({**base, "arch": "unet2d", "depth": 2, "base": 4})
+    assert field[0] == field[1] and 44 - 2 * 3 <= field[0] <= 44
+    assert nets.receptive_field({**base, "arch": "deeplabv3plus-resnet34"}) == (nets.PROBE_MAX[2],) * 2
+
+
+def test_scratch_options_and_recommended_choices():
+    recommended, advanced = nets.scratch_choices()
+    assert recommended[0] == "unet2d" and "unet3d" in recommended
+    assert set(recommended) | set(advanced) == {
+        name for name, arch in nets.ARCHITECTURES.items() if arch.scratch is not None}
+    assert not set(recommended) & set(advanced)
+    spec = nets.scratch_spec("unet3d", 3)
+    assert spec == {"arch": "unet3d", "in_channels": 1, "classes": 3, "depth": 3, "base": 8}
+    assert nets.build_model(spec).eval()(torch.zeros(1, 1, 8, 8, 8)).shape == (1, 3, 8, 8, 8)
 
 
 def test_unknown_arch_lists_valid_names():

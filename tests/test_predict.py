@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -12,13 +14,17 @@ from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import ModelCard
 from napari_cardioseg.core.normalize import apply_normalization, fit_normalization
 from napari_cardioseg.core.predict import (
-    PredictProgress,
+    Prediction,
     count_tiles,
+    label_dtype,
     predict_generator,
+    predict_labels,
     predict_probabilities,
+    predict_steps,
     probabilities_to_labels,
     reflect_index,
 )
+from napari_cardioseg.core.progress import Progress, drain
 
 NORM = {"method": "percentile", "low": 1.0, "high": 99.0}
 ATOL = 2e-5
@@ -158,20 +164,111 @@ def test_generator_progress_and_cancel(net2d, rng):
     assert total == 16
     gen = predict_generator(image, model, card, tile=32, overlap=0.25, batch=3, device="cpu")
     steps = [next(gen) for _ in range(3)]
-    assert steps == [PredictProgress(0, 16), PredictProgress(3, 16), PredictProgress(6, 16)]
+    assert steps == [Progress(0, 16, "predict"), Progress(3, 16, "predict"),
+                     Progress(6, 16, "predict")]
     assert not model.training  # eval mode while predicting...
     gen.close()  # what a worker's quit() amounts to: no further tiles are computed
     assert model.training  # ...and the caller's mode restored afterwards
     model.eval()
 
 
-def test_labels_from_probabilities():
+def test_labels_from_probabilities(monkeypatch):
     prob = np.array([[[0.7, 0.1]], [[0.2, 0.3]], [[0.1, 0.6]]], np.float32)
     labels = probabilities_to_labels(prob)
     assert labels.dtype == np.uint8
     np.testing.assert_array_equal(labels, [[0, 2]])
     with pytest.raises(CardiosegError, match="C>=2"):
         probabilities_to_labels(np.ones((1, 4, 4)))
+    # reduced block by block along the second axis: same answer as one argmax
+    monkeypatch.setattr("napari_cardioseg.core.predict._ARGMAX_BLOCK", 7 * 3)
+    big = np.random.default_rng(1).random((3, 10, 6, 5), np.float32)
+    np.testing.assert_array_equal(probabilities_to_labels(big), np.argmax(big, axis=0))
+
+
+def test_label_dtype_fits_the_classes():
+    assert label_dtype(2) == np.uint8 and label_dtype(256) == np.uint8
+    assert label_dtype(257) == np.uint16 and label_dtype(65536) == np.uint16
+    with pytest.raises(CardiosegError, match="16-bit"):
+        label_dtype(65537)
+    prob = np.zeros((300, 2, 2), np.float32)
+    prob[299, 0, 1] = prob[5, 1, 1] = 1.0
+    labels = probabilities_to_labels(prob)
+    assert labels.dtype == np.uint16
+    np.testing.assert_array_equal(labels, [[0, 299], [0, 5]])
+
+
+class _InputVotes(torch.nn.Module):
+    """A net whose classes 1 and 2 win where the input is bright or dark: varied labels."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) + torch.cat([torch.zeros_like(x), 20 * x, -20 * x], dim=1)
+
+
+def test_predict_steps_returns_probabilities_and_labels(net2d, rng):
+    model, card = net2d
+    model = _InputVotes(model)
+    image = rng.normal(0, 1, (70, 50)).astype(np.float32)
+    result = drain(predict_steps(image, model, card, tile=32, device="cpu"))
+    assert isinstance(result, Prediction)
+    prob = predict_probabilities(image, model, card, tile=32, device="cpu")
+    np.testing.assert_array_equal(result.probabilities, prob)
+    assert result.labels.dtype == np.uint8 and result.labels.shape == image.shape
+    np.testing.assert_array_equal(result.labels, np.argmax(prob, axis=0))
+    assert set(np.unique(result.labels)) == {0, 1, 2}  # a real argmax, not all background
+    np.testing.assert_array_equal(predict_labels(image, model, card, tile=32, device="cpu"),
+                                  result.labels)
+
+
+class _OutOfMemoryAbove(torch.nn.Module):
+    """Wraps a net and raises out-of-memory for tiles wider than ``limit`` px, like a full GPU."""
+
+    def __init__(self, net: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.net, self.limit, self.calls = net, limit, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape))
+        if x.shape[-1] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.net(x)
+
+
+def test_out_of_memory_retry_yields_the_new_total(net2d, rng):
+    model, card = net2d
+    image = rng.normal(0, 1, (120, 120)).astype(np.float32)
+    wrapped = _OutOfMemoryAbove(model, limit=40)
+    gen = predict_steps(image, wrapped, card, tile=128, overlap=0.25, batch=4, device="cpu")
+    steps, result = [], None
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert steps[0] == Progress(0, 1, "predict")  # one 120² tile: too wide, so halved twice
+    retries = [p for p in steps[1:] if p.done == 0]
+    tiles = [tuple(int(v) for v in re.search(r"tiles of (\d+)×(\d+) px", p.message).groups())
+             for p in retries]
+    assert tiles == [(60, 60), (26, 26)]  # 60: half of 120; 26: half of the 52 px 60 shrank to
+    totals = [count_tiles(image.shape, card.spec, t, 0.25) for t in tiles]
+    assert [p.total for p in retries] == totals and totals[0] < totals[1]
+    assert steps[-1].done == steps[-1].total == totals[1]  # the bar ends full, on the new total
+    assert all(p.done <= p.total for p in steps)
+    expected = predict_probabilities(image, model, card, tile=26, overlap=0.25, device="cpu")
+    np.testing.assert_allclose(result.probabilities, expected, atol=ATOL)
+    np.testing.assert_array_equal(result.labels, np.argmax(expected, axis=0))
+
+
+def test_out_of_memory_with_smallest_tiles_is_a_clear_error(net2d, rng):
+    model, card = net2d
+    wrapped = _OutOfMemoryAbove(model, limit=0)
+    with pytest.raises(CardiosegError, match="out of cpu memory even with the smallest tiles"):
+        predict_probabilities(rng.normal(0, 1, (20, 20)), wrapped, card, tile=16, device="cpu")
+    assert min(shape[-1] for shape in wrapped.calls) == 4  # the net's stride: nothing smaller
 
 
 def test_reflect_index_matches_numpy_pad():

@@ -9,12 +9,13 @@ from npe2 import PluginManifest
 from napari_cardioseg._reader import get_reader
 from napari_cardioseg._writer import write_image, write_labels
 from napari_cardioseg.core.io import read_image, write_tiff
+from napari_cardioseg.core.units import CALIBRATED_KEY
 
 
 def test_manifest_is_valid_and_lists_widgets():
     manifest = PluginManifest.from_distribution("napari-cardioseg")
     names = {w.display_name for w in manifest.contributions.widgets}
-    assert {"Enhance contrast", "Predict", "Train from scribbles", "Measure"} <= names
+    assert {"Enhance contrast", "Pixel size", "Predict", "Train from scribbles", "Measure"} <= names
 
 
 def test_reader_gives_scale_and_layer_kind(tmp_path):
@@ -24,6 +25,7 @@ def test_reader_gives_scale_and_layer_kind(tmp_path):
     reader = get_reader(str(tmp_path / "cell.tif"))
     [(data, meta, kind)] = reader(str(tmp_path / "cell.tif"))
     assert kind == "image" and meta["scale"] == (0.2, 0.1) and data.shape == (6, 10)
+    assert meta["metadata"][CALIBRATED_KEY] is True
     [(_, _, kind)] = reader(str(tmp_path / "cell_labels.tif"))
     assert kind == "labels"
 
@@ -44,6 +46,7 @@ def test_reader_opens_in_viewer(viewer, tmp_path):
     write_tiff(tmp_path / "stack.tif", np.ones((4, 16, 16), np.uint8), (0.3, 0.01, 0.01))
     layers = viewer.open(str(tmp_path / "stack.tif"), plugin="napari-cardioseg")
     np.testing.assert_allclose(layers[0].scale, (0.3, 0.01, 0.01))
+    assert layers[0].metadata[CALIBRATED_KEY] is True
 
 
 def test_uncalibrated_file_gives_a_notification(tmp_path, monkeypatch):
@@ -53,5 +56,5 @@ def test_uncalibrated_file_gives_a_notification(tmp_path, monkeypatch):
     monkeypatch.setattr(notifications, "show_warning", shown.append)
     tifffile.imwrite(tmp_path / "plain.tif", np.zeros((8, 9), np.uint8))
     [(_, meta, _)] = get_reader(str(tmp_path / "plain.tif"))(str(tmp_path / "plain.tif"))
-    assert meta["scale"] == (1.0, 1.0) and not meta["metadata"]["calibrated"]
-    assert len(shown) == 1 and "no pixel size" in shown[0]
+    assert meta["scale"] == (1.0, 1.0) and meta["metadata"][CALIBRATED_KEY] is False
+    assert len(shown) == 1 and "no pixel size" in shown[0] and "Pixel size" in shown[0]

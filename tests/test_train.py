@@ -11,12 +11,16 @@ from napari_cardioseg.core.device import train_threads
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import ModelCard, load_model
 from napari_cardioseg.core.nets import build_model, encoder_modules
+from napari_cardioseg.core.normalize import apply_normalization, fit_normalization
 from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
-from napari_cardioseg.core.progress import drain
+from napari_cardioseg.core.progress import Progress, drain
 from napari_cardioseg.core.train import (
     LR_FINETUNE,
     LR_SCRATCH,
+    TrainConfig,
     TrainSession,
+    preview_labels,
+    preview_region,
     train,
     train_generator,
 )
@@ -75,7 +79,7 @@ def test_stop_midway_gives_a_usable_model(tmp_path):
     session = TrainSession([image], [scribbles], steps=1000, seed=0, **FAST)
     gen = session.run()
     for progress in gen:
-        if progress.step == 3:
+        if progress.done == 3:
             break
     gen.close()  # what worker.quit() amounts to
     result = session.best()
@@ -97,7 +101,7 @@ def test_strokes_painted_during_training_are_used():
     session = TrainSession([image], [scribbles], steps=6, seed=0, refresh_every=0.0, **FAST)
     gen = session.run()
     for progress in gen:
-        if progress.step == 2:
+        if progress.done == 2:
             scribbles[46, 96:105] = 2  # paint a stroke into the live array
             scribbles[60, 100:104] = 3  # beyond the model's classes: ignored, no crash
     result = session.best()
@@ -114,7 +118,7 @@ def test_previews_first_step_and_callable_region():
     assert first.preview.shape == (32, 40) and first.preview_region == (slice(0, 32), slice(10, 50))
     assert first.preview.dtype == np.uint8 and set(np.unique(first.preview)) <= {0, 1}
     assert second.preview is None  # the callable asked for nothing
-    assert (first.done, first.total, third.step) == (1, 3, 3)
+    assert (first.done, first.total, third.done) == (1, 3, 3)
 
 
 def test_2d_model_on_3d_stack_trains_slices_and_previews_a_slice():
@@ -126,7 +130,7 @@ def test_2d_model_on_3d_stack_trains_slices_and_previews_a_slice():
                           slice(0, 64)), **FAST)
     first = next(gen)
     assert first.preview.shape == (1, 64, 64)
-    assert next(gen).step == 2
+    assert next(gen).done == 2
     with pytest.raises(StopIteration) as stop:
         next(gen)
     assert stop.value.value.card.training["image_shapes"] == [[2, 64, 128]]
@@ -142,14 +146,14 @@ def test_transfer_to_more_classes_and_frozen_encoder():
                      {"method": "percentile", "low": 1.0, "high": 99.8}, None)
     with pytest.raises(CardiosegError, match="beyond the model's 2 classes"):
         TrainSession([image], [scribbles], init=(model, card))
-    encoder_before = [p.clone() for m in encoder_modules(model) for p in m.parameters()]
+    encoder_before = [p.clone() for m in encoder_modules(model, spec) for p in m.parameters()]
     result = train([image], [scribbles], init=(model, card), classes=3, steps=2,
                    freeze_encoder=True, **FAST)
     assert result.card.spec["classes"] == 3
     assert result.card.class_names == ["background", "class 1", "class 2"]
     assert result.card.training["init"] == "binary"
     assert result.model(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
-    encoder_after = [p for m in encoder_modules(result.model) for p in m.parameters()]
+    encoder_after = [p for m in encoder_modules(result.model, result.card.spec) for p in m.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(encoder_before, encoder_after, strict=True))
     assert model.head.out_channels == 2  # the caller's model is left untouched
 
@@ -212,3 +216,77 @@ def test_finetuning_keeps_batchnorm_statistics_and_takes_small_steps():
     result = drain(scratch.run())
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in result.model.state_dict().items()
                if "running_mean" in k)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"steps": 0}, "steps must be an integer of at least 1"),
+        ({"steps": 2.5}, "steps must be an integer"),
+        ({"time_budget": float("inf")}, "time budget must be a finite positive"),
+        ({"time_budget": -1.0}, "time budget must be a finite positive"),
+        ({"lr": float("nan")}, "learning rate must be finite and positive"),
+        ({"lr": 0.0}, "learning rate must be finite and positive"),
+        ({"seed": -1}, "seed must be an integer >= 0"),
+        ({"batch": 0}, "batch must be an integer of at least 1"),
+        ({"patch_size": 0}, "patch_size must be a positive integer"),
+        ({"patch_size": (32, -1)}, "patch_size must be a positive integer"),
+        ({"threads": 0}, "threads must be at least 1"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"classes": 1}, "classes must be at least 2"),
+        ({"classes": ["background"]}, "class names must be at least 2"),
+        ({"pixel_size": (0.1, 0.0)}, "pixel_size must be 2-3 finite positive"),
+        ({"refresh_every": -1.0}, "refresh_every must be a finite number of seconds"),
+        ({"arch": "nope"}, "unknown architecture 'nope'"),
+        ({"arch": "unet2d", "init": "mito-em"}, "either an init model or an architecture"),
+    ],
+)
+def test_config_rejects_bad_options_by_name(options, message):
+    with pytest.raises(CardiosegError, match=message):
+        TrainConfig(**options)
+
+
+def test_config_defaults_normalisation_and_sharing():
+    config = TrainConfig()
+    assert (config.steps, config.time_budget, config.total_steps) == (None, None, 200)
+    timed = TrainConfig(time_budget=5, pixel_size=[0.5, 0.25], patch_size=[32, 48],
+                        classes=["background", "cell"])
+    assert timed.steps is None and timed.total_steps is None and timed.time_budget == 5.0
+    assert timed.pixel_size == (0.5, 0.25) and timed.patch_size == (32, 48)
+    assert timed.classes == ("background", "cell")
+    with pytest.raises(AttributeError):
+        config.steps = 3  # frozen
+    image, scribbles, _ = disks()
+    session = TrainSession([image], [scribbles], TrainConfig(steps=2, seed=3, **FAST), batch=2)
+    assert (session.config.steps, session.config.seed, session.batch) == (2, 3, 2)
+    timed = TrainSession([image], [scribbles], TrainConfig(steps=2), time_budget=9.0)
+    assert timed.config.total_steps == 2 and timed.config.time_budget == 9.0
+    with pytest.raises(CardiosegError, match="unknown training option"):
+        TrainSession([image], [scribbles], stpes=2)
+
+
+def test_time_budget_progress_has_no_total_and_a_message():
+    image, scribbles, _ = disks()
+    session = TrainSession([image], [scribbles], time_budget=0.5, **FAST)
+    items = list(session.run())
+    assert items and all(isinstance(p, Progress) and p.total is None for p in items)
+    assert [p.done for p in items] == list(range(1, len(items) + 1))
+    assert items[-1].elapsed >= 0.5 and items[0].stage == "train"
+    assert items[-1].message.startswith(f"step {len(items)}  loss ")
+
+
+def test_preview_is_the_sliding_window_prediction_of_the_crop():
+    image, scribbles, _ = disks()
+    result = train([image], [scribbles], steps=5, **FAST)
+    model, card = result.model, result.card
+    region = preview_region((slice(3, 40), slice(5, 66)), image.shape, 2)
+    fitted = fit_normalization(image, card.normalization)
+    crop = apply_normalization(image, fitted)[region]
+    labels = preview_labels(model, card.spec, crop, torch.device("cpu"))
+    fixed = ModelCard("crop", card.spec, card.class_names, {"method": "fixed", "min": 0.0,
+                                                            "max": 1.0}, None)
+    expected = probabilities_to_labels(predict_probabilities(crop, model, fixed, device="cpu"))
+    assert labels.shape == (37, 61) and np.array_equal(labels, expected)
+    assert result.card.receptive_field == [92, 92]
+    assert preview_region((slice(None), slice(0, 2000), slice(0, 2000)), (3, 1000, 900), 2) == (
+        slice(1, 2), slice(244, 756), slice(194, 706))  # one slice, 512 px around the centre

@@ -8,7 +8,8 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog
 
 from napari_cardioseg.core.table import read_csv
-from napari_cardioseg.widgets.measure import EvaluateWidget, MeasureWidget
+from napari_cardioseg.widgets.evaluate import EvaluateWidget
+from napari_cardioseg.widgets.measure import UNCALIBRATED_WARNING, MeasureWidget
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def test_measure_shapes_table_features_click_and_export(stack_viewer, qtbot, tmp
                                                         monkeypatch):
     widget = MeasureWidget(stack_viewer)
     stack_viewer.window.add_dock_widget(widget)
-    assert widget._pixel.value == "0.5 0.1 0.1"  # from the layer scale
+    assert widget._units.value == "pixel size 0.5 × 0.1 × 0.1 µm"  # from the layer scale
     widget._kind.value = "shapes"
     widget._run.native.click()
     qtbot.waitUntil(lambda: widget.result is not None, timeout=20000)
@@ -52,6 +53,9 @@ def test_measure_shapes_table_features_click_and_export(stack_viewer, qtbot, tmp
         monkeypatch.setattr(QFileDialog, "getSaveFileName",
                             lambda *a, name=name: (str(tmp_path / name), ""))
         button.native.click()
+    column = widget.model.table.names.index("sphericity")
+    tip = widget.model.headerData(column, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
+    assert "1 = sphere" in tip
     assert read_csv(tmp_path / "o.csv").names[:2] == ["label", "volume_um3"]
     assert len(read_csv(tmp_path / "o.csv")) == 3
     assert read_csv(tmp_path / "s.csv")["count"][0] == 3
@@ -66,22 +70,38 @@ def test_measure_zdisk_many_objects_and_plots(viewer, qtbot):
     widget = MeasureWidget(viewer)
     widget._run.native.click()
     qtbot.waitUntil(lambda: widget.result is not None, timeout=30000)
-    assert widget.model.rowCount() == 1300
-    assert viewer.layers["zdisks objects"].features.shape[0] == 1300
+    # 50 rows x 25 pieces of 7 px; the 2-px pieces at the left edge (0.1 µm) are not Z-disks
+    assert widget.model.rowCount() == 1250
+    assert viewer.layers["zdisks objects"].features.shape[0] == 1250
     widget._column.value = "length_um"
     assert len(widget.figure.axes) == 2  # histogram + orientation rose
     assert widget.summary_view.rowCount() > 5
 
 
-def test_measure_reports_bad_pixel_size(viewer, qtbot, monkeypatch):
-    viewer.add_labels(np.zeros((10, 10), np.uint8), name="empty")
+def test_uncalibrated_layer_warns_measures_in_px_and_exports_no_calibration(viewer, qtbot,
+                                                                            tmp_path, monkeypatch):
+    labels = np.zeros((30, 30), np.uint8)
+    labels[5:15, 5:15] = 1
+    viewer.add_labels(labels, name="blob")
     widget = MeasureWidget(viewer)
-    errors = []
-    monkeypatch.setattr("napari_cardioseg.widgets._common.show_error", errors.append)
-    widget._pixel.value = "0.1 abc"
+    assert widget._units.value == UNCALIBRATED_WARNING
+    widget._kind.value = "shapes"
     widget._run.native.click()
-    assert errors and "pixel size" in errors[0]
-    assert widget.worker is None
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=20000)
+    assert not widget.result.calibrated
+    assert "area_px2" in widget.model.table.names
+    assert not [n for n in widget.model.table.names if n.endswith(("_um", "_um2"))]
+    assert "pixels" in widget._status.value
+    written = []
+    monkeypatch.setattr("napari_cardioseg.widgets.measure.write_tiff",
+                        lambda path, data, scale=None: written.append(scale) or path)
+    widget.export("masks", tmp_path / "m.tif")
+    assert written == [None]  # no invented pixel size
+    # the reader's flag wins over the scale
+    viewer.layers["blob"].metadata["cardioseg_calibrated"] = True
+    viewer.layers["blob"].scale = (1.0, 1.0)
+    widget._from_layer()
+    assert widget._units.value.startswith("pixel size 1 × 1 µm")
 
 
 def test_evaluate_widget_metrics_table(viewer, tmp_path):
@@ -104,6 +124,21 @@ def test_evaluate_widget_metrics_table(viewer, tmp_path):
     assert widget.table["dice"][0] == 1.0
     assert widget.model.rowCount() == 2  # class 1 + mean
     assert widget.export(tmp_path / "m.csv").read_text().startswith("class,tp")
+
+
+def test_evaluate_defaults_and_refuses_a_layer_against_itself(viewer, monkeypatch):
+    image = np.zeros((10, 10), np.uint8)
+    viewer.add_image(image, name="raw")
+    viewer.add_labels(image.copy(), name="ground truth")
+    viewer.add_labels(image.copy(), name="raw labels")
+    widget = EvaluateWidget(viewer)
+    assert widget._pred.value is viewer.layers["raw labels"]
+    assert widget._truth.value is viewer.layers["ground truth"]
+    errors = []
+    monkeypatch.setattr("napari_cardioseg.widgets._common.show_error", errors.append)
+    widget._truth.value = widget._pred.value
+    widget._run.native.click()
+    assert errors and "same layer" in errors[0] and widget.table is None
 
 
 def test_measure_one_class_of_a_prediction(viewer, qtbot):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from napari_cardioseg.core import models, nets
-from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
+from napari_cardioseg.core.predict import count_tiles, predict_probabilities, probabilities_to_labels
+from napari_cardioseg.widgets._common import refresh_model_lists
 from napari_cardioseg.widgets.predict import LOAD_FILE, PredictWidget
 
 SPEC = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
@@ -36,35 +37,41 @@ def run_and_wait(widget, qtbot):
 
 def test_run_adds_labels_with_scale_and_translate(viewer, qtbot, home, rng):
     widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
     pretrained = [f"{e.name} (pretrained)" for e in models.list_models()]
     assert [label for label, _ in widget._model_choices()] == [*pretrained, LOAD_FILE]  # no user models
     model, card = save_tiny(models.user_models_dir(create=True) / "tiny")
-    widget.refresh_models()  # what the Train widget calls after saving
+    refresh_model_lists(viewer)  # what the Train widget calls after saving
+    assert str(models.user_models_dir() / "tiny.json") in widget._model.choices
     choices = dict(widget._model_choices())
     assert choices["tiny (user)"] == str(models.user_models_dir() / "tiny.json")
     widget._model.value = choices["tiny (user)"]
 
     stack = rng.normal(0, 1, (2, 40, 60)).astype(np.float32)
     source = viewer.add_image(stack, name="em", scale=(0.05, 0.01, 0.02), translate=(1, 2, 3))
+    assert widget._image.choices == (source,)  # napari's layer-typed choice follows the layers
     widget._image.value = source
     widget._tile.value, widget._batch.value, widget._device.value = 32, 2, "cpu"
     widget._prob.value = True
     run_and_wait(widget, qtbot)
 
-    labels = viewer.layers["em labels"]
+    tiles = count_tiles(stack.shape, card.spec, 32, 0.25)
+    assert widget._progress.max == widget._progress.value == tiles  # the bar ends full
+    labels = viewer.layers["em tiny labels"]  # named after the image and the model
     expected = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu")
     np.testing.assert_array_equal(labels.data, probabilities_to_labels(expected))
     np.testing.assert_allclose(labels.scale, (0.05, 0.01, 0.02))
     np.testing.assert_allclose(labels.translate, (1, 2, 3))
-    prob = viewer.layers["em probabilities"]
+    assert labels.data.dtype == np.uint8
+    prob = viewer.layers["em tiny probabilities"]
     np.testing.assert_allclose(prob.data, expected[1], atol=2e-5)
     np.testing.assert_allclose(prob.scale, (0.05, 0.01, 0.02))
 
     widget._flips.value = True  # test-time flips reach the core call
     run_and_wait(widget, qtbot)
     flipped = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu", flips=True)
-    newest = viewer.layers[-1]  # a new run adds new layers ("em probabilities [1]")
-    assert newest.name.startswith("em probabilities") and newest is not prob
+    newest = viewer.layers[-1]  # a new run adds new layers ("em tiny probabilities [1]")
+    assert newest.name.startswith("em tiny probabilities") and newest is not prob
     np.testing.assert_allclose(newest.data, flipped[1], atol=2e-5)
     assert not np.allclose(flipped[1], expected[1], atol=1e-3)
 
@@ -82,5 +89,54 @@ def test_model_file_and_stop(viewer, qtbot, home, rng):
     worker = widget.worker
     with qtbot.waitSignal(worker.finished, timeout=20000):
         widget._stop.native.click()
-    assert "big labels" not in viewer.layers  # stopped before the end: no result layer
+    # stopped before the end: no result layer
+    assert not any(layer.name.startswith("big from file labels") for layer in viewer.layers)
     assert widget._run.enabled and not widget._stop.enabled
+
+
+def record_activity_bar(widget):
+    """The (done, total) napari's activity bar of the widget's next worker ends with."""
+    state = {}
+
+    def on_run():
+        pbar = widget.worker.pbar
+        pbar.events.value.connect(lambda event: state.update(n=pbar.n, total=pbar.total))
+
+    widget._run.changed.connect(on_run)
+    return lambda _widget: (state.get("n"), state.get("total"))
+
+
+class _OutOfMemoryAbove(torch.nn.Module):
+    """Raises out-of-memory for tiles wider than ``limit`` px, like a full GPU."""
+
+    def __init__(self, net: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.net, self.limit = net, limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.net(x)
+
+
+def test_bar_takes_the_new_total_after_an_out_of_memory_retry(viewer, qtbot, home, rng,
+                                                              monkeypatch):
+    model, card = save_tiny(home / "oom")
+    monkeypatch.setattr("napari_cardioseg.widgets.predict.load_model",
+                        lambda path: (_OutOfMemoryAbove(model, 40), card))
+    widget = PredictWidget(viewer)
+    widget.load_model_file(home / "oom.json")
+    image = rng.normal(0, 1, (120, 120)).astype(np.float32)
+    widget._image.value = viewer.add_image(image, name="cells")
+    widget._tile.value, widget._batch.value, widget._device.value = 128, 4, "cpu"
+    widget_pbar_state = record_activity_bar(widget)
+    run_and_wait(widget, qtbot)
+    assert count_tiles(image.shape, card.spec, 128, 0.25) == 1  # the total the run started with
+    retried = count_tiles(image.shape, card.spec, 26, 0.25)  # 120 -> 60 -> 26 px tiles
+    assert widget._progress.max == widget._progress.value == retried > 1
+    assert widget_pbar_state(widget) == (retried, retried)  # napari's activity bar too
+    assert widget._progress.tooltip == "out of cpu memory: retrying with tiles of 26×26 px"
+    assert widget._status.value == "done: cells tiny labels"
+    expected = predict_probabilities(image, model, card, tile=26, overlap=0.25, device="cpu")
+    np.testing.assert_array_equal(viewer.layers["cells tiny labels"].data,
+                                  probabilities_to_labels(expected))

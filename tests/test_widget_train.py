@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cardioseg.core.models import list_models, user_models_dir
+from napari_cardioseg.core.models import PRETRAINED_DIR, list_models, user_models_dir
+from napari_cardioseg.core.nets import ARCHITECTURES, scratch_choices
 from napari_cardioseg.widgets.predict import PredictWidget
-from napari_cardioseg.widgets.train import LIVE, TrainWidget
+from napari_cardioseg.widgets.train import LIVE, TrainWidget, start_choices
 from test_train import disks
 
 
@@ -33,11 +34,11 @@ def test_new_layer_train_live_preview_and_save(widget, viewer, qtbot):
     widget.train()
     widget.worker.yielded.connect(yielded.append)
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
-    assert [p.step for p in yielded][-1] == 4
+    assert [p.done for p in yielded][-1] == 4
     live = viewer.layers[LIVE]
     assert tuple(live.scale) == (0.5, 0.25) and tuple(live.translate) == (3.0, 4.0)
     previews = [p for p in yielded if p.preview is not None]
-    assert previews and previews[0].step == 1  # a preview right after the first step
+    assert previews and previews[0].done == 1  # a preview right after the first step
     assert previews[-1].preview_region == (slice(0, 64), slice(0, 128))  # the view: all of it
     np.testing.assert_array_equal(live.data, previews[-1].preview)
     assert widget.result is not None and widget.result.card.training["steps"] == 4
@@ -74,7 +75,7 @@ def test_stop_keeps_best_model_and_retraining_continues(widget, viewer, qtbot):
 
 def test_errors_are_reported_not_raised(widget, viewer, qtbot, monkeypatch):
     errors = []
-    monkeypatch.setattr("napari_cardioseg.widgets.train.report_error", errors.append)
+    monkeypatch.setattr("napari_cardioseg.widgets._common.report_error", errors.append)
     viewer.layers["cells scribbles"].data[:] = 0
     widget.train()
     assert widget.worker is None and "empty" in str(errors[-1])
@@ -105,3 +106,15 @@ def test_closing_the_dock_stops_training(widget, viewer, qtbot):
         viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
     assert len(widget.session.losses) < 10_000
     assert viewer.layers  # the viewer and its layers are untouched
+
+
+def test_start_from_lists_models_then_recommended_then_advanced_architectures(widget):
+    choices = [value for _, value in start_choices()]
+    assert choices == list(widget._init.choices)
+    kinds = [kind for kind, _ in choices]
+    assert kinds == sorted(kinds, key=lambda k: k != "init")  # saved models first
+    archs = [name for kind, name in choices if kind == "arch"]
+    recommended, advanced = scratch_choices()
+    assert archs == recommended + advanced and archs[0] == "unet2d"
+    assert set(archs) == set(ARCHITECTURES)  # every registry row offers training from scratch
+    assert ("init", str(PRETRAINED_DIR / "mito-em.json")) in choices

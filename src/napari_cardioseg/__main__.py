@@ -1,3 +1,5 @@
+"""``python -m napari_cardioseg``: the ``cardioseg`` command."""
+
 import sys
 
 from .cli import main

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .core.io import read_image
+from .core.units import CALIBRATED_KEY
 
 _SUFFIXES = (".tif", ".tiff")
 
@@ -30,11 +31,11 @@ def reader_function(path: str | list[str]) -> list[tuple]:
         if not images[0].calibrated:
             from napari.utils.notifications import show_warning
 
-            show_warning(f"{p}: no pixel size in the file; the layer scale is 1 (pixels). "
-                         "Set it before measuring (layer scale, or the Measure widget's pixel size).")
+            show_warning(f"{p}: no pixel size in the file; the layer scale is 1 (pixels). Set it before "
+                         "measuring: Plugins → CardioSeg → Pixel size.")
         for img in images:
             meta = {"name": img.name, "scale": img.scale,
-                    "metadata": {"calibrated": img.calibrated, "source": str(p)}}
+                    "metadata": {CALIBRATED_KEY: img.calibrated, "source": str(p)}}
             kind = "labels" if _looks_like_labels(img.data, img.name) else "image"
             layers.append((img.data, meta, kind))
     return layers

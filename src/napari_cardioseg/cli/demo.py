@@ -12,17 +12,16 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ..core.errors import CardiosegError
-from ..core.io import write_tiff
 
 WIDGETS = ("Enhance contrast", "Predict", "Train from scribbles", "Measure")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
-    p = subparsers.add_parser("demo", help="open napari on the sample data (or run the pipeline headless)")
+    p = subparsers.add_parser(
+        "demo", description="Open napari on the sample data with every widget docked; without a "
+        "display (or with --headless) run the same pipeline through the CLI into --out.")
     p.add_argument("--out", default="demo_output", help="folder for the headless results")
     p.add_argument("--headless", action="store_true", help="run the CLI pipeline even with a display")
     p.set_defaults(func=run)
@@ -58,7 +57,10 @@ def run_gui() -> int:
 
 def _write_samples(out: Path) -> dict[str, Path]:
     """Write the plugin's synthetic samples (image + exact truth) as calibrated TIFFs."""
+    import numpy as np
+
     from .._sample_data import em_sample, zdisk_sample
+    from ..core.io import write_tiff
 
     paths = {}
     for key, layers in (("zdisk", zdisk_sample()), ("em", em_sample())):

@@ -1,41 +1,51 @@
-"""``cardioseg enhance``: contrast enhancement of a TIFF, keeping its dtype and pixel size."""
+"""``cardioseg enhance``: contrast enhancement of a TIFF, keeping its dtype and pixel size.
+
+The ``--method`` choices and the parameter flags come from the contrast registry
+(:data:`napari_cardioseg.core.contrast.METHODS`); this module states no default or range of its own.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from ..core.contrast import METHODS, enhance_steps
-from ..core.io import read_single, write_tiff
+from ..core.contrast import DEFAULT_METHOD, METHODS, PER_SLICE_HELP, all_params, check_params
 from .progress import drain_with_bar
 
 
+def _flag_help(name: str, text: str) -> str:
+    """``text`` prefixed by the methods that take parameter ``name``; ``%`` escaped for argparse."""
+    users = [m.name for m in METHODS.values() if any(p.name == name for p in m.params)]
+    return f"{', '.join(users)}: {text}".replace("%", "%%")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``enhance`` subcommand."""
+    """Add the ``enhance`` subcommand, with one flag per parameter of the registry's methods."""
+    methods = "; ".join(f"{m.name}: {m.help}" for m in METHODS.values())
     p = subparsers.add_parser(
         "enhance", help="enhance contrast (AGCWD, extended AGCWD, percentile stretch)",
         description="Enhance the contrast of a 2D/3D greyscale TIFF. The output keeps the input's dtype "
-        "(spanning its full range; floats 0..1) and pixel size.",
+        "(spanning its full range; floats 0..1, float16 written as float32) and pixel size.",
     )
     p.add_argument("input", help="greyscale TIFF / OME-TIFF (YX or ZYX)")
     p.add_argument("-o", "--output", required=True, help="output TIFF")
     # checked by the core (one-line error listing the names) rather than argparse's choices
-    p.add_argument("--method", default="agcwd", metavar="{" + ",".join(METHODS) + "}",
-                   help="enhancement method (default: agcwd)")
-    p.add_argument("--alpha", type=float, help="AGCWD weighting exponent in (0, 1] (default 0.5)")
-    p.add_argument("--n-sigma", type=float, help="agcwd-extended outlier range in σ (default 3.5)")
-    p.add_argument("--bins", type=int, help="AGCWD histogram bins (default: one per grey level for "
-                   "8/16-bit data, else 65536)")
-    p.add_argument("--low", type=float, help="percentile: lower percentile (default 5)")
-    p.add_argument("--high", type=float, help="percentile: upper percentile (default 98)")
-    p.add_argument("--per-slice", action="store_true",
-                   help="fit each Z slice separately instead of the whole stack")
+    p.add_argument("--method", default=DEFAULT_METHOD, metavar="{" + ",".join(METHODS) + "}",
+                   help=f"enhancement method (default: {DEFAULT_METHOD}); {methods}".replace("%", "%%"))
+    for param in all_params().values():
+        # no argparse default: a flag given for a method that lacks the parameter is an error
+        p.add_argument(param.flag, dest=param.name, type=param.type, metavar=param.name.upper(),
+                       help=_flag_help(param.name, param.describe()))
+    p.add_argument("--per-slice", action="store_true", help=PER_SLICE_HELP)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read, enhance with a progress bar, write with the same pixel size."""
-    params = {name: getattr(args, name) for name in ("alpha", "n_sigma", "bins", "low", "high")
-              if getattr(args, name) is not None}
+    """Check the parameters, read, enhance with a progress bar, write with the same pixel size."""
+    from ..core.contrast import enhance_steps
+    from ..core.io import read_single, write_tiff
+
+    params = {name: getattr(args, name) for name in all_params() if getattr(args, name) is not None}
+    check_params(args.method, params)  # before reading: a bad value costs nothing
     image = read_single(args.input)
     steps = enhance_steps(image.data, args.method, per_slice=args.per_slice, **params)
     result = drain_with_bar(steps, f"enhance ({args.method})")

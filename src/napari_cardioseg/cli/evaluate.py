@@ -5,16 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.io import read_single
-from ..core.metrics import evaluate, format_table
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` subcommand."""
     p = subparsers.add_parser(
-        "evaluate",
-        help="compare predicted labels with ground truth (per-class metrics)",
-        description="Print Dice, Jaccard, precision, recall and specificity per class.",
+        "evaluate", description="Print Dice, Jaccard, precision, recall and specificity per class.",
     )
     p.add_argument("prediction", type=Path, help="predicted labels (TIFF)")
     p.add_argument("ground_truth", type=Path, help="ground-truth labels (TIFF, same shape)")
@@ -27,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the images, print the metrics table, optionally write it."""
+    from ..core.io import read_single
+    from ..core.metrics import evaluate, format_table
+
     pred = read_single(args.prediction, "prediction").data
     gt = read_single(args.ground_truth, "ground truth").data
     ignore = read_single(args.ignore, "ignore mask").data if args.ignore else None

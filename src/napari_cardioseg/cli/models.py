@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.models import list_models, user_models_dir
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``models`` subcommand."""
-    p = subparsers.add_parser("models", help="list pretrained and user models",
-                              description="List pretrained models (shipped) and user models "
+    p = subparsers.add_parser("models", description="List pretrained models (shipped) and user models "
                               "($CARDIOSEG_HOME/models or ~/.cardioseg/models).")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print one row per model: name, source, architecture, classes, pixel size, path."""
+    from ..core.models import list_models, user_models_dir
+
     entries = list_models()
     rows = [("NAME", "SOURCE", "ARCH", "CLASSES", "PIXEL SIZE (µm)", "PATH")]
     for e in entries:

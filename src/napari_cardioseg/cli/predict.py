@@ -6,18 +6,13 @@ import argparse
 from pathlib import Path
 
 from ..core.device import DEVICES
-from ..core.io import read_single, write_tiff
-from ..core.models import load_model
-from ..core.predict import predict_generator, probabilities_to_labels
-from .progress import drain_with_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``predict`` subcommand."""
     p = subparsers.add_parser(
-        "predict", help="segment an image with a model (sliding window, CPU or GPU)",
-        description="Predict labels (0 background, 1 first class, ...) for a 2D/3D greyscale TIFF. "
-        "Outputs keep the input's pixel size.",
+        "predict", description="Predict labels (0 background, 1 first class, ...) for a 2D/3D "
+        "greyscale TIFF. Outputs keep the input's pixel size.",
     )
     p.add_argument("input", help="greyscale TIFF / OME-TIFF (YX or ZYX)")
     p.add_argument("--model", required=True,
@@ -35,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _prob_paths(prob: str, class_names: list[str]) -> list[tuple[int, Path]]:
+    """Where ``--prob`` writes each foreground class: the path itself for one class."""
     path = Path(prob)
     if len(class_names) == 2:
         return [(1, path)]
@@ -44,25 +40,31 @@ def _prob_paths(prob: str, class_names: list[str]) -> list[tuple[int, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     """Read, predict with a progress bar, write labels (and probabilities) calibrated."""
+    from .progress import drain_with_bar
+
     if args.output.rstrip("/\\").lower().endswith(".zarr"):  # stream blockwise into OME-Zarr
         from ..core.run import predict_to_zarr
         steps = predict_to_zarr(args.input, args.model, args.output, tile=args.tile,
                                 overlap=args.overlap, batch=args.batch, device=args.device,
                                 prob_path=args.prob, flips=args.flips)
-        print(f"wrote {drain_with_bar(steps, f'predict ({args.model})', 'blocks')}")
+        print(f"wrote {drain_with_bar(steps, f'predict ({args.model})')}")
         return 0
+    from ..core.io import read_single, write_tiff
+    from ..core.models import load_model
+    from ..core.predict import predict_steps
+
     model, card = load_model(args.model)
     image = read_single(args.input)
     if card.pixel_size and not image.calibrated:
         print(f"note: {args.input} has no pixel size; the model was trained at "
               f"{card.pixel_size} µm")
-    steps = predict_generator(image.data, model, card, tile=args.tile, overlap=args.overlap,
-                              batch=args.batch, device=args.device, flips=args.flips)
-    prob = drain_with_bar(steps, f"predict ({card.name})", "tiles")
-    write_tiff(args.output, probabilities_to_labels(prob), image.scale)
+    steps = predict_steps(image.data, model, card, tile=args.tile, overlap=args.overlap,
+                          batch=args.batch, device=args.device, flips=args.flips)
+    result = drain_with_bar(steps, f"predict ({card.name})")
+    write_tiff(args.output, result.labels, image.scale)
     print(f"wrote {args.output}")
     if args.prob:
         for c, path in _prob_paths(args.prob, card.class_names):
-            write_tiff(path, prob[c], image.scale)
+            write_tiff(path, result.probabilities[c], image.scale)
             print(f"wrote {path}")
     return 0

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
 
-import numpy as np
-
 from ..core.errors import CardiosegError
-from ..core.io import read_single
-from ..core.train import TrainSession
 from .progress import ProgressBar
 
 
@@ -41,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train and save the model; returns the exit code."""
+    import numpy as np
+
+    from ..core.io import read_single
+    from ..core.train import TrainConfig, TrainSession
+
     output = Path(args.output)
     if not output.parent.is_dir():
         raise CardiosegError(f"{output}: the folder {output.parent} does not exist")
@@ -50,19 +53,25 @@ def run(args: argparse.Namespace) -> int:
         if not np.array_equal(labels.data, np.round(labels.data)):
             raise CardiosegError(f"{args.labels}: scribbles must be whole numbers")
         labels.data = labels.data.astype(np.int32)
-    session = TrainSession(
-        [image.data], [labels.data], init=args.init, arch=args.arch, steps=args.steps,
-        time_budget=args.time_budget, freeze_encoder=args.freeze_encoder, seed=args.seed,
-        device=args.device, pixel_size=image.scale if image.calibrated else None,
+    config = TrainConfig(
+        init=args.init, arch=args.arch, steps=args.steps, time_budget=args.time_budget,
+        freeze_encoder=args.freeze_encoder, seed=args.seed, device=args.device,
+        pixel_size=image.scale if image.calibrated else None,
     )
-    total = session.steps or max(1, round(session.time_budget))
-    bar = ProgressBar(total, "train")
+    session = TrainSession([image.data], [labels.data], config)
+    bar: ProgressBar | None = None
+    shown = 0.0
     try:
         for progress in session.run():
-            done = progress.step if session.steps else min(total, int(progress.elapsed))
-            bar.update(done, f"loss {progress.loss:.4f}")
+            if progress.total is not None:
+                bar = bar or ProgressBar(progress.total, "train")
+                bar.update(progress.done, progress.message)
+            elif time.perf_counter() - shown >= 1.0:  # a time budget: no total, a status line
+                shown = time.perf_counter()
+                print(f"train {progress.message}", file=sys.stderr, flush=True)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     result = session.best()
     result.card.name = output.name.removesuffix(".json").removesuffix(".safetensors")
     saved = result.save(output)

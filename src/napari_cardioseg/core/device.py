@@ -1,18 +1,25 @@
-"""Where computation runs: the torch device and the number of CPU threads."""
+"""Where computation runs: the torch device and the number of CPU threads.
+
+Importing this module does not import torch (the CLI lists :data:`DEVICES` in its help).
+"""
 
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import CardiosegError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def choose_device(name: str | torch.device = "auto") -> torch.device:
     """``auto``: CUDA, then Apple MPS, then CPU; ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    import torch
+
     name = str(name)
     if name == "auto":
         if torch.cuda.is_available():

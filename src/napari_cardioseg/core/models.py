@@ -15,17 +15,17 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from . import nets
 from .errors import CardiosegError
 from .io import write_bytes_atomic
 from .normalize import check_normalization
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 1
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -61,6 +61,9 @@ class ModelCard:
         µm per axis of the training data.
     weights_sha256 : str
         Hash of the weights file, filled in by :func:`save_model`.
+    receptive_field : list of int or None
+        Input pixels per axis one output pixel depends on (see :func:`nets.receptive_field`);
+        None in older cards, where :meth:`receptive_field_px` computes it from the spec.
     """
 
     name: str
@@ -75,6 +78,7 @@ class ModelCard:
     created: str = ""
     format_version: int = FORMAT_VERSION
     weights_sha256: str = ""
+    receptive_field: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -106,9 +110,24 @@ class ModelCard:
                     f"model card {self.name!r}: pixel_size must be null or 2-3 positive "
                     f"numbers (µm per axis), got {self.pixel_size!r}"
                 )
+        field_ = self.receptive_field
+        if field_ is not None and not (
+            isinstance(field_, list) and len(field_) == nets.spec_ndim(self.spec)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in field_)
+        ):
+            raise CardiosegError(
+                f"model card {self.name!r}: receptive_field must be null or one positive integer "
+                f"per axis of the net, got {field_!r}"
+            )
         for key in ("training", "metrics"):
             if not isinstance(getattr(self, key), dict):
                 raise CardiosegError(f"model card {self.name!r}: {key!r} must be a JSON object")
+
+    def receptive_field_px(self) -> tuple[int, ...]:
+        """The stored receptive field, or the one computed from the spec for older cards."""
+        if self.receptive_field is not None:
+            return tuple(self.receptive_field)
+        return nets.receptive_field(self.spec)
 
     def to_json(self) -> str:
         """The card as indented, strict JSON (NaN and infinities, e.g. failed metrics, become null)."""
@@ -175,6 +194,8 @@ def save_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike,
     fp16 : bool
         Store floating-point weights as float16 (half the size; loaded back as float32).
     """
+    from safetensors.torch import save as st_save
+
     stem = _stem(path)
     card.validate()
     tensors = {}
@@ -230,6 +251,8 @@ def load_model(name_or_path: str | os.PathLike,
         Unknown name, missing or unreadable files, weights changed since saving, or weights that
         do not fit the card's architecture.
     """
+    from safetensors.torch import load as st_load
+
     stem = _resolve(name_or_path)
     card = read_card(stem)
     weights = stem.with_suffix(".safetensors")

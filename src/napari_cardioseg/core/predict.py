@@ -28,19 +28,27 @@ from .errors import CardiosegError
 from .models import ModelCard
 from .nets import size_multiple, spec_ndim
 from .normalize import apply_normalization, fit_normalization
-from .progress import drain
+from .progress import Progress, drain
 from .validate import as_grey
 
 AUTO_TILE = {2: 512, 3: 96}  # tile edge when ``tile=None`` (whole image when smaller)
 
 
-@dataclass
-class PredictProgress:
-    """Tiles done out of the total."""
+@dataclass(frozen=True)
+class Prediction:
+    """What :func:`predict_steps` returns.
 
-    done: int
-    total: int
-    stage: str = "predict"
+    Attributes
+    ----------
+    probabilities : array-like
+        ``(C, *image.shape)`` float32 softmax probabilities; class 0 is background.
+    labels : numpy.ndarray
+        ``image.shape``: the most probable class per pixel (0 background, 1 first class, ...),
+        in the smallest unsigned dtype that holds every class (see :func:`label_dtype`).
+    """
+
+    probabilities: Any
+    labels: np.ndarray
 
 
 def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
@@ -153,7 +161,7 @@ def _softmax(model: torch.nn.Module, x: torch.Tensor, classes: int) -> torch.Ten
 def _forward(model: torch.nn.Module, batch: np.ndarray, device: torch.device,
              classes: int, flips: bool = False) -> np.ndarray:
     """Softmax probabilities of a batch ``(B, *tile)``, averaged over in-plane flips if asked;
-    halves the batch on CUDA out-of-memory."""
+    halves the batch when the device runs out of memory."""
     try:
         x = torch.from_numpy(batch[:, None]).to(
             device, memory_format=_memory_format(batch.ndim - 1, device))
@@ -162,9 +170,10 @@ def _forward(model: torch.nn.Module, batch: np.ndarray, device: torch.device,
         total = sum(torch.flip(_softmax(model, torch.flip(x, dims), classes), dims) for dims in FLIPS)
         return (total / len(FLIPS)).cpu().numpy()
     except torch.OutOfMemoryError:
-        if device.type != "cuda" or len(batch) == 1:
+        if len(batch) == 1:
             raise
-        torch.cuda.empty_cache()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         half = len(batch) // 2
         return np.concatenate([_forward(model, batch[:half], device, classes, flips),
                                _forward(model, batch[half:], device, classes, flips)])
@@ -190,13 +199,13 @@ def count_tiles(shape: Sequence[int], spec: dict, tile: int | Sequence[int] | No
 
 
 def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, out: Any,
-           tile: Sequence[int], overlap: float, batch: int, device: torch.device,
-           flips: bool) -> Generator[PredictProgress, None, None]:
-    """Predict every tile into ``out`` (zeroed first), yielding after each batch."""
+           plan: tuple[list[_Axis], list], batch: int, device: torch.device, flips: bool,
+           message: str) -> Generator[Progress, None, None]:
+    """Predict every tile of ``plan`` into ``out`` (zeroed first), yielding after each batch."""
     classes = card.spec["classes"]
-    axes, jobs = _plan(tuple(image.shape), card.spec, tile, overlap)
+    axes, jobs = plan
     out[...] = 0
-    yield PredictProgress(0, len(jobs))
+    yield Progress(0, len(jobs), "predict", message)
     for start in range(0, len(jobs), batch):
         chunk = jobs[start : start + batch]
         x = np.stack([_read_tile(image, z, [ax.origins[i] for ax, i in zip(axes, idx, strict=True)],
@@ -212,10 +221,11 @@ def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, ou
             crop = p[(slice(None), *(slice(0, wi.size) for wi in weights))] * w
             target = (slice(None), z, *region) if z is not None else (slice(None), *region)
             out[target] += crop
-        yield PredictProgress(min(start + batch, len(jobs)), len(jobs))
+        yield Progress(min(start + batch, len(jobs)), len(jobs), "predict", message)
 
 
 def _tile_shape(tile: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    """The tile edges asked for, one per spatial axis, checked."""
     if tile is None:
         return (AUTO_TILE[ndim],) * ndim
     tile = (tile,) * ndim if isinstance(tile, (int, np.integer)) else tuple(tile)
@@ -235,8 +245,12 @@ def predict_generator(
     device: str | torch.device = "auto",
     out: Any = None,
     flips: bool = False,
-) -> Generator[PredictProgress, None, Any]:
+) -> Generator[Progress, None, Any]:
     """Predict class probabilities tile by tile, yielding progress after every batch.
+
+    Each attempt first yields ``Progress(0, tiles)``. When the device runs out of memory even
+    for one tile, the tile edges are halved and the prediction starts again: the next
+    ``Progress`` carries the new total (and says why in its message).
 
     Parameters
     ----------
@@ -283,26 +297,45 @@ def predict_generator(
         raise CardiosegError(f"out has shape {tuple(out.shape)}, expected {shape}")
     fitted = fit_normalization(image, card.normalization)
     dev = choose_device(device)
+    multiple = size_multiple(card.spec)
     was_training = model.training
     model.eval().to(dev, memory_format=_memory_format(ndim, dev))
+    message = ""
     try:
         with torch.inference_mode():
             while True:
+                plan = _plan(tuple(image.shape), card.spec, tile, float(overlap))
                 try:
-                    yield from _tiles(image, model, card, fitted, out, tile, float(overlap),
-                                      int(batch), dev, bool(flips))
+                    yield from _tiles(image, model, card, fitted, out, plan, int(batch), dev,
+                                      bool(flips), message)
                     return out
                 except torch.OutOfMemoryError:
-                    if dev.type != "cuda" or max(tile) <= size_multiple(card.spec):
+                    used = tuple(ax.tile for ax in plan[0])
+                    if max(used) <= multiple:
+                        hint = "; use device 'cpu'" if dev.type == "cuda" else ""
                         raise CardiosegError(
-                            "out of GPU memory even with the smallest tiles; use device 'cpu'"
+                            f"out of {dev.type} memory even with the smallest tiles{hint}"
                         ) from None
-                    torch.cuda.empty_cache()
-                    tile = tuple(max(1, t // 2) for t in tile)
+                    if dev.type == "cuda":
+                        torch.cuda.empty_cache()
+                    tile = tuple(max(multiple, t // 2) for t in used)
+                    message = (f"out of {dev.type} memory: retrying with tiles of "
+                               f"{'×'.join(map(str, tile))} px")
     finally:
         model.train(was_training).to(memory_format=torch.contiguous_format)
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def predict_steps(image: Any, model: torch.nn.Module, card: ModelCard,
+                  **kwargs: Any) -> Generator[Progress, None, Prediction]:
+    """:func:`predict_generator`, then the labels, both returned as a :class:`Prediction`.
+
+    The labels are computed here, in the caller's (worker) thread, so a GUI only adds layers.
+    Takes the keyword arguments of :func:`predict_generator`.
+    """
+    prob = yield from predict_generator(image, model, card, **kwargs)
+    return Prediction(prob, probabilities_to_labels(prob))
 
 
 def predict_probabilities(image: Any, model: torch.nn.Module, card: ModelCard,
@@ -311,11 +344,36 @@ def predict_probabilities(image: Any, model: torch.nn.Module, card: ModelCard,
     return drain(predict_generator(image, model, card, **kwargs))
 
 
-def probabilities_to_labels(prob: np.ndarray) -> np.ndarray:
-    """Most probable class per pixel as uint8: 0 background, 1 first class, ..."""
-    prob = np.asarray(prob)
-    if prob.ndim < 3 or prob.shape[0] < 2:
-        raise CardiosegError(f"expected probabilities shaped (C>=2, ...), got {prob.shape}")
-    if prob.shape[0] > 256:
-        raise CardiosegError(f"{prob.shape[0]} classes do not fit uint8 labels")
-    return np.argmax(prob, axis=0).astype(np.uint8)
+def predict_labels(image: Any, model: torch.nn.Module, card: ModelCard,
+                   **kwargs: Any) -> np.ndarray:
+    """Drain :func:`predict_steps` and return the labels."""
+    return drain(predict_steps(image, model, card, **kwargs)).labels
+
+
+def label_dtype(classes: int) -> np.dtype:
+    """The smallest unsigned integer dtype holding labels ``0 .. classes - 1`` (uint8 up to 256)."""
+    if classes > 1 << 16:
+        raise CardiosegError(f"{classes} classes do not fit 16-bit labels")
+    return np.dtype(np.uint8 if classes <= 1 << 8 else np.uint16)
+
+
+#: elements of probabilities reduced per block by :func:`probabilities_to_labels`
+_ARGMAX_BLOCK = 1 << 24
+
+
+def probabilities_to_labels(prob: Any) -> np.ndarray:
+    """Most probable class per pixel: 0 background, 1 first class, ...
+
+    ``prob`` is ``(C, *shape)`` (any array-like: NumPy, memmap, zarr, dask); it is reduced a
+    block of its second axis at a time, so it is never loaded whole. The labels' dtype is
+    :func:`label_dtype` of ``C`` (uint8 for up to 256 classes).
+    """
+    shape = tuple(prob.shape)
+    if len(shape) < 3 or shape[0] < 2:
+        raise CardiosegError(f"expected probabilities shaped (C>=2, ...), got {shape}")
+    labels = np.empty(shape[1:], dtype=label_dtype(shape[0]))
+    step = max(1, _ARGMAX_BLOCK // math.prod(shape[:1] + shape[2:]))
+    for start in range(0, shape[1], step):
+        block = np.asarray(prob[:, start : start + step])
+        labels[start : start + step] = np.argmax(block, axis=0)
+    return labels

@@ -30,9 +30,17 @@ class Table:
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, float]], names: Sequence[str]) -> Table:
-        """Build a table from row dicts; ``names`` fixes the columns (even with no rows)."""
+        """Build a table from row dicts; ``names`` fixes the columns (even with no rows).
+
+        Columns of strings (notes) stay text; every other column becomes float.
+        """
         rows = list(rows)
-        return cls({n: np.array([r[n] for r in rows], dtype=float) for n in names})
+        columns = {}
+        for n in names:
+            values = [r[n] for r in rows]
+            text = bool(values) and all(isinstance(v, str) for v in values)
+            columns[n] = np.array(values, dtype=str if text else float)
+        return cls(columns)
 
     @property
     def names(self) -> list[str]:
@@ -44,7 +52,7 @@ class Table:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
 
-    def row(self, index: int) -> dict[str, float]:
+    def row(self, index: int) -> dict[str, float | str]:
         """One row as a dict."""
         return {k: v[index].item() for k, v in self.columns.items()}
 
@@ -71,7 +79,7 @@ def _format(values: np.ndarray) -> list[str]:
 
 
 def read_csv(path: str | os.PathLike) -> Table:
-    """Read a CSV written by :meth:`Table.write_csv` (numeric columns become float)."""
+    """Read a CSV written by :meth:`Table.write_csv` (numeric columns become float, others text)."""
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     if not rows:
@@ -83,5 +91,5 @@ def read_csv(path: str | os.PathLike) -> Table:
         try:
             columns[name] = np.array([float(x) if x else np.nan for x in raw], dtype=float)
         except ValueError:
-            columns[name] = np.array(raw, dtype=object)
+            columns[name] = np.array(raw, dtype=str)
     return Table(columns)

@@ -16,7 +16,7 @@ from ..core.augment import AugmentConfig
 from ..core.models import ModelCard, load_model
 from ..core.nets import build_model
 from ..core.predict import predict_probabilities, probabilities_to_labels
-from ..core.train import TrainResult, TrainSession
+from ..core.train import TrainConfig, TrainResult, TrainSession
 
 #: light CPU architecture: MobileNetV2 U-Net with 4 encoder stages (2.7 M parameters, 5.4 MB fp16)
 SPEC = {"arch": "unet-mobilenet_v2", "in_channels": 1, "classes": 2, "encoder_depth": 4}
@@ -43,19 +43,20 @@ def train_dense(
     torch.manual_seed(seed)
     model = build_model(card.spec) if model is None else model
     scribbles = [np.asarray(m, dtype=np.uint8) + 1 for m in masks]
-    session = TrainSession(
-        list(images), scribbles, init=(model, card), time_budget=seconds, device="cpu",
-        seed=seed, patch_size=patch, batch=batch, lr=lr, augment=augment,
+    config = TrainConfig(
+        init=(model, card), time_budget=seconds, device="cpu", seed=seed, patch_size=patch,
+        batch=batch, lr=lr, augment=augment,
         keep_norm_stats=False,  # dense labels: batch-norm statistics are learned, as from scratch
         refresh_every=1e9,  # dense labels never change: index them once
         threads=torch.get_num_threads(),  # the recipe's --threads, not the GUI's half of the cores
     )
+    session = TrainSession(list(images), scribbles, config)
     last = time.perf_counter()
     for progress in session.run():
-        if time.perf_counter() - last > 60 or progress.step == 1:
+        if time.perf_counter() - last > 60 or progress.done == 1:
             last = time.perf_counter()
             recent = session.losses[-50:]
-            log(f"step {progress.step}  loss {np.mean(recent):.4f}  {progress.elapsed:.0f}/{seconds:.0f} s")
+            log(f"step {progress.done}  loss {np.mean(recent):.4f}  {progress.elapsed:.0f}/{seconds:.0f} s")
     return session.best()
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any
 
+from magicgui.widgets import ProgressBar
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
 
 from ..core.errors import CardiosegError
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..core.progress import Progress
 
 
 def report_error(exc: BaseException) -> None:
@@ -28,6 +34,25 @@ def spatial_scale(layer: Any) -> tuple[float, ...]:
 def output_layer_kwargs(source: Any, name: str) -> dict:
     """Keyword arguments that place a new layer exactly on top of ``source``."""
     return {"name": name, "scale": tuple(source.scale), "translate": tuple(source.translate)}
+
+
+def result_name(source: Any, model: str, what: str) -> str:
+    """``"<image> <model> <what>"``: the name of a layer computed from ``source`` by a model."""
+    return f"{source.name} {model} {what}"
+
+
+def show_progress(bar: ProgressBar, progress: Progress) -> None:
+    """Set a progress bar from one yielded :class:`Progress`; an unknown total makes it busy."""
+    bar.max = progress.total or 0  # Qt draws a busy bar when min == max == 0
+    bar.value = min(progress.done, progress.total) if progress.total else 0
+    bar.tooltip = progress.message or None
+
+
+def refresh_model_lists(viewer: napari.viewer.Viewer) -> None:
+    """Make every docked widget with a model list re-read the models (after one was saved)."""
+    for widget in viewer.window.dock_widgets.values():
+        if hasattr(widget, "refresh_models"):
+            widget.refresh_models()
 
 
 def widget_alive(widget: Any) -> bool:
@@ -65,6 +90,14 @@ class _QuitWhenUndocked(QObject):
             pass
 
 
+def _follow(pbar: Any, progress: Progress) -> None:
+    """Move napari's activity-dock bar to one yielded :class:`Progress` (its total may change)."""
+    total = progress.total or 0
+    if total != pbar.total:
+        pbar.total = total
+    pbar.update(progress.done - pbar.n)
+
+
 def start_generator(
     func: Callable[..., Generator],
     *args: Any,
@@ -72,6 +105,7 @@ def start_generator(
     on_yield: Callable[[Any], None] | None = None,
     on_return: Callable[[Any], None] | None = None,
     on_finish: Callable[[], None] | None = None,
+    activity: str | None = None,
     total: int | None = None,
     **kwargs: Any,
 ) -> GeneratorWorker:
@@ -82,11 +116,17 @@ def start_generator(
     closing the viewer quits the worker (napari cancels its registered tasks), and its last signals
     must not reach deleted widgets. Closing the owner's dock quits it too. The worker is started
     before it is returned.
+
+    ``activity`` names a bar in napari's activity dock that follows the yielded
+    :class:`Progress` (``done`` of ``total``; busy when the total is unknown). ``total`` is the
+    older way: a bar that counts yields up to ``total``; prefer ``activity``.
     """
-    progress = {"total": total} if total else None
+    progress = {"desc": activity} if activity else {"total": total} if total else None
     # connecting "errored" here stops superqt from also re-raising the error in the Qt event loop
     worker = create_worker(func, *args, _progress=progress, _start_thread=False,
                            _connect={"errored": report_error}, **kwargs)
+    if activity:
+        worker.yielded.connect(lambda value: _follow(worker.pbar, value))
     for signal, slot in ((worker.yielded, on_yield), (worker.returned, on_return),
                          (worker.finished, on_finish)):
         if slot is not None:
@@ -97,5 +137,20 @@ def start_generator(
 
 
 __all__ = [
-    "output_layer_kwargs", "report_error", "show_info", "spatial_scale", "start_generator", "widget_alive",
+    "output_layer_kwargs", "refresh_model_lists", "region_in_view", "report_error", "result_name",
+    "show_info", "show_progress", "spatial_scale", "start_generator", "widget_alive",
 ]
+
+
+def region_in_view(viewer: Any, layer: Any, halves: Sequence[int]) -> tuple[slice, ...]:
+    """The part of ``layer``'s data around the view centre, ``halves[i]`` pixels either side."""
+    world = list(viewer.dims.point)
+    displayed = list(viewer.dims.displayed)
+    for axis, value in zip(displayed, list(viewer.camera.center)[-len(displayed):], strict=True):
+        world[axis] = value
+    point = layer.world_to_data(world[-layer.ndim:])
+    region = []
+    for p, half, n in zip(point, halves, layer.data.shape, strict=True):
+        c = min(max(round(p), 0), n - 1)
+        region.append(slice(max(c - half, 0), min(c + half + 1, n)))
+    return tuple(region)

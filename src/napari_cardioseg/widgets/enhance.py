@@ -1,7 +1,9 @@
 """Enhance contrast: pick an image layer and a method; Apply adds a new enhanced layer.
 
-The work runs in a worker through :func:`core.contrast.enhance_steps`; histograms of the input and the
-result are drawn below the controls.
+The method list and one control per parameter (range, default, tooltip) are built from the contrast
+registry, :data:`napari_cardioseg.core.contrast.METHODS`; only the chosen method's controls are shown.
+The work runs in a worker through :func:`core.contrast.enhance_steps`, whose progress drives the bar;
+histograms of the input and the result are drawn below the controls.
 """
 
 from __future__ import annotations
@@ -9,13 +11,32 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    Widget,
+)
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image
 
-from ..core.contrast import METHODS, enhance_steps, output_limits
+from ..core.contrast import (
+    DEFAULT_METHOD,
+    METHODS,
+    PER_SLICE_HELP,
+    Param,
+    all_params,
+    enhance_steps,
+    output_limits,
+)
 from ..core.errors import CardiosegError
+from ..core.progress import Progress
+from ..core.units import CALIBRATED_KEY, is_calibrated
 from ._common import output_layer_kwargs, report_error, start_generator
 
 if TYPE_CHECKING:
@@ -25,10 +46,48 @@ HISTOGRAM_SAMPLES = 1_000_000
 """At most this many pixels feed each histogram (an even stride through the image)."""
 
 
+def _sentence(text: str) -> str:
+    """``text`` as a tooltip sentence: capitalised, ending with a full stop."""
+    return text[:1].upper() + text[1:] + "."
+
+
 def _sample(data: np.ndarray) -> np.ndarray:
     """Finite values of ``data``, thinned to about :data:`HISTOGRAM_SAMPLES`."""
     flat = np.ravel(data)[:: max(1, data.size // HISTOGRAM_SAMPLES)]
     return flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
+
+
+class ParamControl(Container):
+    """The control for one registry :class:`~napari_cardioseg.core.contrast.Param`.
+
+    A spin box limited to the parameter's range and starting at its default; a parameter whose default
+    is automatic also gets an "auto" box that, while ticked, gives ``None`` and disables the spin box.
+    """
+
+    def __init__(self, param: Param) -> None:
+        self.param = param
+        tooltip = _sentence(param.describe())
+        low = param.low + param.step if param.low_open else param.low
+        start = param.high if param.default is None else param.default
+        kind = FloatSpinBox if param.type is float else SpinBox
+        self.spin = kind(value=start, min=low, max=param.high, step=param.step, tooltip=tooltip)
+        self._automatic = param.default is None
+        self.auto = CheckBox(text="auto", value=True, tooltip=f"Automatic: {param.auto}.",
+                             visible=self._automatic)
+        label = param.name.replace("_", " ") + (f" ({param.unit})" if param.unit else "")
+        super().__init__(widgets=[self.auto, self.spin], layout="horizontal", labels=False, label=label,
+                         tooltip=tooltip)
+        self.margins = (0, 0, 0, 0)
+        self.auto.changed.connect(self._sync)
+        self._sync()
+
+    def _sync(self) -> None:
+        self.spin.enabled = not (self._automatic and self.auto.value)
+
+    @property
+    def value(self) -> float | int | None:
+        """The chosen value, ``None`` for automatic."""
+        return None if self._automatic and self.auto.value else self.param.type(self.spin.value)
 
 
 class EnhanceWidget(Container):
@@ -36,16 +95,18 @@ class EnhanceWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        self._image = ComboBox(label="image", choices=self._image_layers)
-        self._method = ComboBox(label="method", choices=list(METHODS), value="agcwd")
-        self._alpha = FloatSpinBox(label="alpha", value=0.5, min=0.05, max=1.0, step=0.05)
-        self._n_sigma = FloatSpinBox(label="n sigma", value=3.5, min=1.0, max=10.0, step=0.5)
-        self._low = FloatSpinBox(label="low %", value=5.0, min=0.0, max=100.0, step=0.5)
-        self._high = FloatSpinBox(label="high %", value=98.0, min=0.0, max=100.0, step=0.5)
-        self._per_slice = CheckBox(text="per slice (3D stacks)")
-        self._apply = PushButton(text="Apply")
-        super().__init__(widgets=[self._image, self._method, self._alpha, self._n_sigma, self._low,
-                                  self._high, self._per_slice, self._apply])
+        self._image = ComboBox(label="image", choices=self._image_layers,
+                               tooltip="The image layer to enhance; it is left unchanged.")
+        methods = "\n".join(f"{m.name}: {m.help}" for m in METHODS.values())
+        self._method = ComboBox(label="method", choices=list(METHODS), value=DEFAULT_METHOD,
+                                tooltip=f"How the grey levels are remapped.\n{methods}")
+        self.controls = {name: ParamControl(param) for name, param in all_params().items()}
+        self._per_slice = CheckBox(text="per slice (3D stacks)", tooltip=_sentence(PER_SLICE_HELP))
+        self._apply = PushButton(text="Apply", tooltip="Add the enhanced image as a new layer.")
+        self._progress = ProgressBar(label="progress", value=0, visible=False)
+        widgets: list[Widget] = [self._image, self._method, *self.controls.values(), self._per_slice,
+                                 self._apply, self._progress]
+        super().__init__(widgets=widgets)
         self.figure = Figure(figsize=(3.5, 3.0), tight_layout=True)
         self._canvas = FigureCanvasQTAgg(self.figure)
         self.native.layout().addWidget(self._canvas)
@@ -60,17 +121,13 @@ class EnhanceWidget(Container):
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
 
     def _show_parameters(self) -> None:
-        method = self._method.value
-        self._alpha.visible = method != "percentile"
-        self._n_sigma.visible = method == "agcwd-extended"
-        self._low.visible = self._high.visible = method == "percentile"
+        names = {p.name for p in METHODS[self._method.value].params}
+        for name, control in self.controls.items():
+            control.visible = name in names
 
-    def _parameters(self, method: str) -> dict[str, float]:
-        if method == "percentile":
-            return {"low": self._low.value, "high": self._high.value}
-        if method == "agcwd-extended":
-            return {"alpha": self._alpha.value, "n_sigma": self._n_sigma.value}
-        return {"alpha": self._alpha.value}
+    def parameters(self) -> dict[str, float | int | None]:
+        """The chosen method's parameter values, as its registry row names them."""
+        return {p.name: self.controls[p.name].value for p in METHODS[self._method.value].params}
 
     def apply(self) -> None:
         """Enhance the chosen layer in a worker; the result is added as a new layer."""
@@ -86,18 +143,26 @@ class EnhanceWidget(Container):
         method = self._method.value
         data = np.asarray(layer.data)
         self._apply.enabled = False
+        self._progress.visible = True
         self.worker = start_generator(
-            enhance_steps, data, method, per_slice=self._per_slice.value, **self._parameters(method),
-            owner=self, on_return=lambda out: self._add_result(layer, method, data, out),
-            on_finish=self._finished,
-            total=(data.shape[0] if data.ndim == 3 else 1) + 1,
+            enhance_steps, data, method, per_slice=self._per_slice.value, **self.parameters(),
+            owner=self, on_yield=self._show_progress,
+            on_return=lambda out: self._add_result(layer, method, data, out), on_finish=self._finished,
         )
+
+    def _show_progress(self, progress: Progress) -> None:
+        self._progress.max = max(progress.total or 0, 1)
+        self._progress.value = progress.done
+        self._progress.label = progress.stage
 
     def _finished(self) -> None:
         self._apply.enabled = True
+        self._progress.visible = False
 
     def _add_result(self, layer: Image, method: str, before: np.ndarray, after: np.ndarray) -> None:
+        calibrated = is_calibrated(layer.metadata, layer.scale[-layer.data.ndim :])
         self._viewer.add_image(after, contrast_limits=output_limits(after.dtype), colormap=layer.colormap,
+                               metadata={CALIBRATED_KEY: calibrated},
                                **output_layer_kwargs(layer, f"{layer.name} [{method}]"))
         self._plot(before, after)
 

@@ -1,26 +1,42 @@
 """Predict: run a pretrained or user model on an image layer, in a worker with a progress bar.
 
 Results are a Labels layer (0 background, 1 first class, ...) and, optionally, an Image layer of
-foreground probabilities, both placed on the input with its scale and translate.
+foreground probabilities, both named after the image and the model and placed on the input with
+its scale and translate. Probabilities and labels are computed in the worker
+(:func:`core.predict.predict_steps`); this widget only adds the layers.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
 from napari.layers import Image
 from qtpy.QtWidgets import QFileDialog
 
 from ..core.device import DEVICES
 from ..core.errors import CardiosegError
 from ..core.models import list_models, load_model
-from ..core.predict import count_tiles, predict_generator, probabilities_to_labels
-from ._common import output_layer_kwargs, report_error, start_generator
+from ..core.predict import Prediction, predict_steps
+from ..core.progress import Progress
+from ._common import (
+    output_layer_kwargs,
+    report_error,
+    result_name,
+    show_progress,
+    start_generator,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -34,7 +50,7 @@ class PredictWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
         self._files: dict[str, str] = {}  # label -> card path of models loaded from files
-        self._image = ComboBox(label="image", choices=self._image_layers)
+        self._image = create_widget(annotation=Image, label="image")
         self._model = ComboBox(label="model", choices=self._model_choices)
         self._tile = SpinBox(label="tile (0 = auto)", value=0, min=0, max=4096, step=32)
         self._overlap = FloatSpinBox(label="overlap", value=0.25, min=0.0, max=0.5, step=0.05)
@@ -45,20 +61,19 @@ class PredictWidget(Container):
         self._prob = CheckBox(text="add probability layer")
         self._run = PushButton(text="Run")
         self._stop = PushButton(text="Stop", enabled=False)
+        self._progress = ProgressBar(label="tiles", value=0, min=0, max=1)
+        self._status = Label(value="")
         super().__init__(widgets=[self._image, self._model, self._tile, self._overlap, self._batch,
-                                  self._device, self._flips, self._prob, self._run, self._stop])
+                                  self._device, self._flips, self._prob, self._run, self._stop,
+                                  self._progress, self._status])
         self.worker = None
         self._refreshing = False
         self._last_model = self._model.value
         self._model.changed.connect(self._on_model_changed)
         self._run.changed.connect(self.run)
         self._stop.changed.connect(self.stop)
-        napari_viewer.layers.events.inserted.connect(self._image.reset_choices)
-        napari_viewer.layers.events.removed.connect(self._image.reset_choices)
-
-    def _image_layers(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and not layer.rgb and layer.data.ndim in (2, 3)]
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._image.reset_choices)  # napari does this too once docked
 
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
         entries = [(f"{e.name} ({e.source})", str(e.path)) for e in list_models()]
@@ -104,19 +119,18 @@ class PredictWidget(Container):
             if self._model.value in (None, LOAD_FILE):
                 raise CardiosegError("choose a model (or load a model file)")
             model, card = load_model(self._model.value)
-            tile = self._tile.value or None
-            tiles = count_tiles(layer.data.shape, card.spec, tile, self._overlap.value)
         except CardiosegError as exc:
             report_error(exc)
             return
         self._run.enabled, self._stop.enabled = False, True
+        self._status.value = f"predicting with {card.name}"
         self.worker = start_generator(
-            predict_generator, layer.data, model, card, tile=tile,
+            predict_steps, layer.data, model, card, tile=self._tile.value or None,
             overlap=self._overlap.value, batch=self._batch.value, device=self._device.value,
-            flips=self._flips.value, owner=self,
-            on_return=lambda prob: self._add_result(layer, prob),
+            flips=self._flips.value, owner=self, activity=f"Predict ({card.name})",
+            on_yield=self._on_progress,
+            on_return=lambda result: self._add_result(layer, card.name, result),
             on_finish=self._finished,
-            total=math.ceil(tiles / self._batch.value) + 1,
         )
 
     def stop(self) -> None:
@@ -124,18 +138,23 @@ class PredictWidget(Container):
         if self.worker is not None:
             self.worker.quit()
 
+    def _on_progress(self, progress: Progress) -> None:
+        show_progress(self._progress, progress)
+        if progress.message:
+            self._status.value = progress.message
+
     def _finished(self) -> None:
         self._run.enabled, self._stop.enabled = True, False
         self.worker = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
-    def _add_result(self, layer: Image, prob: np.ndarray) -> None:
-        self._viewer.add_labels(probabilities_to_labels(prob),
-                                **output_layer_kwargs(layer, f"{layer.name} labels"))
+    def _add_result(self, layer: Image, model: str, result: Prediction) -> None:
+        self._status.value = f"done: {result_name(layer, model, 'labels')}"
+        self._viewer.add_labels(result.labels,
+                                **output_layer_kwargs(layer, result_name(layer, model, "labels")))
         if self._prob.value:
+            prob = result.probabilities
             fg = prob[1] if prob.shape[0] == 2 else prob[1:]
-            kwargs = output_layer_kwargs(layer, f"{layer.name} probabilities")
+            kwargs = output_layer_kwargs(layer, result_name(layer, model, "probabilities"))
             extra = fg.ndim - layer.data.ndim
             kwargs["scale"] = (1.0,) * extra + kwargs["scale"]
             kwargs["translate"] = (0.0,) * extra + kwargs["translate"]

@@ -8,37 +8,29 @@ model until "Reset model" is clicked.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    Label,
-    ProgressBar,
-    PushButton,
-    SpinBox,
-)
+from magicgui import widgets
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFileDialog
 
 from ..core.errors import CardiosegError
 from ..core.models import list_models, load_model, user_models_dir
-from ..core.nets import ARCHITECTURES
+from ..core.nets import scratch_choices
 from ..core.predict import predict_generator, probabilities_to_labels
-from ..core.train import DEFAULT_ARCH, TrainProgress, TrainSession
-from ._common import output_layer_kwargs, report_error, show_info, spatial_scale, start_generator
+from ..core.train import TrainConfig, TrainProgress, TrainResult, TrainSession
+from . import _common as ui
 
 if TYPE_CHECKING:
     import napari
 
-SCRATCH = "from scratch: "
 LIVE = "prediction (live)"
 VIEW_HALF = 256  # preview half-width in pixels around the view centre (YX)
 VIEW_HALF_Z = 8  # preview half-depth of a 3D sub-volume (3D models)
+DEFAULT_NAMES = ["background", "class 1", "class 2"]
 
 
 def _convention(class_names: list[str]) -> str:
@@ -46,26 +38,36 @@ def _convention(class_names: list[str]) -> str:
     return f"Paint: {painted}, … (0 = unpainted, ignored)"
 
 
-class TrainWidget(Container):
+def start_choices(_widget: Any = None) -> list[tuple[str, tuple[str, str]]]:
+    """Saved models, then architectures from scratch: recommended first, then advanced."""
+    recommended, advanced = scratch_choices()
+    return [
+        *[(f"{e.name} ({e.source})", ("init", str(e.path))) for e in list_models()],
+        *[(f"from scratch: {name}", ("arch", name)) for name in recommended],
+        *[(f"advanced, from scratch: {name}", ("arch", name)) for name in advanced],
+    ]
+
+
+class TrainWidget(widgets.Container):
     """Train or fine-tune a model from scribbles painted on a Labels layer."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        self._image = ComboBox(label="image", choices=self._layers(Image))
-        self._scribbles = ComboBox(label="scribbles", choices=self._layers(Labels))
-        self._new = PushButton(text="New scribbles layer")
-        self._help = Label(value=_convention(["background", "class 1", "class 2"]))
-        self._init = ComboBox(label="start from", choices=self._init_choices)
-        self._budget = SpinBox(label="budget", value=100, min=1, max=1_000_000)
-        self._unit = ComboBox(label="budget unit", choices=["steps", "seconds"], value="steps")
-        self._freeze = CheckBox(text="freeze encoder (faster)")
-        self._train = PushButton(text="Train")
-        self._stop = PushButton(text="Stop", enabled=False)
-        self._progress = ProgressBar(label="progress", value=0, min=0, max=1)
-        self._loss = Label(value="loss: –")
-        self._predict = PushButton(text="Predict whole image", enabled=False)
-        self._save = PushButton(text="Save model…", enabled=False)
-        self._reset = PushButton(text="Reset model", enabled=False)
+        self._image = widgets.create_widget(annotation=Image, label="image")
+        self._scribbles = widgets.create_widget(annotation=Labels, label="scribbles")
+        self._new = widgets.PushButton(text="New scribbles layer")
+        self._help = widgets.Label(value=_convention(DEFAULT_NAMES))
+        self._init = widgets.ComboBox(label="start from", choices=start_choices)
+        self._budget = widgets.SpinBox(label="budget", value=100, min=1, max=1_000_000)
+        self._unit = widgets.ComboBox(label="budget unit", choices=["steps", "seconds"], value="steps")
+        self._freeze = widgets.CheckBox(text="freeze encoder (faster)")
+        self._train = widgets.PushButton(text="Train")
+        self._stop = widgets.PushButton(text="Stop", enabled=False)
+        self._progress = widgets.ProgressBar(label="progress", value=0, min=0, max=1)
+        self._loss = widgets.Label(value="loss: –")
+        self._predict = widgets.PushButton(text="Predict whole image", enabled=False)
+        self._save = widgets.PushButton(text="Save model…", enabled=False)
+        self._reset = widgets.PushButton(text="Reset model", enabled=False)
         super().__init__(widgets=[
             self._image, self._scribbles, self._new, self._help, self._init, self._budget,
             self._unit, self._freeze, self._train, self._stop, self._progress, self._loss,
@@ -73,57 +75,44 @@ class TrainWidget(Container):
         ])
         self.worker = None
         self.session: TrainSession | None = None
-        self.result = None  # TrainResult of the last run; training continues from it
+        self.result: TrainResult | None = None  # the last run's model; training continues from it
         self._source: Image | None = None
         self._view: tuple[slice, ...] | None = None
-        self._new.changed.connect(self.new_scribbles)
+        for button, slot in ((self._new, self.new_scribbles), (self._train, self.train),
+                             (self._stop, self.stop), (self._predict, self.predict_whole),
+                             (self._save, self._save_dialog), (self._reset, self.reset)):
+            button.changed.connect(slot)
         self._init.changed.connect(self._show_classes)
-        self._train.changed.connect(self.train)
-        self._stop.changed.connect(self.stop)
-        self._predict.changed.connect(self.predict_whole)
-        self._save.changed.connect(self._save_dialog)
-        self._reset.changed.connect(self.reset)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._image.reset_choices)
             event.connect(self._scribbles.reset_choices)
         napari_viewer.dims.events.current_step.connect(self._update_view)
         napari_viewer.camera.events.center.connect(self._update_view)
 
-    def _layers(self, kind: type) -> Any:
-        def choices(_widget: Any = None) -> list[tuple[str, Any]]:
-            return [(layer.name, layer) for layer in self._viewer.layers
-                    if isinstance(layer, kind) and layer.data.ndim in (2, 3)
-                    and not getattr(layer, "rgb", False)]
-        return choices
-
-    def _init_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
-        scratch = [(f"{SCRATCH}{name}", f"{SCRATCH}{name}") for name in
-                   [DEFAULT_ARCH, *(a for a in ARCHITECTURES if a != DEFAULT_ARCH)]]
-        return [*[(f"{e.name} ({e.source})", str(e.path)) for e in list_models()], *scratch]
-
-    def _show_classes(self, value: str | None = None) -> None:
-        names = ["background", "class 1", "class 2"]
+    def _show_classes(self, value: tuple[str, str] | None = None) -> None:
+        names = DEFAULT_NAMES
         if self.result is not None:
             names = self.result.card.class_names
-        elif value and not value.startswith(SCRATCH):
+        elif value is not None and value[0] == "init":
             try:
-                names = load_model(value)[1].class_names
+                names = load_model(value[1])[1].class_names
             except CardiosegError as exc:
-                report_error(exc)
+                ui.report_error(exc)
         self._help.value = _convention(names)
 
     def new_scribbles(self) -> Labels | None:
         """Add an empty Labels layer on top of the chosen image, ready to paint background."""
         image = self._image.value
         if image is None:
-            report_error(CardiosegError("add or choose an image layer first"))
+            ui.report_error(CardiosegError("add or choose an image layer first"))
             return None
         layer = self._viewer.add_labels(
             np.zeros(image.data.shape, np.uint8),
-            **output_layer_kwargs(image, f"{image.name} scribbles"),
+            **ui.output_layer_kwargs(image, f"{image.name} scribbles"),
         )
         layer.mode = "paint"
         layer.selected_label = 1
+        self._scribbles.reset_choices()
         self._scribbles.value = layer
         return layer
 
@@ -132,28 +121,22 @@ class TrainWidget(Container):
         image = self._source
         if image is None:
             return
-        world = list(self._viewer.dims.point)
-        displayed = list(self._viewer.dims.displayed)
-        centre = list(self._viewer.camera.center)[-len(displayed):]
-        for axis, value in zip(displayed, centre, strict=True):
-            world[axis] = value
-        point = image.world_to_data(world[-image.ndim:])
         halves = [VIEW_HALF, VIEW_HALF] if image.ndim == 2 else [0, VIEW_HALF, VIEW_HALF]
         if image.ndim == 3 and self.session is not None and self.session.ndim == 3:
             halves[0] = VIEW_HALF_Z
-        region = []
-        for p, half, n in zip(point, halves, image.data.shape, strict=True):
-            c = int(np.clip(round(p), 0, n - 1))
-            region.append(slice(max(c - half, 0), min(c + half + 1, n)))
-        self._view = tuple(region)
+        self._view = ui.region_in_view(self._viewer, image, halves)
 
-    def _view_region(self) -> tuple[slice, ...] | None:
-        return self._view
-
-    def _budget_kwargs(self) -> dict:
-        if self._unit.value == "steps":
-            return {"steps": int(self._budget.value)}
-        return {"time_budget": float(self._budget.value)}
+    def _config(self, image: Image) -> TrainConfig:
+        """The run's options from the controls (continuing from the last model, if any)."""
+        if self.result is not None:
+            start: dict = {"init": (self.result.model, self.result.card)}
+        else:
+            kind, value = self._init.value or ("arch", None)
+            start = {kind: value}
+        budget = ({"steps": int(self._budget.value)} if self._unit.value == "steps"
+                  else {"time_budget": float(self._budget.value)})
+        return TrainConfig(freeze_encoder=self._freeze.value, pixel_size=ui.spatial_scale(image),
+                           **start, **budget)
 
     def train(self) -> None:
         """Start training in a worker (continuing from the current model, if any)."""
@@ -161,28 +144,17 @@ class TrainWidget(Container):
         try:
             if image is None or scribbles is None:
                 raise CardiosegError("choose an image layer and a scribbles Labels layer")
-            choice = self._init.value or f"{SCRATCH}{DEFAULT_ARCH}"
-            if self.result is not None:
-                start = {"init": (self.result.model, self.result.card)}
-            elif choice.startswith(SCRATCH):
-                start = {"arch": choice[len(SCRATCH):]}
-            else:
-                start = {"init": choice}
-            self.session = TrainSession(
-                [np.asarray(image.data)], [scribbles.data], freeze_encoder=self._freeze.value,
-                preview=self._view_region, pixel_size=spatial_scale(image), **start,
-                **self._budget_kwargs(),
-            )
+            self.session = TrainSession([np.asarray(image.data)], [scribbles.data], self._config(image),
+                                        preview=lambda: self._view)
         except CardiosegError as exc:
-            report_error(exc)
+            ui.report_error(exc)
             return
         self._source = image
         self._update_view()
         self._live_layer(image)
-        self._progress.max = self.session.steps or int(self.session.time_budget)
         self._progress.value = 0
         self._set_running(True)
-        self.worker = start_generator(self.session.run, owner=self, on_yield=self._on_progress,
+        self.worker = ui.start_generator(self.session.run, owner=self, on_yield=self._on_progress,
                                       on_finish=self._finished)
 
     def _live_layer(self, image: Image) -> Labels:
@@ -193,16 +165,14 @@ class TrainWidget(Container):
                 return layer
             self._viewer.layers.remove(layer)
         layer = self._viewer.add_labels(np.zeros(image.data.shape, np.uint8),
-                                        opacity=0.5, **output_layer_kwargs(image, LIVE))
+                                        opacity=0.5, **ui.output_layer_kwargs(image, LIVE))
         self._viewer.layers.selection.active = self._scribbles.value  # keep painting strokes
         return layer
 
     def _on_progress(self, progress: TrainProgress) -> None:
-        total = progress.total_steps
-        self._progress.value = min(progress.step if total else int(progress.elapsed),
-                                   self._progress.max)
-        self._loss.value = f"step {progress.step}  loss {progress.loss:.4f}  " \
-                           f"{progress.elapsed:.0f} s"
+        self._progress.max = progress.total or 0  # 0: a busy bar under a time budget
+        self._progress.value = progress.done if progress.total else 0
+        self._loss.value = progress.message
         if progress.preview is not None and LIVE in self._viewer.layers:
             layer = self._viewer.layers[LIVE]
             layer.data[progress.preview_region] = progress.preview
@@ -217,10 +187,11 @@ class TrainWidget(Container):
         if self.session is not None and self.session.losses:
             self.result = self.session.best()
             self._show_classes()
+        self._idle()
+
+    def _idle(self) -> None:
         self.worker = None
         self._set_running(False)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
     def _set_running(self, running: bool) -> None:
         self._train.enabled, self._stop.enabled = not running, running
@@ -234,24 +205,19 @@ class TrainWidget(Container):
         self._show_classes(self._init.value)
 
     def predict_whole(self) -> None:
-        """Predict the whole image with the trained model (inference engine, in a worker)."""
+        """Predict the whole image with the trained model (labels made in the worker)."""
         image = self._image.value
         if self.result is None or image is None:
-            report_error(CardiosegError("train a model and choose an image first"))
+            ui.report_error(CardiosegError("train a model and choose an image first"))
             return
         self._set_running(True)
         self._train.enabled = self._stop.enabled = False
-        self.worker = start_generator(
-            predict_generator, image.data, self.result.model, self.result.card, owner=self,
-            on_return=lambda prob: self._viewer.add_labels(
-                probabilities_to_labels(prob), **output_layer_kwargs(image, f"{image.name} labels")
-            ),
-            on_finish=self._finished_predict,
+        self.worker = ui.start_generator(
+            _labels_generator, image.data, self.result, owner=self,
+            on_return=lambda labels: self._viewer.add_labels(
+                labels, **ui.output_layer_kwargs(image, f"{image.name} labels")),
+            on_finish=self._idle,
         )
-
-    def _finished_predict(self) -> None:
-        self.worker = None
-        self._set_running(False)
 
     def save_model(self, path: str | Path) -> Path:
         """Save the trained model as ``STEM.safetensors`` + ``STEM.json`` and refresh model lists."""
@@ -260,13 +226,9 @@ class TrainWidget(Container):
         path = Path(path)
         self.result.card.name = path.name.removesuffix(".json").removesuffix(".safetensors")
         saved = self.result.save(path)
-        for dock in getattr(self._viewer.window, "_dock_widgets", {}).values():
-            inner = dock.widget()
-            inner = getattr(inner, "_magic_widget", inner)
-            if hasattr(inner, "refresh_models"):
-                inner.refresh_models()
+        ui.refresh_model_lists(self._viewer)
         self._init.reset_choices()
-        show_info(f"saved model {saved}")
+        ui.show_info(f"saved model {saved}")
         return saved
 
     def _save_dialog(self) -> None:
@@ -278,4 +240,10 @@ class TrainWidget(Container):
             try:
                 self.save_model(path)
             except CardiosegError as exc:
-                report_error(exc)
+                ui.report_error(exc)
+
+
+def _labels_generator(image: Any, result: TrainResult) -> Generator[Any, None, np.ndarray]:
+    """Predict ``image`` with the trained model, returning labels (argmax in the worker)."""
+    prob = yield from predict_generator(image, result.model, result.card)
+    return probabilities_to_labels(prob)

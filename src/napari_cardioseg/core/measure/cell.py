@@ -110,7 +110,7 @@ def _profile(ctx: ZdiskSlice) -> tuple[float, float]:
     if "periodicity" not in ctx.cache:
         if not ctx.analysed_area > 0:
             return 0.0, float("nan")
-        image = ctx.image if ctx.image is not None else ctx.labels > 0
+        image = ctx.image if ctx.image is not None else ctx.fourier_mask
         axis = fft_period(image, ctx.spacing, ctx.cell_mask, ctx.period_range)[1]
         if np.isfinite(axis):
             profile = axis_profile(image, ctx.cell_mask, ctx.spacing, axis, ctx.period_range[1])
@@ -140,7 +140,7 @@ def max_cv(ctx: ZdiskSlice) -> float:
     """Max coefficient of variation of the periodicity profile across directions."""
     if not ctx.analysed_area > 0:
         return float("nan")
-    image = ctx.image if ctx.image is not None else ctx.labels > 0
+    image = ctx.image if ctx.image is not None else ctx.fourier_mask
     return max_cv_of(image, ctx.cell_mask, ctx.spacing, ctx.period_range[1])
 
 

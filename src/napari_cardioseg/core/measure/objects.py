@@ -1,4 +1,9 @@
-"""Turn a mask or a label image into objects: connected components, minimum size, crops."""
+"""Turn a mask or a label image into objects: connected components, minimum size, crops.
+
+Label values are never used as array indices: images holding a few huge ids (``10**8``,
+``2**31``) are compacted with :func:`numpy.unique` first, so memory follows the number of
+objects, not the largest id.
+"""
 
 from __future__ import annotations
 
@@ -22,22 +27,25 @@ class Region:
     Attributes
     ----------
     label : int
-        Label value of the object in the (possibly relabelled) label image.
+        Label value of the object in the (possibly split) label image; original ids are kept.
     mask : numpy.ndarray
         Boolean crop with a one-pixel background border on every side.
     offset : tuple of int
         Image index of ``mask[0, 0(, 0)]`` (can be -1 because of the border).
     spacing : tuple of float
-        Pixel size in µm per axis.
+        Pixel size per axis (µm, or 1 when the image is uncalibrated).
+    touches_border : bool
+        True when the object reaches the edge of the image (its shape is cut).
     """
 
     label: int
     mask: np.ndarray
     offset: tuple[int, ...]
     spacing: tuple[float, ...]
+    touches_border: bool = False
 
     def coords_um(self) -> np.ndarray:
-        """Physical (µm) coordinates of the object's pixels, one row per pixel."""
+        """Physical coordinates of the object's pixels, one row per pixel."""
         idx = np.argwhere(self.mask) + np.asarray(self.offset)
         return idx * np.asarray(self.spacing)
 
@@ -50,6 +58,18 @@ def resolve_mode(labels: np.ndarray, mode: str) -> str:
         top = labels.max()
         return "labels" if np.any((labels != 0) & (labels != top)) else "components"
     return mode
+
+
+def compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(compact, ids)``: labels renumbered 1..n in increasing order, and ``ids[k]`` the
+    original value of compact label ``k`` (``ids[0] == 0``)."""
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape)
+    if ids[0] != 0:  # no background: shift so that 0 stays background
+        ids = np.concatenate([[0], ids])
+        inverse = inverse + 1
+    dtype = np.int32 if len(ids) < 2**31 else np.int64
+    return inverse.astype(dtype, copy=False), ids.astype(np.int64)
 
 
 def split_objects(
@@ -82,21 +102,22 @@ def split_objects(
     if mode == "components":
         labels = cc_label(labels, background=0, connectivity=connectivity).astype(np.int64)
     if min_size > 1 and labels.any():
-        sizes = np.bincount(labels.ravel())
-        small = sizes < min_size
-        small[0] = False
-        labels = np.where(small[labels], 0, labels)
+        ids, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+        small = (sizes < min_size) & (ids != 0)
+        labels = np.where(small[inverse.reshape(labels.shape)], 0, labels)
     return labels
 
 
 def iter_regions(labels: np.ndarray, spacing: Sequence[float]) -> list[Region]:
     """One :class:`Region` per label value present, in increasing label order."""
     spacing = check_spacing(spacing, labels.ndim)
+    packed, ids = compact(labels)
     regions = []
-    for value, sl in enumerate(ndi.find_objects(labels), start=1):
+    for value, sl in enumerate(ndi.find_objects(packed), start=1):
         if sl is None:
             continue
         start = tuple(s.start for s in sl)
-        crop = np.pad(labels[sl] == value, 1)
-        regions.append(Region(value, crop, tuple(s - 1 for s in start), spacing))
+        border = any(s.start == 0 or s.stop == n for s, n in zip(sl, labels.shape, strict=True))
+        crop = np.pad(packed[sl] == value, 1)
+        regions.append(Region(int(ids[value]), crop, tuple(s - 1 for s in start), spacing, border))
     return regions

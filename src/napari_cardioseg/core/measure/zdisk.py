@@ -118,6 +118,11 @@ def straightness(obj: ZdiskObject) -> float:
     return float(min(max_pairwise_distance(skel) / obj.length, 1.0))
 
 
+def touches_border(obj: ZdiskObject) -> float:
+    """1 when the Z-disk touches the image border (its length is cut), else 0."""
+    return float(obj.region.touches_border)
+
+
 def area(obj: ZdiskObject) -> float:
     """Object area (µm²)."""
     return float(np.count_nonzero(obj.region.mask) * np.prod(obj.region.spacing))
@@ -144,6 +149,7 @@ class ZdiskSlice:
     cell_mask: np.ndarray | None = None
     period_range: tuple[float, float] = (1.0, 4.0)
     z: int = 0
+    segmented: np.ndarray | None = None
     cache: dict = field(default_factory=dict)
     _orientation: tuple[float, float] = field(init=False, default=(np.nan, 0.0))
 
@@ -160,6 +166,21 @@ class ZdiskSlice:
     @property
     def myofibril_axis(self) -> float:
         return (self._orientation[0] + 90.0) % 180.0
+
+    @cached_property
+    def sarcomere(self) -> tuple[float, float, str]:
+        """``(from spacing, from Fourier, note)``: both sarcomere-length estimates, checked
+        against each other (see :func:`compare_periods`)."""
+        spacing = spacing_period(self)
+        source = self.image if self.image is not None else self.fourier_mask
+        fft, _, note = fft_peak(source, self.spacing, self.cell_mask, self.period_range)
+        return compare_periods(spacing, fft, note)
+
+    @property
+    def fourier_mask(self) -> np.ndarray:
+        """The segmented pixels for the Fourier period: ``segmented`` if given (all objects,
+        short fragments included), else the Z-disk labels."""
+        return self.segmented if self.segmented is not None else self.labels > 0
 
     @cached_property
     def analysed_area(self) -> float:
@@ -200,20 +221,25 @@ def order_parameter(ctx: ZdiskSlice) -> float:
     return ctx._orientation[1] if ctx.objects else float("nan")
 
 
-def sarcomere_length_spacing(ctx: ZdiskSlice) -> float:
-    """Median distance to the next Z-disk ahead along the myofibril axis, within the period range (µm).
+#: the two sarcomere-length estimates agree when they differ by less than this fraction
+AGREEMENT = 0.05
 
-    A neighbour counts when it lies ahead along the axis and laterally within half the longer
-    of the two disks (plus one pixel), i.e. in the same myofibril.
+
+def forward_gaps(ctx: ZdiskSlice) -> np.ndarray:
+    """Distance from each Z-disk to the next one ahead along the myofibril axis (µm).
+
+    A neighbour counts when it lies ahead along the axis, within the period range, and
+    laterally within half the longer of the two disks (plus one pixel), i.e. in the same
+    myofibril. Taking the next disk ahead of each disk counts every gap once.
     """
     if len(ctx.objects) < 2:
-        return float("nan")
+        return np.zeros(0)
     lo, hi = ctx.period_range
     centres = np.array([[centroid_y(o), centroid_x(o)] for o in ctx.objects])
     lengths = np.array([o.length for o in ctx.objects])
     pairs = cKDTree(centres).query_pairs(r=hi * 1.5, output_type="ndarray")
     if len(pairs) == 0:
-        return float("nan")
+        return np.zeros(0)
     axis = direction_of(ctx.myofibril_axis)
     d = centres[pairs[:, 1]] - centres[pairs[:, 0]]
     signed = d @ axis
@@ -221,21 +247,63 @@ def sarcomere_length_spacing(ctx: ZdiskSlice) -> float:
     lateral = np.abs(d @ np.array([-axis[1], axis[0]]))
     tol = 0.5 * np.maximum(lengths[pairs[:, 0]], lengths[pairs[:, 1]]) + max(ctx.spacing)
     ok = (lateral <= tol) & (along >= lo) & (along <= hi)
-    if not ok.any():
-        return float("nan")
-    # next disk ahead of each disk, so that every gap counts once (the nearer of the two
-    # neighbours would bias the median low whenever spacings vary)
     forward, backward = ok & (signed > 0), ok & (signed < 0)
     ahead = np.full(len(ctx.objects), np.inf)
     np.minimum.at(ahead, pairs[forward, 0], along[forward])
     np.minimum.at(ahead, pairs[backward, 1], along[backward])
-    return float(np.median(ahead[np.isfinite(ahead)]))
+    return ahead[np.isfinite(ahead)]
+
+
+def fundamental(gaps: np.ndarray, rounds: int = 10) -> float:
+    """Median gap, with gaps that span several sarcomeres (a Z-disk missed in between)
+    divided by their whole number of sarcomeres: ``median(g / k)``, ``k = round(g / median)``."""
+    if gaps.size == 0:
+        return float("nan")
+    period = float(np.median(gaps))
+    for _ in range(rounds):
+        k = np.maximum(np.floor(gaps / period + 0.5), 1.0)
+        new = float(np.median(gaps / k))
+        if abs(new - period) <= 1e-9 * period:
+            break
+        period = new
+    return period
+
+
+def spacing_period(ctx: ZdiskSlice) -> float:
+    """Sarcomere length from the Z-disk positions (µm; NaN with fewer than two disks)."""
+    return fundamental(forward_gaps(ctx))
+
+
+def compare_periods(spacing: float, fft: float, note: str = "") -> tuple[float, float, str]:
+    """Check the two estimates against each other; a Fourier value that is a whole multiple
+    or fraction of the spacing (a harmonic) becomes NaN, and the note says why."""
+    if note or not (np.isfinite(spacing) and np.isfinite(fft)):
+        return spacing, fft, note
+    ratio = fft / spacing
+    for k in (2, 3, 4):
+        for r, word in ((ratio, f"{k}x"), (1 / ratio, f"1/{k} of")):
+            if abs(r - k) <= AGREEMENT * k:
+                return spacing, float("nan"), f"Fourier peak at a harmonic ({word} the Z-disk spacing)"
+    if abs(ratio - 1.0) > AGREEMENT:
+        return spacing, fft, f"estimates differ by {abs(ratio - 1.0):.0%}"
+    return spacing, fft, ""
+
+
+def sarcomere_length_spacing(ctx: ZdiskSlice) -> float:
+    """Sarcomere length from the distances between neighbouring Z-disks along the myofibril
+    axis: their median, with gaps over a missed Z-disk counted as several sarcomeres (µm)."""
+    return ctx.sarcomere[0]
 
 
 def sarcomere_length_fft(ctx: ZdiskSlice) -> float:
-    """Dominant period of the intensity image (or of the mask) inside the period range (µm)."""
-    source = ctx.image if ctx.image is not None else (ctx.labels > 0)
-    return fft_period(source, ctx.spacing, ctx.cell_mask, ctx.period_range)[0]
+    """Dominant period of the intensity image (or of the mask) inside the period range (µm);
+    NaN when the peak lies on the range bound or on a harmonic of the Z-disk spacing."""
+    return ctx.sarcomere[1]
+
+
+def sarcomere_note(ctx: ZdiskSlice) -> str:
+    """Why a sarcomere length is missing, or how the two estimates disagree ("" = agree)."""
+    return ctx.sarcomere[2]
 
 
 def fft_period(
@@ -244,12 +312,25 @@ def fft_period(
     mask: np.ndarray | None = None,
     period_range: tuple[float, float] = (1.0, 4.0),
 ) -> tuple[float, float]:
-    """Dominant period (µm) and its axis (display degrees) of a 2D image.
+    """Dominant period (µm) and its axis (display degrees) of a 2D image: the first two
+    values of :func:`fft_peak` (NaN period when no peak lies inside the range)."""
+    return fft_peak(image, spacing, mask, period_range)[:2]
+
+
+def fft_peak(
+    image: np.ndarray,
+    spacing: tuple[float, float],
+    mask: np.ndarray | None = None,
+    period_range: tuple[float, float] = (1.0, 4.0),
+) -> tuple[float, float, str]:
+    """Dominant period (µm), its axis (display degrees) and a note ("" when fine) of a 2D image.
 
     The strongest peak of the windowed 2D power spectrum inside the period range gives the
     axis; the image is then averaged into a profile along that axis, whose zero-padded 1D
     spectrum (with parabolic peak interpolation) gives the period to a fraction of a pixel.
-    Returns ``(nan, nan)`` when no period fits in the image.
+    The period is NaN, with a note, when no period fits in the image, when the strongest
+    frequency lies on a bound of the range (the true peak is outside it), or when it is a
+    harmonic of a stronger period longer than the range.
     """
     img = np.asarray(image, dtype=float)
     py, px = spacing
@@ -257,7 +338,7 @@ def fft_period(
     if mask is not None:
         weight = weight * (np.asarray(mask) > 0)
     if weight.sum() <= 0:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), "no image inside the cell mask"
     centred = (img - np.sum(img * weight) / weight.sum()) * weight
     power = np.abs(np.fft.fft2(centred)) ** 2
     fy = np.fft.fftfreq(img.shape[0], d=py)[:, None]
@@ -265,7 +346,7 @@ def fft_period(
     radius = np.hypot(fy, fx)
     band = (radius >= 1.0 / period_range[1]) & (radius <= 1.0 / period_range[0])
     if not band.any() or not np.any(power[band] > 0):
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), "no periodic signal in the period range"
     iy, ix = np.unravel_index(np.argmax(np.where(band, power, -1.0)), power.shape)
     axis = np.array([fy[iy, 0], fx[0, ix]]) / radius[iy, ix]
     # profile along the axis, one bin per (smallest) pixel size
@@ -284,10 +365,22 @@ def fft_period(
     freq = np.fft.rfftfreq(n_fft, d=step)
     band1 = (freq >= 1.0 / period_range[1]) & (freq <= 1.0 / period_range[0])
     k = int(np.argmax(np.where(band1, spec, -1.0)))
+    inside = np.flatnonzero(band1)
+    if inside.size == 0:
+        return float("nan"), angle_of(axis), "no periodic signal in the period range"
+    if k in (inside[0], inside[-1]):
+        return float("nan"), angle_of(axis), (
+            f"Fourier peak on the period-range bound ({1.0 / freq[k]:.3g}); widen the range")
     if 0 < k < len(spec) - 1 and spec[k] > 0:
         a, b, c = np.log(spec[k - 1 : k + 2] + 1e-300)
         shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else 0.0
         f0 = freq[k] + shift * (freq[1] - freq[0])
     else:
         f0 = freq[k]
-    return (float(1.0 / f0) if f0 > 0 else float("nan")), angle_of(axis)
+    for n in (2, 3):  # a stronger peak at f0 / n, outside the range: f0 is its harmonic
+        near = np.abs(freq - f0 / n) <= 0.03 * f0 / n
+        if near.any() and spec[near].max() > spec[k] and freq[near].max() < freq[inside[0]]:
+            return float("nan"), angle_of(axis), (
+                f"Fourier peak at a harmonic (1/{n} of a stronger period {n / f0:.3g} outside "
+                "the period range)")
+    return (float(1.0 / f0) if f0 > 0 else float("nan")), angle_of(axis), ""

@@ -79,5 +79,10 @@ class HighRes3DZMNet(nn.Module):
         """The first layer and the dilated stages (everything but the gathering head)."""
         return [self.first, self.stages, self.post]
 
+    def replace_head(self, classes: int) -> None:
+        """Replace the gathering layer by a fresh one with ``classes`` outputs."""
+        old = self.head
+        self.head = nn.Conv3d(old.in_channels, classes, 1).to(old.weight.device)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.post(self.stages(self.first(x))))

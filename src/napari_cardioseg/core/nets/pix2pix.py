@@ -55,7 +55,7 @@ class Pix2PixUNet(nn.Module):
     def _make_head(cin: int, classes: int) -> nn.ConvTranspose2d:
         return nn.ConvTranspose2d(cin, 1 if classes == 2 else classes, 4, stride=2, padding=1)
 
-    def set_classes(self, classes: int) -> None:
+    def replace_head(self, classes: int) -> None:
         """Replace the output layer by a fresh one for ``classes`` classes."""
         self.head = self._make_head(self.head.in_channels, classes).to(self.head.weight.device)
 

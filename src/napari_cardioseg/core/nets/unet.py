@@ -59,7 +59,12 @@ class UNet(nn.Module):
         """The contracting path."""
         return list(self.down)
 
-    def forward(self, x):
+    def replace_head(self, classes: int) -> None:
+        """Replace the output convolution by a fresh one with ``classes`` outputs."""
+        old = self.head
+        self.head = type(old)(old.in_channels, classes, 1).to(old.weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else self.pool(x))

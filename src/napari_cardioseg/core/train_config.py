@@ -1,0 +1,194 @@
+"""The typed, validated options of one training run, shared by the CLI, the widget and the recipes."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .augment import AugmentConfig
+from .device import DEVICES
+from .errors import CardiosegError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import ModelCard
+
+#: where training starts: a pretrained name, a model file, or an in-memory ``(model, card)``
+InitModel = str | os.PathLike | tuple["torch.nn.Module", "ModelCard"]
+
+DEFAULT_ARCH = "unet2d"  # small plain U-Net: fast enough to train live on a CPU
+DEFAULT_STEPS = 200  # when neither a step count nor a time budget is given
+LR_SCRATCH = 5e-3  # learning rates (AdamW) when none is given: training from scratch,
+LR_FINETUNE = 2.5e-4  # and fine-tuning a pretrained or previously trained model
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _positive_number(value: Any) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: the start model, the budget and the optimisation options.
+
+    Every field is checked on construction; a bad value raises :class:`CardiosegError` naming it.
+
+    Attributes
+    ----------
+    init : str, path or (torch.nn.Module, ModelCard), optional
+        Start from this model (pretrained name, model file, or in memory; the latter is copied,
+        never changed). None trains ``arch`` from scratch.
+    arch : str, optional
+        Registry name to train from scratch (default ``unet2d``); not together with ``init``.
+    classes : int or sequence of str, optional
+        Class count or names, background included. A count other than ``init``'s replaces its
+        head; None: ``init``'s classes, or from scratch the highest painted label.
+    steps : int, optional
+        Optimiser steps (default 200 when ``time_budget`` is not given either).
+    time_budget : float, optional
+        Seconds of training; with ``steps`` too, whichever ends first.
+    freeze_encoder : bool
+        Train only the decoder and head.
+    lr : float, optional
+        AdamW learning rate; default :data:`LR_SCRATCH`, or :data:`LR_FINETUNE` with ``init``.
+    keep_norm_stats : bool, optional
+        Keep batch-norm statistics fixed; default: only when fine-tuning from ``init`` (dense
+        full-image training wants False).
+    seed : int
+        Seed of the weights, the windows and the augmentation (>= 0).
+    patch_size : int or sequence of int, optional
+        Training window per axis (rounded up to the net's stride); default: small windows, at
+        most half the image.
+    batch : int, optional
+        Windows per step (default 4 for 2D nets, 2 for 3D nets).
+    augment : AugmentConfig
+        On-the-fly augmentation.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    threads : int, optional
+        CPU threads for torch while training (default :func:`device.train_threads`).
+    refresh_every : float
+        Seconds between re-reads of the scribbles (strokes painted while training are used).
+    preview_every : float
+        Seconds between live previews (one also follows the first step).
+    pixel_size : sequence of float, optional
+        µm per axis of the images, recorded in the model card.
+
+    Notes
+    -----
+    Domain-adaptation options (pseudo-labels, priors) will be further fields here, each with
+    its check in ``__post_init__``.
+    """
+
+    init: InitModel | None = None
+    arch: str | None = None
+    classes: int | tuple[str, ...] | None = None
+    steps: int | None = None
+    time_budget: float | None = None
+    freeze_encoder: bool = False
+    lr: float | None = None
+    keep_norm_stats: bool | None = None
+    seed: int = 0
+    patch_size: int | tuple[int, ...] | None = None
+    batch: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    device: str = "auto"
+    threads: int | None = None
+    refresh_every: float = 1.0
+    preview_every: float = 2.0
+    pixel_size: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self._check_start()
+        self._check_budget()
+        self._check_optimiser()
+        self._check_runtime()
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # normalising a frozen field in __post_init__
+
+    def _check_start(self) -> None:
+        if self.init is not None and self.arch is not None:
+            raise CardiosegError("give either an init model or an architecture, not both")
+        if self.arch is not None:
+            from .nets import ARCHITECTURES
+
+            if self.arch not in ARCHITECTURES:
+                raise CardiosegError(f"unknown architecture {self.arch!r}; choose one of: "
+                                     f"{', '.join(ARCHITECTURES)}")
+        if self.classes is not None:
+            if _integer(self.classes):
+                if self.classes < 2:
+                    raise CardiosegError(f"classes must be at least 2 (background included), "
+                                         f"got {self.classes}")
+            elif isinstance(self.classes, Sequence) and not isinstance(self.classes, str):
+                names = tuple(self.classes)
+                if len(names) < 2 or not all(isinstance(n, str) and n for n in names):
+                    raise CardiosegError(f"class names must be at least 2 non-empty strings "
+                                         f"(background first), got {list(names)}")
+                self._set("classes", names)
+            else:
+                raise CardiosegError(f"classes must be a count or a list of names, got "
+                                     f"{self.classes!r}")
+
+    def _check_budget(self) -> None:
+        if self.steps is not None and (not _integer(self.steps) or self.steps < 1):
+            raise CardiosegError(f"steps must be an integer of at least 1, got {self.steps!r}")
+        if self.time_budget is not None:
+            if not _positive_number(self.time_budget):
+                raise CardiosegError(f"the time budget must be a finite positive number of "
+                                     f"seconds, got {self.time_budget!r}")
+            self._set("time_budget", float(self.time_budget))
+
+    def _check_optimiser(self) -> None:
+        if self.lr is not None and not _positive_number(self.lr):
+            raise CardiosegError(f"the learning rate must be finite and positive, got {self.lr!r}")
+        if not _integer(self.seed) or self.seed < 0:
+            raise CardiosegError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.batch is not None and (not _integer(self.batch) or self.batch < 1):
+            raise CardiosegError(f"batch must be an integer of at least 1, got {self.batch!r}")
+        if self.patch_size is not None:
+            sizes = (self.patch_size,) if _integer(self.patch_size) else self.patch_size
+            ok = isinstance(sizes, Sequence) and len(sizes) in (1, 2, 3) and all(
+                _integer(s) and s >= 1 for s in sizes)
+            if not ok:
+                raise CardiosegError(f"patch_size must be a positive integer or 2-3 of them, got "
+                                     f"{self.patch_size!r}")
+            if not _integer(self.patch_size):
+                self._set("patch_size", tuple(self.patch_size))
+        if not isinstance(self.augment, AugmentConfig):
+            raise CardiosegError(f"augment must be an AugmentConfig, got {self.augment!r}")
+
+    def _check_runtime(self) -> None:
+        if str(self.device).split(":")[0] not in DEVICES:
+            raise CardiosegError(f"unknown device {self.device!r}; use {', '.join(DEVICES)}")
+        if self.threads is not None and (not _integer(self.threads) or self.threads < 1):
+            raise CardiosegError(f"threads must be at least 1, got {self.threads!r}")
+        for name in ("refresh_every", "preview_every"):
+            value = getattr(self, name)
+            if not (_positive_number(value) or value == 0):
+                raise CardiosegError(f"{name} must be a finite number of seconds >= 0, got "
+                                     f"{value!r}")
+        if self.pixel_size is not None:
+            sizes = tuple(self.pixel_size)
+            if len(sizes) not in (2, 3) or not all(_positive_number(v) for v in sizes):
+                raise CardiosegError(f"pixel_size must be 2-3 finite positive numbers (µm per "
+                                     f"axis), got {self.pixel_size!r}")
+            self._set("pixel_size", tuple(float(v) for v in sizes))
+
+    @property
+    def total_steps(self) -> int | None:
+        """The planned number of steps (``steps``, or 200 without any budget), or None when only
+        a time budget bounds training."""
+        if self.steps is None and self.time_budget is None:
+            return DEFAULT_STEPS
+        return self.steps

@@ -1,0 +1,120 @@
+"""Where a training run starts: a fresh net, a model file or an in-memory model, with its head,
+frozen encoder and batch-norm statistics set up for the run."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from . import models as _models
+from . import nets as _nets
+from .errors import CardiosegError
+from .sampling import check_classes
+from .train_config import DEFAULT_ARCH, LR_FINETUNE, LR_SCRATCH, TrainConfig
+
+DEFAULT_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
+
+
+@dataclass
+class StartModel:
+    """The model a run starts from and what its card needs to know about that start.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        A copy of the start model (or a fresh one), with the run's class count.
+    spec : dict
+        Its architecture spec.
+    class_names : list of str
+        Background first.
+    init_name : str or None
+        Name or path of the start model; None from scratch.
+    base_card : ModelCard or None
+        The start model's card; None from scratch.
+    """
+
+    model: torch.nn.Module
+    spec: dict
+    class_names: list[str]
+    init_name: str | None
+    base_card: _models.ModelCard | None
+
+    @property
+    def normalization(self) -> dict:
+        """The start model's normalisation recipe, or the default one from scratch."""
+        return dict(self.base_card.normalization if self.base_card else DEFAULT_NORMALIZATION)
+
+
+def default_class_names(n_classes: int) -> list[str]:
+    """``background, class 1, class 2, ...``."""
+    return ["background", *[f"class {i}" for i in range(1, n_classes)]]
+
+
+def start_model(config: TrainConfig, counts: dict[int, int]) -> StartModel:
+    """Build or load the start model and fit its head to the classes asked for.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        ``init``/``arch`` and ``classes`` are used.
+    counts : dict
+        Painted pixels per scribble value (1 background, 2 first class, ...); the classes must
+        be covered by the model.
+    """
+    classes = config.classes
+    wanted = classes if classes is None or isinstance(classes, int) else len(classes)
+    names = None if classes is None or isinstance(classes, int) else list(classes)
+    init = config.init
+    if init is None:
+        n = wanted or max(max(counts, default=2), 2)
+        spec = _nets.scratch_spec(config.arch or DEFAULT_ARCH, n)
+        check_classes(counts, n, transfer_hint=False)
+        return StartModel(_nets.build_model(spec), spec, names or default_class_names(n),
+                          None, None)
+    if isinstance(init, tuple):
+        model, card = copy.deepcopy(init[0]), init[1]
+        init_name = card.name
+    else:
+        model, card = _models.load_model(init, "cpu")
+        init_name = str(init)
+    spec = dict(card.spec)
+    if spec.get("in_channels", 1) != 1:
+        raise CardiosegError(f"{init_name} expects {spec['in_channels']} input channels; "
+                             "training needs a single-channel model")
+    current = int(spec["classes"])
+    n = wanted or current
+    check_classes(counts, n, transfer_hint=wanted is None)
+    if n != current:
+        model, spec = _nets.replace_head(model, spec, n)
+    if names is None:
+        names = list(card.class_names) if n == current else default_class_names(n)
+    return StartModel(model, spec, names, init_name, card)
+
+
+def learning_rate(config: TrainConfig, start: StartModel) -> float:
+    """The configured rate, or a large step from scratch and a small one when fine-tuning."""
+    if config.lr is not None:
+        return float(config.lr)
+    return LR_SCRATCH if start.base_card is None else LR_FINETUNE
+
+
+def fixed_norm_layers(config: TrainConfig, start: StartModel) -> list[torch.nn.Module]:
+    """Batch-norm layers whose statistics stay fixed (by default only when fine-tuning).
+
+    Fine-tuning with a few strokes keeps the pretrained statistics, so that the strokes correct
+    the model instead of overwriting what it learned from dense labels.
+    """
+    keep = start.base_card is not None if config.keep_norm_stats is None else config.keep_norm_stats
+    if not keep:
+        return []
+    return [m for m in start.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def freeze_encoder(start: StartModel) -> list[torch.nn.Module]:
+    """Stop gradients in the encoder (from the registry row); returns the frozen modules."""
+    frozen = _nets.encoder_modules(start.model, start.spec)
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen

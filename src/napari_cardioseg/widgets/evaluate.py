@@ -1,0 +1,111 @@
+"""Evaluate widget: prediction vs ground-truth layers (+ optional ignore mask) → metrics table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
+from napari.layers import Image, Labels
+from qtpy.QtWidgets import QFileDialog, QTableView
+
+from ..core.errors import CardiosegError
+from ..core.metrics import evaluate
+from ..core.table import Table
+from ._common import report_error
+from .measure_table import TableModel
+
+if TYPE_CHECKING:
+    import napari
+
+#: words in a layer name that suggest ground truth
+TRUTH_WORDS = ("truth", "gt", "ground", "manual", "annot")
+
+
+def _is_truth(name: str) -> bool:
+    return any(word in name.lower() for word in TRUTH_WORDS)
+
+
+class EvaluateWidget(Container):
+    """Prediction vs ground-truth layers (+ optional ignore mask) → per-class metrics table."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        self._viewer = napari_viewer
+        self._pred = ComboBox(label="prediction", choices=self._layers,
+                              tooltip="the segmentation to score (a Labels layer)")
+        self._truth = ComboBox(label="ground truth", choices=self._layers,
+                               tooltip="the reference segmentation, a different layer")
+        self._ignore = ComboBox(label="ignore mask", choices=self._layers, nullable=True,
+                                value=None, tooltip="nonzero pixels are left out of every count")
+        self._binary = CheckBox(text="foreground vs background",
+                                tooltip="score any object against background, not class by class")
+        self._run = PushButton(text="Evaluate")
+        self._export = PushButton(text="Export CSV")
+        super().__init__(widgets=[self._pred, self._truth, self._ignore, self._binary, self._run,
+                                  self._export])
+        self.model = TableModel()
+        self.view = QTableView()
+        self.view.setModel(self.model)
+        self.native.layout().addWidget(self.view)
+        self.table: Table | None = None
+        self._run.changed.connect(self.evaluate)
+        self._export.changed.connect(lambda: self.export())
+        napari_viewer.layers.events.inserted.connect(self._refresh)
+        napari_viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+
+    def _layers(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, Labels | Image)]
+
+    def _refresh(self, _event: Any = None) -> None:
+        """Update the choices; default to a Labels prediction and a different truth layer."""
+        self.reset_choices()
+        layers = [ly for _, ly in self._layers()]
+        labels = [ly for ly in layers if isinstance(ly, Labels)]
+        pred = self._pred.value
+        if not isinstance(pred, Labels) or _is_truth(pred.name):
+            preds = [ly for ly in labels if not _is_truth(ly.name)] or labels
+            if preds:
+                self._pred.value = preds[-1]
+        truth = self._truth.value
+        if not isinstance(truth, Labels) or truth is self._pred.value:
+            others = [ly for ly in labels if ly is not self._pred.value]
+            truths = [ly for ly in others if _is_truth(ly.name)] or others
+            if truths:
+                self._truth.value = truths[-1]
+
+    def evaluate(self) -> None:
+        """Compute the metrics table (pixel counting: fast enough for the main thread)."""
+        try:
+            pred, truth = self._pred.value, self._truth.value
+            if pred is None or truth is None:
+                raise CardiosegError("choose a prediction and a ground-truth layer")
+            if pred is truth or pred.data is truth.data:
+                raise CardiosegError(f"prediction and ground truth are the same layer "
+                                     f"({pred.name!r}); choose two different layers")
+            ignore = None if self._ignore.value is None else np.asarray(self._ignore.value.data)
+            self.table = evaluate(np.asarray(pred.data), np.asarray(truth.data), ignore=ignore,
+                                  binary=self._binary.value)
+        except CardiosegError as exc:
+            report_error(exc)
+            return
+        self.model.set_table(self.table)
+
+    def export(self, path: str | Path | None = None) -> Path | None:
+        """Write the metrics table as CSV (asks for a path when none is given)."""
+        if self.table is None:
+            report_error(CardiosegError("evaluate first, then export"))
+            return None
+        if path is None:
+            chosen, _ = QFileDialog.getSaveFileName(self.native, "Export metrics", "metrics.csv",
+                                                    "CSV (*.csv)")
+            if not chosen:
+                return None
+            path = chosen
+        try:
+            self.table.write_csv(path)
+        except CardiosegError as exc:
+            report_error(exc)
+            return None
+        return Path(path)
