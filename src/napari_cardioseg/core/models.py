@@ -13,7 +13,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,7 +206,7 @@ def save_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike,
         tensors[key] = value.contiguous().clone()
     payload = st_save(tensors, metadata={"format": "pt", "arch": card.spec["arch"]})
     card.weights_sha256 = hashlib.sha256(payload).hexdigest()
-    card.created = card.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    card.created = card.created or datetime.now(UTC).isoformat(timespec="seconds")
     write_bytes_atomic(stem.with_suffix(".safetensors"), payload)
     write_bytes_atomic(stem.with_suffix(".json"), card.to_json().encode("utf-8"))
     return stem.with_suffix(".json")
