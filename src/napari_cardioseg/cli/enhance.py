@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.contrast import METHODS, enhance_steps
-from ..core.io import read_single, write_tiff
+from ..core.io import check_outputs, read_single, write_tiff
 from .progress import drain_with_bar
 
 
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     """Read, enhance with a progress bar, write with the same pixel size."""
     params = {name: getattr(args, name) for name in ("alpha", "n_sigma", "bins", "low", "high")
               if getattr(args, name) is not None}
+    check_outputs([args.output], [args.input])
     image = read_single(args.input)
     steps = enhance_steps(image.data, args.method, per_slice=args.per_slice, **params)
     result = drain_with_bar(steps, f"enhance ({args.method})")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..core.errors import CardiosegError
-from ..core.io import read_single
+from ..core.io import check_outputs, read_single
 from ..core.measure import KINDS, measure_iter
 from ..core.measure.objects import OBJECT_MODES
 from .progress import drain_with_bar
@@ -63,6 +63,7 @@ def resolve_pixel_size(given: list[float] | None, scale: tuple[float, ...], cali
 
 def run(args: argparse.Namespace) -> int:
     """Read, measure with a progress bar, write both CSVs."""
+    check_outputs([args.output, summary_path(args.output)], [args.labels, args.image, args.cell_mask])
     labels = read_single(args.labels, "labels")
     spacing = resolve_pixel_size(args.pixel_size, labels.scale, labels.calibrated,
                                  labels.data.ndim, args.labels)

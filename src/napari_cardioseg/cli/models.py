@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.models import list_models, user_models_dir
+from ..core.models import broken_models, list_models, user_models_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    for path, reason in broken_models():
+        print(f"broken: {path}: {reason}")
     if not entries:
         print(f"no models yet; trained models are saved in {user_models_dir()}")
     return 0

@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 
 from ..core.device import DEVICES
-from ..core.io import read_single, write_tiff
+from ..core.io import check_outputs, read_single, write_tiff
 from ..core.models import load_model
 from ..core.predict import predict_generator, probabilities_to_labels
+from . import args as checked
 from .progress import drain_with_bar
 
 
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Outputs keep the input's pixel size.",
     )
     p.add_argument("input", help="greyscale TIFF / OME-TIFF (YX or ZYX)")
-    p.add_argument("--model", required=True,
+    p.add_argument("--model", required=True, type=checked.model_name,
                    help="pretrained or user model name, or a path to NAME.json/.safetensors")
     p.add_argument("-o", "--output", required=True, help="labels TIFF (uint8)")
     p.add_argument("--prob", help="probability TIFF (float32) of the foreground class; with more "
@@ -45,6 +46,8 @@ def _prob_paths(prob: str, class_names: list[str]) -> list[tuple[int, Path]]:
 def run(args: argparse.Namespace) -> int:
     """Read, predict with a progress bar, write labels (and probabilities) calibrated."""
     model, card = load_model(args.model)
+    probs = _prob_paths(args.prob, card.class_names) if args.prob else []
+    check_outputs([args.output, *(path for _, path in probs)], [args.input])
     image = read_single(args.input)
     if card.pixel_size and not image.calibrated:
         print(f"note: {args.input} has no pixel size; the model was trained at "

@@ -213,6 +213,15 @@ def _stem(path: str | os.PathLike) -> Path:
     return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
 
 
+def model_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(STEM.json, STEM.safetensors)`` for ``STEM``, ``STEM.json`` or ``STEM.safetensors``.
+
+    A dot inside the stem is kept (``model.v2`` → ``model.v2.json``).
+    """
+    stem = _stem(path)
+    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
+
+
 def save_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike, *,
                fp16: bool = False) -> Path:
     """Write ``STEM.safetensors`` and ``STEM.json`` atomically; returns the ``.json`` path.
@@ -239,9 +248,10 @@ def save_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike,
     payload = st_save(tensors, metadata={"format": "pt", "arch": card.spec["arch"]})
     card.weights_sha256 = hashlib.sha256(payload).hexdigest()  # every written card has one
     card.created = card.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
-    write_bytes_atomic(stem.with_suffix(".safetensors"), payload)
-    write_bytes_atomic(stem.with_suffix(".json"), card.to_json().encode("utf-8"))
-    return stem.with_suffix(".json")
+    card_path, weights_path = model_files(stem)
+    write_bytes_atomic(weights_path, payload)
+    write_bytes_atomic(card_path, card.to_json().encode("utf-8"))
+    return card_path
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
@@ -253,7 +263,7 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
     if os.sep not in text and "/" not in text and not text.endswith((".json", ".safetensors")):
         candidates = [PRETRAINED_DIR / text, user_models_dir() / text, *candidates]
     for stem in candidates:
-        if stem.with_suffix(".json").is_file():
+        if model_files(stem)[0].is_file():
             return stem
     names = sorted({e.name for e in list_models()})
     raise CardiosegError(
@@ -264,7 +274,7 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
 
 def read_card(path: str | os.PathLike) -> ModelCard:
     """Read and validate ``STEM.json``."""
-    path = _stem(path).with_suffix(".json")
+    path = model_files(path)[0]
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -289,13 +299,13 @@ def load_model(name_or_path: str | os.PathLike,
     """
     stem = _resolve(name_or_path)
     card = read_card(stem)
-    weights = stem.with_suffix(".safetensors")
+    card_path, weights = model_files(stem)
     try:
         payload = weights.read_bytes()
     except OSError as exc:
         raise CardiosegError(f"{weights}: cannot read the weights ({exc.strerror or exc})") from exc
     if not card.weights_sha256:
-        message = (f"{stem.with_suffix('.json')}: the card has no weights_sha256, so its weights "
+        message = (f"{card_path}: the card has no weights_sha256, so its weights "
                    "cannot be checked for changes; re-save the model to record one")
         _log.warning(message)
         warnings.warn(message, UserWarning, stacklevel=2)
