@@ -16,13 +16,16 @@ from .errors import CardiosegError
 
 METHODS = ("percentile", "minmax", "zscore", "fixed")
 MAX_SAMPLES = 1 << 22  # values looked at when fitting (strided subsample of bigger images)
-_HUGE = 2.0 ** 500  # beyond this, statistics are computed on values divided by a power of two
+_LIMIT = 2.0 ** 500  # beyond this (or below its inverse), statistics use values scaled by 2**k
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _power_of_two_scale(magnitude: float) -> float:
-    """1 for ordinary magnitudes, else a power of two near ``magnitude`` (exact to divide by)."""
-    if not math.isfinite(magnitude) or magnitude <= _HUGE:
+    """1 for ordinary magnitudes, else a power of two near ``magnitude`` (exact to divide by).
+
+    Huge values overflow in differences and squares, tiny ones underflow in squares.
+    """
+    if not math.isfinite(magnitude) or magnitude == 0 or 1.0 / _LIMIT <= magnitude <= _LIMIT:
         return 1.0
     return math.ldexp(1.0, math.frexp(magnitude)[1] - 1)
 
@@ -88,8 +91,9 @@ def fit_normalization(image: Any, norm: dict) -> dict:
         return {"method": "fixed", "min": float(norm["min"]), "max": float(norm["max"]),
                 "fitted_from": "fixed"}
     values = _sample(image)
-    # values near the float64 limit (±1.8e308) overflow in differences and squares: compute
-    # the statistics on values divided by a power of two (exact) and scale the results back
+    # values near the float64 limits (±1.8e308, 1e-308) overflow or underflow in differences
+    # and squares: compute the statistics on values divided by a power of two (exact) and scale
+    # the results back
     s = _power_of_two_scale(float(np.abs(values).max()))
     if s != 1.0:
         values = values / s
