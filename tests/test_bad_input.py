@@ -124,6 +124,7 @@ def test_read_only_folder_is_refused_before_work(tmp_path):
     ["evaluate", "{img}", "{img}", "-o", "{tmp}"],
     ["train", "--image", "{img}", "--labels", "{img}", "-o", "/proc/model"],
     ["train", "--image", "{img}", "--labels", "{img}", "-o", "{tmp}/no/model"],
+    ["train", "--image", "{img}", "--labels", "{img}", "-o", "{tmp}"],
 ])
 def test_cli_checks_outputs_before_the_work(tmp_path, argv, capsys, monkeypatch):
     img = image_file(tmp_path, "img.tif")
@@ -380,6 +381,10 @@ def test_writes_never_touch_the_process_umask(tmp_path, monkeypatch):
     (["predict", "x.tif", "-o", "y.tif", "--model", ""], "is not a model"),
     (["predict", "x.tif", "-o", "y.tif", "--model", "."], "is not a model"),
     (["predict", "x.tif", "-o", "y.tif", "--model", "{tmp}"], "is a folder"),
+    (["measure", "l.tif", "--kind", "shapes", "-o", "s.csv", "--pixel-size", "9e99", "1"],
+     "a pixel size must be a number in 1e-06..1e+06 µm, got '9e99'"),
+    (["measure", "l.tif", "--kind", "shapes", "-o", "s.csv", "--pixel-size", "nan", "1"],
+     "got 'nan'"),
 ])
 def test_bad_arguments_stop_at_parsing(tmp_path, argv, message, capsys):
     if argv[0] == "train":

@@ -44,3 +44,19 @@ def model_name(text: str) -> str:
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a model name or NAME.json")
     return text
+
+
+def pixel_size(text: str) -> float:
+    """One pixel size in µm, finite and within the plausible range the readers accept."""
+    from ..core.io import PIXEL_SIZE_RANGE
+
+    low, high = PIXEL_SIZE_RANGE
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pixel size in µm") from None
+    if not (math.isfinite(value) and low <= value <= high):
+        raise argparse.ArgumentTypeError(
+            f"a pixel size must be a number in {low:g}..{high:g} µm, got {text!r}"
+        )
+    return value

@@ -9,6 +9,7 @@ from ..core.errors import CardiosegError
 from ..core.io import check_outputs, read_single
 from ..core.measure import KINDS, measure_iter
 from ..core.measure.objects import OBJECT_MODES
+from . import args as checked
 from .progress import drain_with_bar
 
 
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", choices=KINDS, required=True, help="which measurements")
     p.add_argument("--image", type=Path, help="intensity image (Fourier period, cell features)")
     p.add_argument("--cell-mask", type=Path, help="cell mask (adds the cell features; zdisk only)")
-    p.add_argument("--pixel-size", type=float, nargs="+", metavar="UM",
+    p.add_argument("--pixel-size", type=checked.pixel_size, nargs="+", metavar="UM",
                    help="pixel size in µm: Z Y X or Y X (default: read from the file)")
     p.add_argument("--objects", choices=OBJECT_MODES, default="auto",
                    help="split into connected components or use the labels as they are")

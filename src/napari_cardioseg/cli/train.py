@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.models import model_files
 
     inputs = [args.image, args.labels, *(model_files(args.init) if args.init else ())]
-    check_outputs(model_files(output), inputs)
+    check_outputs([*model_files(output), *([output] if output.is_dir() else [])], inputs)
     image = read_single(args.image, "image")
     labels = read_single(args.labels, "scribble labels")
     if labels.data.dtype.kind == "f":
