@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from ..core.errors import CardiosegError
+from . import args as checked
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "kinds, and exit")
     p.add_argument("--image", type=Path, help="intensity image (Fourier period, cell features)")
     p.add_argument("--cell-mask", type=Path, help="cell mask (adds the cell features; zdisk only)")
-    p.add_argument("--pixel-size", type=float, nargs="+", metavar="UM",
+    p.add_argument("--pixel-size", type=checked.pixel_size, nargs="+", metavar="UM",
                    help="pixel size in µm: Z Y X or Y X (default: read from the file; without "
                    "one the results are in pixels)")
     p.add_argument("--objects", default="auto",
@@ -100,15 +101,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.labels is None or args.output is None or args.kind is None:
         raise CardiosegError("give a label image, --kind and -o (or --list-columns)")
-    from ..core.io import read_single
+    from ..core.io import check_outputs, read_single
     from ..core.measure import get_kind, measure_iter
     from .progress import drain_with_bar
 
     get_kind(args.kind)
     summary = summary_path(args.output)
-    inputs = [p for p in (args.labels, args.image, args.cell_mask) if p is not None]
-    for path in (args.output, summary):
-        _check_writable(path, inputs)
+    check_outputs([args.output, summary], [args.labels, args.image, args.cell_mask])
     labels = read_single(args.labels, "labels")
     spacing = resolve_pixel_size(args.pixel_size, labels.scale, labels.calibrated,
                                  labels.data.ndim)
