@@ -7,7 +7,6 @@ pixels (named ``_px``, ``_px2``, ``_px3``). Core modules are imported only when 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..core.errors import CardiosegError
@@ -68,18 +67,6 @@ def resolve_pixel_size(given: list[float] | None, scale: tuple[float, ...], cali
         raise CardiosegError(f"--pixel-size needs {ndim} values ({'Z Y X' if ndim == 3 else 'Y X'}) "
                              f"for a {ndim}D image, got {len(given)}")
     return tuple(given)
-
-
-def _check_writable(path: Path, inputs: list[Path]) -> None:
-    """Refuse an output that is one of the inputs (also through links) or cannot be written."""
-    for source in inputs:
-        if path.exists() and source.exists() and path.resolve() == source.resolve():
-            raise CardiosegError(f"{path}: the output would replace the input {source}")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise CardiosegError(f"{path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise CardiosegError(f"{path}: cannot write into {folder}")
 
 
 def print_columns(kind: str | None) -> None:
