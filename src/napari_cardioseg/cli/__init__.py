@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..core.errors import CardiosegError
 
-SUBCOMMANDS = ("enhance", "predict", "train", "measure", "evaluate", "models", "demo")
+SUBCOMMANDS = ("enhance", "predict", "train", "measure", "evaluate", "models", "demo", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

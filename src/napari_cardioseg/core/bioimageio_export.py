@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,18 @@ def citations(card: ModelCard) -> list[tuple[str, str]]:
     return refs
 
 
+def default_test_image(card: ModelCard) -> np.ndarray | None:
+    """The plugin's sample image for the shipped models (a middle slice for EM), else None."""
+    from .. import _sample_data
+
+    if card.name == "zdisk-fluo":
+        return np.asarray(_sample_data.zdisk_sample()[0][0])
+    if card.name == "mito-em" and spec_ndim(card.spec) == 2:
+        stack = np.asarray(_sample_data.em_sample()[0][0])
+        return stack[stack.shape[0] // 2]
+    return None
+
+
 def _test_image(card: ModelCard, image: np.ndarray | None, size: int) -> np.ndarray:
     """A 2D/3D test image whose sides are valid input sizes (a centred crop, or synthetic)."""
     ndim = spec_ndim(card.spec)
@@ -211,8 +224,6 @@ def _probabilities(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def _onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, axes: list[str]) -> None:
-    import warnings
-
     dynamic = {0: "batch", **{i + 2: a for i, a in enumerate(axes)}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -222,8 +233,6 @@ def _onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, axes: list[
 
 
 def _torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
-    import warnings
-
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, example, check_trace=False)
@@ -369,9 +378,11 @@ def export_bioimageio(
             config={"napari-cardioseg": {"card": _jsonable(card)}},
             version="0.1.0",
         )
-        with atomic_path(output) as target:
+        with atomic_path(output) as target, warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)  # files bioimageio.spec leaves open
             packed = save_bioimageio_package(descr, output_path=tmp / "package.zip")
             shutil.move(str(packed), target)
+
     return output
 
 
@@ -404,5 +415,5 @@ def _jsonable(card: ModelCard) -> dict:
     return json.loads(card.to_json())
 
 
-__all__ = ["STATE_DICT_ARCHS", "architecture_source", "citations", "export_bioimageio", "readme",
-           "spdx_license"]
+__all__ = ["STATE_DICT_ARCHS", "architecture_source", "citations", "default_test_image", "export_bioimageio",
+           "readme", "spdx_license"]
