@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 
 from napari_cardioseg.core import nets
 from napari_cardioseg.core.bioimageio_export import export_bioimageio
-from napari_cardioseg.core.bioimageio_import import is_bioimageio, load_bioimageio
+from napari_cardioseg.core.bioimageio_import import REGISTRY, is_bioimageio, load_bioimageio
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import ModelCard
 from napari_cardioseg.core.normalize import apply_normalization, fit_normalization
@@ -26,6 +26,13 @@ from napari_cardioseg.core.predict import predict_probabilities
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning",
                                         "ignore::pytest.PytestUnraisableExceptionWarning")
 SPEC = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
+
+
+@pytest.fixture(autouse=True)
+def _registry(monkeypatch):
+    """Imported-model architectures registered for the test only (test_nets checks the registry)."""
+    for name, arch in REGISTRY.items():
+        monkeypatch.setitem(nets.ARCHITECTURES, name, arch)
 
 
 @pytest.fixture(scope="module")

@@ -49,9 +49,15 @@ def _cannot_build(spec: dict) -> nn.Module:
     raise CardiosegError("a bioimage.io model is rebuilt from its package: use load_bioimageio(path)")
 
 
-for _ndim, _name in ARCHS.items():  # hook: lets ModelCard and predict accept imported models
-    nets.ARCHITECTURES.setdefault(_name, nets.Architecture(
-        _cannot_build, _ndim, lambda s: int(s.get("multiple", 1)), "bioimage.io package"))
+#: registry entries that let ModelCard and predict accept imported models (added on first load)
+REGISTRY = {name: nets.Architecture(_cannot_build, ndim, lambda s: int(s.get("multiple", 1)),
+                                    "bioimage.io package") for ndim, name in ARCHS.items()}
+
+
+def register() -> None:
+    """Add :data:`REGISTRY` to ``nets.ARCHITECTURES`` (done by :func:`load_bioimageio`)."""
+    for name, arch in REGISTRY.items():
+        nets.ARCHITECTURES.setdefault(name, arch)
 
 
 def is_bioimageio(path: str | os.PathLike) -> bool:
@@ -282,6 +288,7 @@ def load_bioimageio(path: str | os.PathLike, weight_format: str | None = None,
     CardiosegError
         bioimageio.spec missing, an invalid package, or an unsupported part (named).
     """
+    register()
     try:
         from bioimageio.spec import InvalidDescr, load_model_description
     except ImportError as exc:
@@ -376,4 +383,4 @@ def load_bioimageio(path: str | os.PathLike, weight_format: str | None = None,
     return net.to(device), card
 
 
-__all__ = ["ARCHS", "BioimageioNet", "is_bioimageio", "load_bioimageio"]
+__all__ = ["ARCHS", "REGISTRY", "BioimageioNet", "is_bioimageio", "load_bioimageio", "register"]
