@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import adapt as _adapt
 from . import models as _models
 from . import nets as _nets
 from .augment import AugmentConfig, augment_pair, context_shape
@@ -144,6 +145,9 @@ class TrainSession:
         refresh_every: float = 1.0,
         pixel_size: Sequence[float] | None = None,
         threads: int | None = None,
+        prior_weight: float = 0.0,  # adapt hook: distillation toward the init model
+        encoder_lr_scale: float = 1.0,  # adapt hook: encoder learning rate = lr * this
+        prior_model: torch.nn.Module | None = None,  # adapt hook: teacher (default: init)
     ) -> None:
         self.images, self.scribbles = check_pairs(images, scribbles)
         if steps is not None and steps < 1:
@@ -195,8 +199,15 @@ class TrainSession:
         self.frozen = _nets.encoder_modules(self.model) if freeze_encoder else []
         for module in self.frozen:
             module.requires_grad_(False)
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        # adapt hooks (core/adapt.py): encoder learning-rate scale and a frozen teacher
+        params = _adapt.param_groups(self.model, self.lr, encoder_lr_scale)
         self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=1e-4)
+        if prior_weight > 0 and base_card is None and prior_model is None:
+            raise CardiosegError("a prior needs a pretrained model to start from (init)")
+        self.prior = (_adapt.Prior(prior_model or self.model, prior_weight)
+                      if prior_weight > 0 else None)
+        if self.prior is not None:
+            self.prior.teacher.to(self.device)
         self.losses: list[float] = []
         self.elapsed = 0.0
         self._best_loss = float("inf")
@@ -262,7 +273,10 @@ class TrainSession:
         for module in [*self.frozen, *self.norm_layers]:
             module.eval()  # frozen encoders and fine-tuned models keep their batch-norm statistics
         x, y = self._batch(rng)
-        loss = sparse_loss(self.model(x), y)
+        logits = self.model(x)
+        loss = sparse_loss(logits, y)
+        if self.prior is not None:  # adapt hook: keep the init model's answer where unpainted
+            loss = loss + self.prior.loss(logits, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
