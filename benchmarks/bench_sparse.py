@@ -157,11 +157,11 @@ def run(name: str, args: argparse.Namespace) -> None:
                                seed=args.seed + round_, prior_model=teacher, **options)
         spent_eval = 0.0
         for progress in session.run():
-            if round_ == 0 and first_better is None and progress.step in args.probe_steps:
+            if round_ == 0 and first_better is None and progress.done in args.probe_steps:
                 t = time.perf_counter()
                 d = mean_dice(predict(session.model, card, image, slices), truth)
                 if d > zero_shot:
-                    first_better = (progress.step, progress.elapsed - spent_eval, d)
+                    first_better = (progress.done, progress.elapsed - spent_eval, d)
                 spent_eval += time.perf_counter() - t
         seconds = session.elapsed - spent_eval
         result = session.best()
