@@ -18,6 +18,7 @@ def widget(viewer, monkeypatch, tmp_path):
     image, scribbles, _ = disks()
     viewer.add_image(image, name="cells", scale=(0.5, 0.25), translate=(3.0, 4.0))
     w = TrainWidget(viewer)
+    w._unit.value = "steps"  # budgets below count steps (the default is seconds)
     viewer.window.add_dock_widget(w)
     layer = w.new_scribbles()
     layer.data[:] = scribbles
@@ -28,7 +29,9 @@ def test_new_layer_train_live_preview_and_save(widget, viewer, qtbot):
     layer = viewer.layers["cells scribbles"]
     assert layer.data.shape == (64, 128) and tuple(layer.scale) == (0.5, 0.25)
     assert tuple(layer.translate) == (3.0, 4.0)
-    assert "1 = background" in widget._help.value and "2 = class 1" in widget._help.value
+    assert widget._init.value == ("init", str(PRETRAINED_DIR / "mito-em.json"))
+    assert "1 = background" in widget._help.value  # the card's names before any training
+    assert "2 = mitochondrion" in widget._help.value
     widget._budget.value = 4
     yielded = []
     widget.train()
@@ -51,7 +54,7 @@ def test_new_layer_train_live_preview_and_save(widget, viewer, qtbot):
     assert str(saved) in predict._model.choices  # the docked Predict widget was refreshed
     widget.predict_whole()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
-    labels = viewer.layers["cells labels"]
+    labels = viewer.layers["cells mine labels"]
     assert labels.data.shape == (64, 128) and tuple(labels.scale) == (0.5, 0.25)
 
 

@@ -42,9 +42,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..core.io import read_single
+    from ..core.models import check_save_name
     from ..core.train import TrainConfig, TrainSession
 
     output = Path(args.output)
+    check_save_name(output)
     if not output.parent.is_dir():
         raise CardiosegError(f"{output}: the folder {output.parent} does not exist")
     image = read_single(args.image, "image")
