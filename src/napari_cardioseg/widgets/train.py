@@ -237,16 +237,20 @@ class TrainWidget(widgets.Container):
                            **start, **budget)
 
     def train(self) -> None:
-        """Start training in a worker (continuing from the current model, if any)."""
+        """Start training in a worker (continuing from the current model, if any).
+
+        The session (model, scribble index) is built in the worker too, so clicking Train does not
+        freeze the viewer; its errors (e.g. empty scribbles) are reported when they happen.
+        """
         image, scribbles = self._image.value, self._scribbles.value
         try:
             if image is None or scribbles is None:
                 raise CardiosegError("choose an image layer and a scribbles Labels layer")
-            self.session = TrainSession([np.asarray(image.data)], [scribbles.data], self._config(image),
-                                        preview=lambda: self._view)
+            config = self._config(image)
         except CardiosegError as exc:
             ui.report_error(exc)
             return
+        self.session = None
         self._source = image
         self._update_view()
         scribbles.colormap = ui.scribble_colormap()
@@ -256,8 +260,16 @@ class TrainWidget(widgets.Container):
         self._smoothed = []
         self._plot.set_values([])
         self._set_running(True)
-        self.worker = ui.start_generator(self.session.run, owner=self, on_yield=self._on_progress,
-                                      on_finish=self._finished)
+        self.worker = ui.start_generator(self._session_run, image.data, scribbles.data, config,
+                                         owner=self, on_yield=self._on_progress,
+                                         on_finish=self._finished)
+
+    def _session_run(self, image: Any, scribbles: np.ndarray,
+                     config: TrainConfig) -> Generator[TrainProgress, None, TrainResult]:
+        """Worker side: build the session, then train (``self.session`` is set for the slots)."""
+        self.session = TrainSession([np.asarray(image)], [scribbles], config,
+                                    preview=lambda: self._view)
+        return (yield from self.session.run())
 
     def _live_layer(self, image: Image) -> Labels:
         if LIVE in self._viewer.layers:
@@ -273,6 +285,8 @@ class TrainWidget(widgets.Container):
         return layer
 
     def _on_progress(self, progress: TrainProgress) -> None:
+        if progress.done <= 1:
+            self._update_view()  # the session now knows whether its net is 3D
         self._progress.max = progress.total or 0  # 0: a busy bar under a time budget
         self._progress.value = progress.done if progress.total else 0
         if np.isfinite(progress.loss):
