@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from napari_cardioseg.core import models, nets
+from napari_cardioseg.core.colors import class_color
 from napari_cardioseg.core.predict import count_tiles, predict_probabilities, probabilities_to_labels
 from napari_cardioseg.widgets._common import refresh_model_lists
 from napari_cardioseg.widgets.predict import LOAD_FILE, PredictWidget
@@ -63,6 +64,8 @@ def test_run_adds_labels_with_scale_and_translate(viewer, qtbot, home, rng):
     np.testing.assert_allclose(labels.scale, (0.05, 0.01, 0.02))
     np.testing.assert_allclose(labels.translate, (1, 2, 3))
     assert labels.data.dtype == np.uint8
+    assert labels.colormap.map(0)[3] == 0  # predicted background is transparent
+    np.testing.assert_allclose(labels.colormap.map(1), class_color(1))  # = scribble value 2
     prob = viewer.layers["em tiny probabilities"]
     np.testing.assert_allclose(prob.data, expected[1], atol=2e-5)
     np.testing.assert_allclose(prob.scale, (0.05, 0.01, 0.02))
