@@ -44,6 +44,9 @@ def test_every_control_has_a_plain_tooltip(viewer, kind, monkeypatch, tmp_path):
     for name, word in JARGON.get(kind, {}).items():  # the jargon is explained in words
         tip = getattr(widget, name).tooltip
         assert word in tip.lower() and len(tip) > 40, (name, tip)
+    if kind is EnhanceWidget:
+        assert "histogram" in widget.controls["alpha"].spin.tooltip
+        assert "standard deviations" in widget.controls["n_sigma"].spin.tooltip
 
 
 def test_demo_docks_are_tabs_that_fit_1280_by_800(make_napari_viewer, qtbot):
