@@ -174,7 +174,7 @@ def test_stop_message_smoothed_loss_plot_and_event_loop_gaps(widget, viewer, qtb
     for loss in losses[1:len(shown)]:
         expected = 0.9 * expected + 0.1 * loss  # the documented moving average
     assert shown[-1] == pytest.approx(expected) and widget._plot.values == shown
-    assert smooth([1.0, 0.0]) == pytest.approx(0.9) and smooth([0.0], start=[1.0]) == 0.9
+    assert smooth(None, 0.5) == 0.5 and smooth(1.0, 0.0) == pytest.approx(0.9)
     assert widget._loss.value.startswith(f"stopped after {len(losses)} steps; best model kept")
     assert (widget._progress.max, widget._progress.value) == (1, 1)  # not a busy bar any more
     assert widget._train.enabled and not widget._stop.enabled and widget._save.enabled

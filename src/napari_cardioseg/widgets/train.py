@@ -47,18 +47,12 @@ def _convention(class_names: list[str]) -> str:
     return f"Paint: {painted}, … (0 = unpainted, ignored)"
 
 
-def smooth(losses: Sequence[float], start: Sequence[float] = (),
-           alpha: float = LOSS_SMOOTHING) -> float:
-    """The exponential moving average after ``losses``, continuing the averages in ``start``.
+def smooth(previous: float | None, loss: float, alpha: float = LOSS_SMOOTHING) -> float:
+    """One step of the exponential moving average: ``(1 - alpha) * previous + alpha * loss``.
 
-    ``s = (1 - alpha) * s + alpha * loss`` per loss; the first loss starts the average.
+    The first loss (``previous`` None) starts the average.
     """
-    value = start[-1] if start else None
-    for loss in losses:
-        value = loss if value is None else (1 - alpha) * value + alpha * loss
-    if value is None:
-        raise ValueError("no loss to average")
-    return value
+    return loss if previous is None else (1 - alpha) * previous + alpha * loss
 
 
 def suggested_name(name: str, day: datetime | None = None) -> str:
@@ -290,7 +284,8 @@ class TrainWidget(widgets.Container):
         self._progress.max = progress.total or 0  # 0: a busy bar under a time budget
         self._progress.value = progress.done if progress.total else 0
         if np.isfinite(progress.loss):
-            self._smoothed.append(smooth([progress.loss], start=self._smoothed))
+            self._smoothed.append(smooth(self._smoothed[-1] if self._smoothed else None,
+                                         progress.loss))
             self._loss.value = (f"step {progress.done}  loss {self._smoothed[-1]:.4f}  "
                                 f"{progress.elapsed:.0f} s")
             self._plot.set_values(self._smoothed)
