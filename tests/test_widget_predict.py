@@ -95,6 +95,7 @@ def test_model_file_and_stop(viewer, qtbot, home, rng):
     # stopped before the end: no result layer
     assert not any(layer.name.startswith("big from file labels") for layer in viewer.layers)
     assert widget._run.enabled and not widget._stop.enabled
+    assert widget._status.value == "stopped: nothing was added" and widget._progress.value == 0
 
 
 def record_activity_bar(widget):

@@ -89,6 +89,7 @@ class PredictWidget(Container):
                                   self._device, self._flips, self._prob, self._run, self._stop,
                                   self._progress, self._status])
         self.worker = None
+        self._stopping = False
         self._refreshing = False
         self._last_model = self._model.value
         self._model.changed.connect(self._on_model_changed)
@@ -158,6 +159,7 @@ class PredictWidget(Container):
     def stop(self) -> None:
         """Ask the running prediction to stop after its current batch."""
         if self.worker is not None:
+            self._stopping = True
             self.worker.quit()
 
     def _on_progress(self, progress: Progress) -> None:
@@ -166,10 +168,15 @@ class PredictWidget(Container):
             self._status.value = progress.message
 
     def _finished(self) -> None:
+        if self._stopping:
+            self._status.value = "stopped: nothing was added"
+            self._progress.max, self._progress.value = 1, 0
+        self._stopping = False
         self._run.enabled, self._stop.enabled = True, False
         self.worker = None
 
     def _add_result(self, layer: Image, model: str, result: Prediction) -> None:
+        self._stopping = False  # finished before a late Stop took effect
         self._status.value = f"done: {result_name(layer, model, 'labels')}"
         self._viewer.add_labels(result.labels, colormap=prediction_colormap(),
                                 **output_layer_kwargs(layer, result_name(layer, model, "labels")))
