@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
+from qtpy.QtCore import QTimer
 
 from napari_cardioseg.core import models, nets
 from napari_cardioseg.core.colors import class_color
@@ -144,3 +147,23 @@ def test_bar_takes_the_new_total_after_an_out_of_memory_retry(viewer, qtbot, hom
     expected = predict_probabilities(image, model, card, tile=26, overlap=0.25, device="cpu")
     np.testing.assert_array_equal(viewer.layers["cells tiny labels"].data,
                                   probabilities_to_labels(expected))
+
+
+def test_event_loop_keeps_ticking_while_predicting(viewer, qtbot, home, rng):
+    save_tiny(models.user_models_dir(create=True) / "tiny")
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    widget._model.value = str(models.user_models_dir() / "tiny.json")
+    widget._image.value = viewer.add_image(rng.normal(0, 1, (8, 256, 256)).astype(np.float32))
+    widget._tile.value, widget._device.value = 64, "cpu"
+    ticks = [time.perf_counter()]
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    run_and_wait(widget, qtbot)
+    timer.stop()
+    gaps = np.diff(ticks)
+    print(f"\nlargest event-loop gap while predicting {gaps.max() * 1000:.0f} ms "
+          f"over {len(gaps)} ticks")
+    assert widget._status.value.startswith("done") and gaps.max() < 1.0
