@@ -124,6 +124,16 @@ def test_axis_keeps_the_halo_out_of_the_blend():
     assert _axis(300, 128, 0.25, multiple, halo).origins == [0]  # fits one tile: no cut edge
 
 
+def test_automatic_tiles_grow_with_the_halo():
+    spec = {"arch": "unet-mobilenet_v2", "in_channels": 1, "classes": 2, "encoder_depth": 4}
+    shipped = {"receptive_field": (315, 315)}
+    # 3 x 336 = 1008 px tiles: a 1536 x 2048 image takes 2 x 3 tiles, not 4 x 4 of 512 px
+    assert count_tiles((1536, 2048), spec, **shipped) == count_tiles((1536, 2048), spec, 1008,
+                                                                      **shipped) == 6
+    assert count_tiles((1536, 2048), spec, halo=0) == 4 * 5  # a net without halo: 512 px
+    assert count_tiles((40, 1536, 2048), spec, **shipped) == 40 * 6  # slice by slice
+
+
 def test_2d_model_on_3d_stack_is_slice_by_slice(net2d, rng):
     model, card = net2d
     stack = rng.normal(0, 1, (3, 70, 50)).astype(np.float32)

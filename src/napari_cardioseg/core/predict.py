@@ -9,11 +9,11 @@ raised-cosine blending weights are zero on each halo (and on at least the outer 
 overlap) and normalised to sum to one: probabilities are averaged, never rescaled, and no spoiled
 output is used, so the result does not depend on the tile size. The user's ``overlap`` fraction
 is a minimum on top of that. Tiles are grown to at least twice the overlap the halo needs (so at
-least half of each tile is new); only when the device runs out of memory at that size is the halo
-cut down to what a smaller tile allows. Nets with global context (DeepLabV3+, FPN, EfficientNet
-encoders) have no finite receptive field and can never be tiled exactly; their halo is capped at
-:data:`MAX_HALO`. A 2D net on a 3D stack runs slice by slice; one batch may hold tiles from
-several slices.
+least half of each tile is new), automatic 2D tiles to three times it; only when the device runs
+out of memory at that size is the halo cut down to what a smaller tile allows. Nets with global
+context (DeepLabV3+, FPN, EfficientNet encoders) have no finite receptive field and can never be
+tiled exactly; their halo is capped at :data:`MAX_HALO`. A 2D net on a 3D stack runs slice by
+slice; one batch may hold tiles from several slices.
 
 Tiles are read from the input one at a time (``image[z, y0:y1, x0:x1]``), so NumPy memmaps, zarr
 and dask arrays are never loaded whole; ``out`` may be any writable array-like too.
@@ -39,7 +39,7 @@ from .normalize import apply_normalization, fit_normalization
 from .progress import Progress, drain
 from .validate import as_grey
 
-AUTO_TILE = {2: 512, 3: 96}  # tile edge when ``tile=None`` (whole image when smaller)
+AUTO_TILE = {2: 512, 3: 96}  # least tile edge when ``tile=None`` (see _auto_tile)
 MAX_HALO = {2: 256, 3: 64}  # largest halo (px per side) used, for nets with global context
 
 
@@ -236,6 +236,15 @@ def _fitting_halo(tile: int, halo: int, multiple: int) -> int:
     return halo
 
 
+def _auto_tile(spec: dict, halo: Sequence[int]) -> tuple[int, ...]:
+    """Tile edges for ``tile=None``: :data:`AUTO_TILE`, and in 2D at least three times the halo
+    overlap, so the halos cost about what a 25% overlap does (3D tiles only grow to twice it:
+    their memory grows with the cube of the edge)."""
+    ndim, multiple = spec_ndim(spec), size_multiple(spec)
+    factor = 3 if ndim == 2 else 2
+    return tuple(max(AUTO_TILE[ndim], factor * halo_overlap(h, multiple)) for h in halo)
+
+
 def count_tiles(shape: Sequence[int], spec: dict, tile: int | Sequence[int] | None = None,
                 overlap: float = 0.25, *, halo: int | Sequence[int] | None = None,
                 receptive_field: Sequence[int] | None = None) -> int:
@@ -244,8 +253,9 @@ def count_tiles(shape: Sequence[int], spec: dict, tile: int | Sequence[int] | No
     ``halo`` as in :func:`predict_generator`; by default it comes from ``receptive_field``
     (the card's, :meth:`ModelCard.receptive_field_px`), measured from ``spec`` when not given.
     """
-    tile_shape = _tile_shape(tile, spec_ndim(spec))
     halo_shape = _halo_shape(halo, spec, receptive_field)
+    tile_shape = _tile_shape(tile, spec_ndim(spec)) if tile is not None else _auto_tile(
+        spec, halo_shape)
     return len(_plan(tuple(shape), spec, tile_shape, float(overlap), halo_shape)[1])
 
 
@@ -275,10 +285,8 @@ def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, ou
         yield Progress(min(start + batch, len(jobs)), len(jobs), "predict", message)
 
 
-def _tile_shape(tile: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+def _tile_shape(tile: int | Sequence[int], ndim: int) -> tuple[int, ...]:
     """The tile edges asked for, one per spatial axis, checked."""
-    if tile is None:
-        return (AUTO_TILE[ndim],) * ndim
     tile = (tile,) * ndim if isinstance(tile, (int, np.integer)) else tuple(tile)
     if len(tile) != ndim or any(int(t) < 1 for t in tile):
         raise CardiosegError(f"tile must be a positive size or {ndim} sizes, got {tile}")
@@ -315,7 +323,8 @@ def predict_generator(
         layout are restored).
     tile : int or sequence of int, optional
         Largest tile edge (rounded up to the net's stride); default 512 (2D) or 96 (3D), or the
-        whole image when smaller. Grown to twice the overlap the halo needs when smaller (see
+        whole image when smaller; in 2D at least three times the overlap the halo needs
+        (1008 px for the shipped models). Grown to twice the overlap the halo needs when smaller (see
         :func:`halo_overlap`). Tiles are shrunk evenly to the smallest size that still covers
         the image with the required overlap.
     overlap : float
@@ -347,8 +356,8 @@ def predict_generator(
         raise CardiosegError(f"overlap must be between 0 and 0.5, got {overlap}")
     if int(batch) < 1:
         raise CardiosegError(f"batch must be at least 1, got {batch}")
-    tile = _tile_shape(tile, ndim)
     halo = _halo_shape(halo, card.spec, card.receptive_field_px() if halo is None else None)
+    tile = _tile_shape(tile, ndim) if tile is not None else _auto_tile(card.spec, halo)
     shape = (card.spec["classes"], *image.shape)
     if out is None:
         out = np.zeros(shape, dtype=np.float32)
