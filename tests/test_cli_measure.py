@@ -139,5 +139,5 @@ def test_measure_refuses_to_overwrite_an_input(tmp_path, capsys):
     before = (tmp_path / "l.tif").read_bytes()
     assert run_cli(["measure", tmp_path / "l.tif", "--kind", "shapes", "-o",
                     tmp_path / "link.tif"]) == 2
-    assert "replace the input" in capsys.readouterr().err
+    assert "would destroy the input" in capsys.readouterr().err
     assert (tmp_path / "l.tif").read_bytes() == before

@@ -85,7 +85,8 @@ def test_corrupt_safetensors_is_refused(tmp_path):
     card["weights_sha256"] = ""  # hand-edited card without the hash
     (tmp_path / "tiny.json").write_text(json.dumps(card))
     (tmp_path / "tiny.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    with pytest.raises(CardiosegError, match="not a valid safetensors"):
+    with pytest.warns(UserWarning, match="no weights_sha256"), \
+            pytest.raises(CardiosegError, match="not a valid safetensors"):
         models.load_model(tmp_path / "tiny")
 
 
@@ -176,3 +177,80 @@ def test_receptive_field_is_stored_and_old_cards_compute_it(tmp_path):
     for bad in ([0, 5], [5], [5.0, 5.0], "44"):
         with pytest.raises(CardiosegError, match="receptive_field must be null or one positive"):
             make_card(receptive_field=bad)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"normalization": {"method": "percentile", "low": None}}, "'low' must be a finite number"),
+    ({"normalization": {"method": "fixed", "min": "0", "max": 1}}, "'min' must be a finite number"),
+    ({"spec": {**SPEC, "depth": 40}}, "'depth' must be an integer in 1..6"),
+    ({"spec": {**SPEC, "base": 10**6}}, "'base' must be an integer in 1..128"),
+    ({"spec": {**SPEC, "depth": "2"}}, "'depth' must be an integer"),
+    ({"spec": {**SPEC, "classes": 300}, "class_names": ["background"] * 300}, "2..256"),
+    ({"spec": {**SPEC, "in_channels": 10**9}}, "'in_channels' must be an integer in 1..16"),
+    ({"spec": {"arch": "highres3dzm", "in_channels": 1, "classes": 3, "channels": [16, 10**5, 8]}},
+     "'channels' must be an integer in 1..256"),
+    ({"spec": {"arch": "unet-vgg11", "in_channels": 1, "classes": 3, "encoder_depth": 9}},
+     "'encoder_depth' must be an integer in 3..5"),
+    ({"pixel_size": [float("nan"), 1.0]}, "pixel_size"),
+    ({"pixel_size": [True, 1.0]}, "pixel_size"),
+    ({"weights_sha256": "abc"}, "64 lowercase hex"),
+    ({"description": 5}, "'description' must be a string"),
+])
+def test_malformed_cards_are_refused_before_building(changes, message, monkeypatch):
+    def no_build(spec):
+        raise AssertionError("a network was built")
+    monkeypatch.setattr(nets, "build_model", no_build)
+    with pytest.raises(CardiosegError, match=message):
+        make_card(**changes)
+
+
+def write_card_json(folder: Path, name: str, **changes) -> None:
+    """A saved model whose JSON card is then edited by hand."""
+    models.save_model(trained_model(), make_card(name=name), folder / name)
+    card = json.loads((folder / f"{name}.json").read_text())
+    for key, value in changes.items():
+        card[key] = {**card[key], **value} if isinstance(value, dict) else value
+    (folder / f"{name}.json").write_text(json.dumps(card))
+
+
+def test_broken_user_cards_are_listed_as_broken_and_never_break_the_list(home):
+    folder = models.user_models_dir(create=True)
+    models.save_model(trained_model(), make_card(name="good"), folder / "good")
+    write_card_json(folder, "nulllow", normalization={"low": None})
+    write_card_json(folder, "deep", spec={"depth": 40})
+    (folder / "orphan.json").write_text(make_card().to_json())  # no weights
+    names = [e.name for e in models.list_models() if e.source == "user"]
+    assert names == ["good"]
+    broken = {p.name: reason for p, reason in models.broken_models()}
+    assert set(broken) == {"nulllow.json", "deep.json", "orphan.json"}
+    assert "'low' must be a finite number" in broken["nulllow.json"]
+    assert "'depth' must be an integer in 1..6, got 40" in broken["deep.json"]
+    assert "no weights" in broken["orphan.json"]
+    with pytest.raises(CardiosegError, match=r"no model 'other'.*available: .*good"):
+        models.load_model("other")
+    with pytest.raises(CardiosegError, match=r"'depth' must be an integer in 1..6"):
+        models.load_model("deep")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "  "])
+def test_empty_or_folder_model_names_are_clear_errors(name):
+    with pytest.raises(CardiosegError, match="not a model name"):
+        models.load_model(name)
+
+
+def test_every_written_card_records_the_weights_hash(tmp_path):
+    path = models.save_model(trained_model(), make_card(weights_sha256=""), tmp_path / "m")
+    digest = json.loads(path.read_text())["weights_sha256"]
+    assert re.fullmatch("[0-9a-f]{64}", digest)
+    for card in models.PRETRAINED_DIR.glob("*.json"):
+        assert re.fullmatch("[0-9a-f]{64}", json.loads(card.read_text())["weights_sha256"])
+
+
+def test_loading_a_card_without_hash_warns_loudly(tmp_path):
+    models.save_model(trained_model(), make_card(), tmp_path / "m")
+    card = json.loads((tmp_path / "m.json").read_text())
+    card["weights_sha256"] = ""
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.warns(UserWarning, match="no weights_sha256, so its weights cannot be checked"):
+        model, _ = models.load_model(tmp_path / "m")
+    assert isinstance(model, torch.nn.Module)

@@ -7,7 +7,15 @@ import time
 import numpy as np
 import pytest
 
-from napari_cardioseg.core.sampling import ScribbleIndex, extract, window_centre
+from napari_cardioseg.core.errors import CardiosegError
+from napari_cardioseg.core.sampling import (
+    MAX_CLASSES,
+    ScribbleIndex,
+    check_classes,
+    check_pairs,
+    extract,
+    window_centre,
+)
 
 
 def _scribbles() -> list[np.ndarray]:
@@ -74,3 +82,28 @@ def test_refresh_picks_up_new_strokes():
     time.sleep(0.06)
     assert index.maybe_refresh()
     assert index.counts()[4] == 1
+
+
+@pytest.mark.parametrize(("value", "dtype"), [(300, np.int32), (2**31, np.int64), (2**31, np.uint32),
+                                              (MAX_CLASSES + 1, np.uint16)])
+def test_scribble_values_beyond_the_class_bound_are_refused(value, dtype):
+    image = np.zeros((16, 16), np.float32)
+    scribbles = np.zeros((16, 16), dtype)
+    scribbles[2, 2:6] = 1
+    scribbles[8, 2:6] = value
+    with pytest.raises(CardiosegError, match=f"value {value}, beyond the {MAX_CLASSES} classes"):
+        check_pairs([image], [scribbles])
+    scribbles[8, 2:6] = MAX_CLASSES  # the largest class a model can hold is accepted
+    images, _ = check_pairs([image], [scribbles])
+    assert images[0] is image
+
+
+def test_check_classes_bounds_and_consecutive_values():
+    check_classes({1: 5, 2: 3, 3: 1}, 3, transfer_hint=False)
+    with pytest.raises(CardiosegError, match="skip 3, 4: classes must be consecutive"):
+        check_classes({1: 5, 2: 3, 5: 1}, 5, transfer_hint=False)
+    check_classes({1: 5, 3: 1}, 3, transfer_hint=True)  # fine-tuning may leave a class alone
+    with pytest.raises(CardiosegError, match="more than the 256 classes"):
+        check_classes({1: 5, 300: 1}, 300, transfer_hint=False)
+    with pytest.raises(CardiosegError, match="beyond the model's 2 classes"):
+        check_classes({1: 5, 3: 1}, 2, transfer_hint=False)

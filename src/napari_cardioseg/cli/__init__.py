@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "measure": "measure Z-disks or 3D shapes; writes STATS.csv and STATS_summary.csv",
     "evaluate": "compare predicted labels with ground truth (per-class metrics)",
     "models": "list pretrained and user models",
+    "export": "export a model as a bioimage.io package (.zip) for other tools",
     "demo": "open napari on the sample data (or run the pipeline headless)",
 }
 

@@ -42,13 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check the parameters, read, enhance with a progress bar, write with the same pixel size."""
     from ..core.contrast import enhance_steps
-    from ..core.io import read_single, write_tiff
+    from ..core.io import check_outputs, read_single, write_tiff
 
     params = {name: getattr(args, name) for name in all_params() if getattr(args, name) is not None}
     check_params(args.method, params)  # before reading: a bad value costs nothing
+    check_outputs([args.output], [args.input])
     image = read_single(args.input)
     steps = enhance_steps(image.data, args.method, per_slice=args.per_slice, **params)
     result = drain_with_bar(steps, f"enhance ({args.method})")
-    write_tiff(args.output, result, image.scale)
+    write_tiff(args.output, result, image.scale if image.calibrated else None)
     print(f"wrote {args.output}")
     return 0

@@ -7,10 +7,10 @@ pixels (named ``_px``, ``_px2``, ``_px3``). Core modules are imported only when 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..core.errors import CardiosegError
+from . import args as checked
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "kinds, and exit")
     p.add_argument("--image", type=Path, help="intensity image (Fourier period, cell features)")
     p.add_argument("--cell-mask", type=Path, help="cell mask (adds the cell features; zdisk only)")
-    p.add_argument("--pixel-size", type=float, nargs="+", metavar="UM",
+    p.add_argument("--pixel-size", type=checked.pixel_size, nargs="+", metavar="UM",
                    help="pixel size in µm: Z Y X or Y X (default: read from the file; without "
                    "one the results are in pixels)")
     p.add_argument("--objects", default="auto",
@@ -69,18 +69,6 @@ def resolve_pixel_size(given: list[float] | None, scale: tuple[float, ...], cali
     return tuple(given)
 
 
-def _check_writable(path: Path, inputs: list[Path]) -> None:
-    """Refuse an output that is one of the inputs (also through links) or cannot be written."""
-    for source in inputs:
-        if path.exists() and source.exists() and path.resolve() == source.resolve():
-            raise CardiosegError(f"{path}: the output would replace the input {source}")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise CardiosegError(f"{path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise CardiosegError(f"{path}: cannot write into {folder}")
-
-
 def print_columns(kind: str | None) -> None:
     """Print name, unit and description of every column of ``kind`` (or of every kind)."""
     from ..core.measure import KINDS, get_kind, list_columns
@@ -100,15 +88,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.labels is None or args.output is None or args.kind is None:
         raise CardiosegError("give a label image, --kind and -o (or --list-columns)")
-    from ..core.io import read_single
+    from ..core.io import check_outputs, read_single
     from ..core.measure import get_kind, measure_iter
     from .progress import drain_with_bar
 
     get_kind(args.kind)
     summary = summary_path(args.output)
-    inputs = [p for p in (args.labels, args.image, args.cell_mask) if p is not None]
-    for path in (args.output, summary):
-        _check_writable(path, inputs)
+    check_outputs([args.output, summary], [args.labels, args.image, args.cell_mask])
     labels = read_single(args.labels, "labels")
     spacing = resolve_pixel_size(args.pixel_size, labels.scale, labels.calibrated,
                                  labels.data.ndim)

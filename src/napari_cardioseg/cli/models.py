@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print one row per model: name, source, architecture, classes, pixel size, path."""
-    from ..core.models import list_models, user_models_dir
+    from ..core.models import broken_models, list_models, user_models_dir
 
     entries = list_models()
     rows = [("NAME", "SOURCE", "ARCH", "CLASSES", "PIXEL SIZE (µm)", "PATH")]
@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    for path, reason in broken_models():
+        print(f"broken: {path}: {reason}")
     if not entries:
         print(f"no models yet; trained models are saved in {user_models_dir()}")
     return 0

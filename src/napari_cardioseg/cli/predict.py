@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..core.device import DEVICES
+from . import args as checked
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "greyscale TIFF. Outputs keep the input's pixel size.",
     )
     p.add_argument("input", help="greyscale TIFF / OME-TIFF (YX or ZYX)")
-    p.add_argument("--model", required=True,
+    p.add_argument("--model", required=True, type=checked.model_name,
                    help="pretrained or user model name, or a path to NAME.json/.safetensors")
     p.add_argument("-o", "--output", required=True, help="labels TIFF (uint8)")
     p.add_argument("--prob", help="probability TIFF (float32) of the foreground class; with more "
@@ -40,12 +41,22 @@ def _prob_paths(prob: str, class_names: list[str]) -> list[tuple[int, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     """Read, predict with a progress bar, write labels (and probabilities) calibrated."""
-    from ..core.io import read_single, write_tiff
-    from ..core.models import load_model
-    from ..core.predict import predict_steps
     from .progress import drain_with_bar
 
+    if args.output.rstrip("/\\").lower().endswith(".zarr"):  # stream blockwise into OME-Zarr
+        from ..core.run import predict_to_zarr
+        steps = predict_to_zarr(args.input, args.model, args.output, tile=args.tile,
+                                overlap=args.overlap, batch=args.batch, device=args.device,
+                                prob_path=args.prob, flips=args.flips)
+        print(f"wrote {drain_with_bar(steps, f'predict ({args.model})')}")
+        return 0
+    from ..core.io import check_outputs, read_single, write_tiff
+    from ..core.models import load_model
+    from ..core.predict import predict_steps
+
     model, card = load_model(args.model)
+    probs = _prob_paths(args.prob, card.class_names) if args.prob else []
+    check_outputs([args.output, *(path for _, path in probs)], [args.input])
     image = read_single(args.input)
     if card.pixel_size and not image.calibrated:
         print(f"note: {args.input} has no pixel size; the model was trained at "
@@ -53,10 +64,11 @@ def run(args: argparse.Namespace) -> int:
     steps = predict_steps(image.data, model, card, tile=args.tile, overlap=args.overlap,
                           batch=args.batch, device=args.device, flips=args.flips)
     result = drain_with_bar(steps, f"predict ({card.name})")
-    write_tiff(args.output, result.labels, image.scale)
+    scale = image.scale if image.calibrated else None  # never invent a calibration
+    write_tiff(args.output, result.labels, scale)
     print(f"wrote {args.output}")
     if args.prob:
         for c, path in _prob_paths(args.prob, card.class_names):
-            write_tiff(path, result.probabilities[c], image.scale)
+            write_tiff(path, result.probabilities[c], scale)
             print(f"wrote {path}")
     return 0

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import CardiosegError
+from . import args as checked
 from .progress import ProgressBar
 
 
@@ -22,15 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image", required=True, help="greyscale 2D or 3D TIFF")
     parser.add_argument("--labels", required=True, help="scribble TIFF of the image's shape")
     start = parser.add_mutually_exclusive_group()
-    start.add_argument("--init", help="pretrained model name or model file to fine-tune")
+    start.add_argument("--init", type=checked.model_name,
+                       help="pretrained model name or model file to fine-tune")
     start.add_argument("--arch", help="architecture to train from scratch (default unet2d)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="number of training steps (default 200)")
-    budget.add_argument("--time-budget", type=float, metavar="SECONDS",
+    budget.add_argument("--time-budget", type=checked.positive_seconds, metavar="SECONDS",
                         help="train for this many seconds instead of a step count")
     parser.add_argument("--freeze-encoder", action="store_true",
                         help="train only the decoder and head (faster on a CPU)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=checked.seed, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL_PATH",
                         help="output stem: writes STEM.safetensors and STEM.json")
@@ -41,12 +43,14 @@ def run(args: argparse.Namespace) -> int:
     """Train and save the model; returns the exit code."""
     import numpy as np
 
-    from ..core.io import read_single
+    from ..core.io import check_outputs, read_single
     from ..core.train import TrainConfig, TrainSession
 
     output = Path(args.output)
-    if not output.parent.is_dir():
-        raise CardiosegError(f"{output}: the folder {output.parent} does not exist")
+    from ..core.models import model_files
+
+    inputs = [args.image, args.labels, *(model_files(args.init) if args.init else ())]
+    check_outputs([*model_files(output), *([output] if output.is_dir() else [])], inputs)
     image = read_single(args.image, "image")
     labels = read_single(args.labels, "scribble labels")
     if labels.data.dtype.kind == "f":

@@ -6,9 +6,18 @@ Pixel sizes are micrometres per axis, ordered like the array axes (``YX`` or ``Z
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
+import math
 import os
-import tempfile
+import secrets
+import signal
+import struct
+import threading
+import time
+import warnings
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +32,15 @@ _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 _UNIT_TO_UM = {
     "m": 1e6, "mm": 1e3, "cm": 1e4, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0,
     "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3,
-    "nanometre": 1e-3, "å": 1e-4, "angstrom": 1e-4, "pm": 1e-6,
+    "nanometre": 1e-3, "å": 1e-4, "angstrom": 1e-4, "pm": 1e-6, "inch": 25400.0, "in": 25400.0,
 }
+_UNCALIBRATED_UNITS = ("", "pixel", "pixels", "px")
+PIXEL_SIZE_RANGE = (1e-6, 1e6)  # µm: 1 pm to 1 m; anything outside is a broken calibration
+IGNORE_PIXEL_SIZE_ENV = "CARDIOSEG_IGNORE_PIXEL_SIZE"
+_PSEUDO_FOLDERS = ("/proc", "/sys", "/dev")
+_TMP_TAG = "cardioseg-tmp"
+# tifffile logs (instead of raising) when pages are missing; those files must not be read silently
+_TRUNCATION_LOGS = ("invalid page offset", "corrupted", "truncated")
 
 
 @dataclass
@@ -55,14 +71,28 @@ class ImageData:
 
 
 def _unit_factor(unit: str | None) -> float | None:
-    if unit is None or unit == "":
+    """µm per ``unit``; None for an unknown unit."""
+    if unit is None:
         return 1.0
     unit = unit.strip().replace("\\u00B5", "µ").lower()
-    return _UNIT_TO_UM.get(unit)
+    return 1.0 if unit == "" else _UNIT_TO_UM.get(unit)
+
+
+def _number(value: object) -> float:
+    """``value`` as a float, NaN when it is not a number (refused later with the axis named)."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _override_hint() -> str:
+    return (f"fix the calibration (Fiji: Image > Properties) or set {IGNORE_PIXEL_SIZE_ENV}=1 "
+            "to read the file as uncalibrated")
 
 
 def _ome_pixel_size(ome_xml: str) -> dict[str, float]:
-    """PhysicalSizeX/Y/Z in µm from OME-XML (missing axes are left out)."""
+    """PhysicalSizeX/Y/Z in µm from OME-XML (missing axes are left out, bad ones kept as read)."""
     root = ET.fromstring(ome_xml)
     pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
     sizes: dict[str, float] = {}
@@ -72,28 +102,84 @@ def _ome_pixel_size(ome_xml: str) -> dict[str, float]:
         value = pixels.get(f"PhysicalSize{ax}")
         if value is None:
             continue
-        factor = _unit_factor(pixels.get(f"PhysicalSize{ax}Unit", "µm"))
-        if factor is not None and float(value) > 0:
-            sizes[ax] = float(value) * factor
+        unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")
+        factor = _unit_factor(unit)
+        if factor is None:
+            raise CardiosegError(f"unknown length unit {unit!r} for PhysicalSize{ax}; "
+                                 + _override_hint())
+        sizes[ax] = _number(value) * factor
     return sizes
 
 
 def _imagej_pixel_size(tif: tifffile.TiffFile) -> dict[str, float]:
-    """Pixel size in µm from the ImageJ description and the resolution tags."""
+    """Pixel size in µm from the ImageJ description and the resolution tags.
+
+    Without a unit (or with ImageJ's ``pixel``) a resolution of 1 means "uncalibrated"; with a
+    length unit every resolution, 1 included, is a pixel size. Zero resolutions or spacings are
+    kept (as infinite or zero sizes) so that :func:`read_image` refuses them.
+    """
     meta = tif.imagej_metadata or {}
-    factor = _unit_factor(meta.get("unit"))
-    if factor is None:
+    unit = meta.get("unit")
+    if isinstance(unit, str) and unit.strip().lower() in _UNCALIBRATED_UNITS[1:]:
         return {}
+    factor = _unit_factor(unit if isinstance(unit, str) else None)
+    if factor is None:
+        raise CardiosegError(f"unknown length unit {unit!r} in the ImageJ header; "
+                             + _override_hint())
+    has_unit = isinstance(unit, str) and unit.strip() != ""
     page = tif.pages.first
     sizes: dict[str, float] = {}
     for ax, tag in (("X", "XResolution"), ("Y", "YResolution")):
         if tag in page.tags:
             num, den = page.tags[tag].value
-            if num > 0 and den > 0 and (num, den) != (1, 1):
-                sizes[ax] = den / num * factor
-    if "spacing" in meta and float(meta["spacing"]) > 0:
-        sizes["Z"] = float(meta["spacing"]) * factor
+            if (num, den) == (1, 1) and not has_unit:
+                continue
+            sizes[ax] = (den / num if num else math.inf) * factor
+    if "spacing" in meta:
+        sizes["Z"] = _number(meta["spacing"]) * factor
     return sizes
+
+
+def _check_sizes(path: Path, sizes: dict[str, float], axes: str) -> dict[str, float]:
+    """Refuse non-finite, non-positive or implausible pixel sizes of the axes in ``axes``."""
+    low, high = PIXEL_SIZE_RANGE
+    for ax in axes:
+        value = sizes.get(ax)
+        if value is None or (math.isfinite(value) and low <= value <= high):
+            continue
+        if os.environ.get(IGNORE_PIXEL_SIZE_ENV, "") not in ("", "0"):
+            warnings.warn(f"{path}: ignoring its pixel size ({ax} = {value:g} µm) because "
+                          f"{IGNORE_PIXEL_SIZE_ENV} is set; the image is read as uncalibrated",
+                          stacklevel=3)
+            return {}
+        raise CardiosegError(
+            f"{path}: pixel size {ax} = {value:g} µm is not a plausible size (must be a finite "
+            f"number in {low:g}..{high:g} µm); " + _override_hint()
+        )
+    return sizes
+
+
+class _TruncationLog(logging.Handler):
+    """Collect tifffile's log messages about missing pages from the current thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.thread == self.thread and any(w in message.lower() for w in _TRUNCATION_LOGS):
+            self.messages.append(message.splitlines()[0])
+
+
+def _plane_count(series: tifffile.TiffPageSeries) -> int:
+    return math.prod(n for n, ax in zip(series.shape, series.axes, strict=True) if ax not in "YXS")
+
+
+def _describe(series: tifffile.TiffPageSeries) -> str:
+    shape = "x".join(str(n) for n in series.shape)
+    return f"{shape} {series.dtype} ({series.axes})"
 
 
 def _split_axes(array: np.ndarray, axes: str) -> tuple[list[np.ndarray], str]:
@@ -118,13 +204,16 @@ def _split_axes(array: np.ndarray, axes: str) -> tuple[list[np.ndarray], str]:
     return [array], axes
 
 
-def read_image(path: str | os.PathLike) -> list[ImageData]:
+def read_image(path: str | os.PathLike, series: int | None = None) -> list[ImageData]:
     """Read a TIFF, OME-TIFF or ImageJ hyperstack into one :class:`ImageData` per channel.
 
     Parameters
     ----------
     path : path-like
         File to read.
+    series : int, optional
+        Which image series of a multi-series file; a file holding several series is refused
+        when it is not given (the first one is never taken silently).
 
     Returns
     -------
@@ -135,30 +224,56 @@ def read_image(path: str | os.PathLike) -> list[ImageData]:
     Raises
     ------
     CardiosegError
-        Missing, empty or unreadable files, unsupported axes or dtypes.
+        Missing, empty, truncated, corrupt or unreadable files, several series without
+        ``series``, implausible pixel sizes, unsupported axes or dtypes.
     """
     path = Path(path)
     if not path.is_file():
         raise CardiosegError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise CardiosegError(f"{path}: the file is empty")
+    log = _TruncationLog()
+    tiff_log = logging.getLogger("tifffile")
+    tiff_log.addHandler(log)
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise CardiosegError(f"{path}: the TIFF holds no image")
-            series = tif.series[0]
-            array = series.asarray()
-            axes = series.axes
+            if series is None and len(tif.series) > 1:
+                listing = "; ".join(f"series {i}: {_describe(s)}" for i, s in enumerate(tif.series))
+                raise CardiosegError(
+                    f"{path}: the file holds {len(tif.series)} image series ({listing}); save the "
+                    "one to segment as its own file (or read it with series=N)"
+                )
+            if series is not None and not 0 <= series < len(tif.series):
+                raise CardiosegError(f"{path}: no series {series} (the file has {len(tif.series)})")
+            chosen = tif.series[series or 0]
+            announced = (tif.imagej_metadata or {}).get("images") if tif.is_imagej else None
+            if isinstance(announced, int) and announced > _plane_count(chosen):
+                raise CardiosegError(
+                    f"{path}: the ImageJ header announces {announced} images but the file holds "
+                    f"{_plane_count(chosen)}; the file is truncated or corrupt"
+                )
+            array = chosen.asarray()
+            axes = chosen.axes
             if tif.is_ome and tif.ome_metadata:
                 sizes = _ome_pixel_size(tif.ome_metadata)
             elif tif.is_imagej:
                 sizes = _imagej_pixel_size(tif)
             else:
                 sizes = {}
-    except CardiosegError:
-        raise
-    except (tifffile.TiffFileError, ValueError, OSError, ET.ParseError) as exc:
-        raise CardiosegError(f"{path}: not a readable TIFF ({exc})") from exc
+    except CardiosegError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise CardiosegError(f"{path}: {exc}") from exc
+    except (tifffile.TiffFileError, ValueError, OSError, ET.ParseError, RuntimeError, zlib.error,
+            struct.error, KeyError, IndexError, TypeError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CardiosegError(f"{path}: not a readable TIFF ({detail})") from exc
+    finally:
+        tiff_log.removeHandler(log)
+    if log.messages:
+        raise CardiosegError(f"{path}: the file is truncated or corrupt ({log.messages[0]})")
     if array.dtype == bool:
         array = array.astype(np.uint8)
     if array.dtype.kind not in "uif":
@@ -166,6 +281,7 @@ def read_image(path: str | os.PathLike) -> list[ImageData]:
     channels, spatial = _split_axes(array, axes)
     if len(spatial) not in (2, 3):
         raise CardiosegError(f"{path}: expected a 2D or 3D image, found axes {spatial!r}")
+    sizes = _check_sizes(path, sizes, "XY" if len(spatial) == 2 else "XYZ")
     calibrated = "X" in sizes or "Y" in sizes
     x = sizes.get("X", sizes.get("Y", 1.0))
     y = sizes.get("Y", x)
@@ -186,33 +302,160 @@ def read_single(path: str | os.PathLike, what: str = "image") -> ImageData:
     return images[0]
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":
+        return True  # no cheap, safe liveness test: leave the file to the age rule
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike, max_age: float = 86400.0) -> list[Path]:
+    """Delete temporary files left beside ``path`` by a killed write; returns what was removed.
+
+    A temporary file names the process that made it (``.NAME.cardioseg-tmp-PID-TOKEN``); it is
+    stale when that process no longer runs, or when it is older than ``max_age`` seconds.
+    """
+    path = Path(path)
+    pattern = f".{glob.escape(path.name)}.{_TMP_TAG}-*"
+    removed = []
+    for tmp in path.parent.glob(pattern):
+        try:
+            pid = int(tmp.name.rsplit("-", 2)[-2])
+            age = time.time() - tmp.lstat().st_mtime
+        except (ValueError, IndexError, OSError):
+            continue
+        if not _pid_alive(pid) or age > max_age:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit`` while the body runs, so that ``finally`` blocks run.
+
+    Only in the main thread and only when SIGTERM has its default action (an application's own
+    handler, e.g. napari's, is left alone).
+    """
+    term = getattr(signal, "SIGTERM", None)
+    if (term is None or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(term) is not signal.SIG_DFL):
+        yield
+        return
+    signal.signal(term, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(term, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` and move it over ``path`` only on success.
 
-    A failure (disk full, permission denied, an exception in the body) leaves any existing
-    file at ``path`` untouched and removes the temporary file.
+    A failure (disk full, permission denied, an exception in the body, SIGTERM) leaves any
+    existing file at ``path`` untouched and removes the temporary file; temporary files left by
+    a killed process (``kill -9``) are removed by the next write to the same path. The file gets
+    the permissions the process umask gives a new file (the umask itself is never changed).
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise CardiosegError(f"{path}: the folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    if path.is_dir():
+        raise CardiosegError(f"{path}: is a folder, not a file name")
+    remove_stale_temporaries(path)
+    tmp_path = path.with_name(f".{path.name}.{_TMP_TAG}-{os.getpid()}-{secrets.token_hex(4)}")
+    with _terminate_cleanly():
+        try:
+            # created like any new file (mode 0666 less the umask), unlike mkstemp's 0600
+            os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            yield tmp_path
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise CardiosegError(f"could not write {path}: {exc.strerror or exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink(missing_ok=True)
+
+
+def _under_pseudo_folder(path: Path) -> bool:
+    text = str(path)
+    return any(text == root or text.startswith(root + os.sep) for root in _PSEUDO_FOLDERS)
+
+
+def _same_file(a: Path, b: Path) -> bool:
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; use normal permissions
-        os.replace(tmp_path, path)
-    except OSError as exc:
-        raise CardiosegError(f"could not write {path}: {exc.strerror or exc}") from exc
-    finally:
-        tmp_path.unlink(missing_ok=True)
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_outputs(
+    outputs: Sequence[str | os.PathLike | None],
+    inputs: Sequence[str | os.PathLike | None] = (),
+) -> list[Path]:
+    """Check, before any work, that every output can be written without losing data.
+
+    Parameters
+    ----------
+    outputs : sequence of path-like or None
+        Files the command will write (None entries are skipped).
+    inputs : sequence of path-like or None
+        Files the command reads; none of them may be an output (also through links).
+
+    Returns
+    -------
+    list of Path
+        The outputs.
+
+    Raises
+    ------
+    CardiosegError
+        An output that is an input, appears twice, is a folder or a special file, lies in a
+        missing, unwritable or system (``/proc``, ``/sys``, ``/dev``) folder.
+    """
+    outs = [Path(p) for p in outputs if p is not None and str(p) != ""]
+    ins = [Path(p) for p in inputs if p is not None and str(p) != ""]
+    for i, out in enumerate(outs):
+        full = Path(os.path.abspath(out))
+        if _under_pseudo_folder(full) or _under_pseudo_folder(full.resolve()):
+            raise CardiosegError(f"{out}: cannot write into the system folder {full.parent}")
+        if out.is_dir():
+            raise CardiosegError(f"{out}: is a folder; give a file name")
+        if out.exists() and not out.is_file():
+            raise CardiosegError(f"{out}: exists and is not a regular file")
+        if not full.parent.is_dir():
+            raise CardiosegError(f"{out}: the folder {full.parent} does not exist")
+        for source in ins:
+            if out.exists() and source.exists() and _same_file(out, source):
+                raise CardiosegError(
+                    f"{out}: the output is the input {source}; writing it would destroy the "
+                    "input, choose another output name"
+                )
+        for other in outs[:i]:
+            if full.resolve() == Path(os.path.abspath(other)).resolve():
+                raise CardiosegError(f"{out}: the same file is given for two outputs")
+        probe = full.parent / f".{full.name}.{_TMP_TAG}-{os.getpid()}-probe"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            probe.unlink()
+        except OSError as exc:
+            raise CardiosegError(
+                f"{out}: cannot write into {full.parent} ({exc.strerror or exc})"
+            ) from exc
+    return outs
 
 
 def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> Path:
@@ -240,7 +483,8 @@ def write_tiff(
     data : numpy.ndarray
         2D or 3D array.
     scale : sequence of float, optional
-        Pixel size in µm per axis; ones when omitted.
+        Pixel size in µm per axis. When omitted the file carries no calibration (it reads back
+        with ``calibrated=False``); a calibration is never invented.
     """
     data = np.asarray(data)
     if data.ndim not in (2, 3):
@@ -251,27 +495,29 @@ def write_tiff(
         if data.size and (data.min() < np.iinfo(np.int32).min or data.max() > np.iinfo(np.int32).max):
             raise CardiosegError("label values exceed the int32 range and cannot be saved")
         data = data.astype(np.int32)
-    scale = tuple(float(s) for s in (scale if scale is not None else (1.0,) * data.ndim))
-    if len(scale) != data.ndim:
-        raise CardiosegError(f"scale {scale} does not match a {data.ndim}D array")
-    if any(not np.isfinite(s) or s <= 0 for s in scale):
-        raise CardiosegError(f"pixel sizes must be positive numbers, got {scale}")
     axes = "ZYX"[-data.ndim :]
-    y, x = scale[-2], scale[-1]
-    with atomic_path(path) as tmp:
-        if data.dtype.type in _IMAGEJ_DTYPES:
-            metadata = {"axes": axes, "unit": "um"}
+    imagej = data.dtype.type in _IMAGEJ_DTYPES
+    metadata: dict = {"axes": axes}
+    options: dict = {}
+    if scale is not None:
+        scale = tuple(float(s) for s in scale)
+        if len(scale) != data.ndim:
+            raise CardiosegError(f"scale {scale} does not match a {data.ndim}D array")
+        low, high = PIXEL_SIZE_RANGE
+        if any(not (math.isfinite(s) and low <= s <= high) for s in scale):
+            raise CardiosegError(f"pixel sizes must be numbers in {low:g}..{high:g} µm, got {scale}")
+        y, x = scale[-2], scale[-1]
+        if imagej:
+            metadata["unit"] = "um"
             if data.ndim == 3:
                 metadata["spacing"] = scale[0]
-            tifffile.imwrite(tmp, data, imagej=True, resolution=(1.0 / x, 1.0 / y),
-                             metadata=metadata, compression="zlib")
+            options["resolution"] = (1.0 / x, 1.0 / y)
         else:
-            metadata = {
-                "axes": axes,
-                "PhysicalSizeX": x, "PhysicalSizeXUnit": "µm",
-                "PhysicalSizeY": y, "PhysicalSizeYUnit": "µm",
-            }
+            metadata.update(PhysicalSizeX=x, PhysicalSizeXUnit="µm",
+                            PhysicalSizeY=y, PhysicalSizeYUnit="µm")
             if data.ndim == 3:
                 metadata.update(PhysicalSizeZ=scale[0], PhysicalSizeZUnit="µm")
-            tifffile.imwrite(tmp, data, ome=True, metadata=metadata, compression="zlib")
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, data, imagej=imagej, ome=not imagej, metadata=metadata,
+                         compression="zlib", **options)
     return Path(path)

@@ -12,8 +12,10 @@ import json
 import logging
 import math
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +25,24 @@ from . import nets
 from .errors import CardiosegError
 from .io import write_bytes_atomic
 from .normalize import check_normalization
+from .sampling import MAX_CLASSES
 
 if TYPE_CHECKING:
     import torch
 
 FORMAT_VERSION = 1
+MAX_IN_CHANNELS = 16
+# bounds on the size options of a spec, checked before any network is built (a card asking for
+# a 40-level U-Net would otherwise allocate gigabytes before the weights are compared with it)
+SPEC_BOUNDS: dict[str, dict[str, tuple[int, int]]] = {
+    "unet2d": {"depth": (1, 6), "base": (1, 128)},
+    "unet3d": {"depth": (1, 5), "base": (1, 64)},
+    "pix2pix": {"depth": (1, 8), "base": (1, 128)},
+    "highres3dzm": {"blocks": (1, 8)},
+}
+_SMP_BOUNDS = {"encoder_depth": (3, 5)}
+_HIGHRES_WIDTHS = (1, 256)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "weights"
 _log = logging.getLogger(__name__)
 
@@ -92,7 +107,7 @@ class ModelCard:
                 f"model card {self.name!r}: format_version {self.format_version!r} is newer than "
                 f"this napari-cardioseg understands ({FORMAT_VERSION}); update the plugin"
             )
-        nets.architecture(self.spec)
+        _check_spec(self.spec, self.name)
         names = self.class_names
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise CardiosegError(f"model card {self.name!r}: class_names must be a list of strings")
@@ -101,10 +116,14 @@ class ModelCard:
                 f"model card {self.name!r}: class_names {names} must start with 'background' and "
                 f"have spec['classes'] = {self.spec['classes']} entries"
             )
-        check_normalization(self.normalization)
+        try:
+            check_normalization(self.normalization)
+        except CardiosegError as exc:
+            raise CardiosegError(f"model card {self.name!r}: {exc}") from exc
         if self.pixel_size is not None:
             ok = isinstance(self.pixel_size, list) and len(self.pixel_size) in (2, 3) and all(
-                isinstance(v, (int, float)) and v > 0 for v in self.pixel_size)
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and v > 0 for v in self.pixel_size)
             if not ok:
                 raise CardiosegError(
                     f"model card {self.name!r}: pixel_size must be null or 2-3 positive "
@@ -122,6 +141,12 @@ class ModelCard:
         for key in ("training", "metrics"):
             if not isinstance(getattr(self, key), dict):
                 raise CardiosegError(f"model card {self.name!r}: {key!r} must be a JSON object")
+        for key in ("description", "license", "created", "weights_sha256"):
+            if not isinstance(getattr(self, key), str):
+                raise CardiosegError(f"model card {self.name!r}: {key!r} must be a string")
+        if self.weights_sha256 and not _SHA256.fullmatch(self.weights_sha256):
+            raise CardiosegError(f"model card {self.name!r}: weights_sha256 must be 64 lowercase "
+                                 f"hex digits, got {self.weights_sha256!r}")
 
     def receptive_field_px(self) -> tuple[int, ...]:
         """The stored receptive field, or the one computed from the spec for older cards."""
@@ -155,6 +180,34 @@ class ModelCard:
         return cls(**data)
 
 
+def _check_spec(spec: Any, name: str) -> None:
+    """Validate an architecture spec fully, sizes included, without building anything."""
+    try:
+        nets.architecture(spec)
+    except CardiosegError as exc:
+        raise CardiosegError(f"model card {name!r}: {exc}") from exc
+
+    def integer(key: str, low: int, high: int, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise CardiosegError(f"model card {name!r}: spec {key!r} must be an integer in "
+                                 f"{low}..{high}, got {value!r}")
+
+    integer("classes", 2, MAX_CLASSES, spec["classes"])
+    integer("in_channels", 1, MAX_IN_CHANNELS, spec["in_channels"])
+    arch = spec["arch"]
+    bounds = _SMP_BOUNDS if arch in nets.smp2d.SMP_NETS else SPEC_BOUNDS.get(arch, {})
+    for key, (low, high) in bounds.items():
+        if key in spec:
+            integer(key, low, high, spec[key])
+    if arch == "highres3dzm" and "channels" in spec:
+        widths = spec["channels"]
+        if not isinstance(widths, list) or len(widths) != 3:
+            raise CardiosegError(f"model card {name!r}: spec 'channels' must be a list of 3 "
+                                 f"widths, got {widths!r}")
+        for width in widths:
+            integer("channels", *_HIGHRES_WIDTHS, width)
+
+
 @dataclass
 class ModelEntry:
     """One model found by :func:`list_models`."""
@@ -177,6 +230,15 @@ def user_models_dir(create: bool = False) -> Path:
 def _stem(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
+def model_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(STEM.json, STEM.safetensors)`` for ``STEM``, ``STEM.json`` or ``STEM.safetensors``.
+
+    A dot inside the stem is kept (``model.v2`` → ``model.v2.json``).
+    """
+    stem = _stem(path)
+    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
 
 
 def save_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike, *,
@@ -205,21 +267,24 @@ def save_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike,
             value = value.half()
         tensors[key] = value.contiguous().clone()
     payload = st_save(tensors, metadata={"format": "pt", "arch": card.spec["arch"]})
-    card.weights_sha256 = hashlib.sha256(payload).hexdigest()
-    card.created = card.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
-    write_bytes_atomic(stem.with_suffix(".safetensors"), payload)
-    write_bytes_atomic(stem.with_suffix(".json"), card.to_json().encode("utf-8"))
-    return stem.with_suffix(".json")
+    card.weights_sha256 = hashlib.sha256(payload).hexdigest()  # every written card has one
+    card.created = card.created or datetime.now(UTC).isoformat(timespec="seconds")
+    card_path, weights_path = model_files(stem)
+    write_bytes_atomic(weights_path, payload)
+    write_bytes_atomic(card_path, card.to_json().encode("utf-8"))
+    return card_path
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
     """The stem of a model given by name (pretrained, then user) or by path."""
     text = str(name_or_path)
+    if Path(text).name in ("", ".", "..") or not text.strip():
+        raise CardiosegError(f"{text!r} is not a model name or a model file (NAME.json)")
     candidates = [_stem(text)]
     if os.sep not in text and "/" not in text and not text.endswith((".json", ".safetensors")):
         candidates = [PRETRAINED_DIR / text, user_models_dir() / text, *candidates]
     for stem in candidates:
-        if stem.with_suffix(".json").is_file():
+        if model_files(stem)[0].is_file():
             return stem
     names = sorted({e.name for e in list_models()})
     raise CardiosegError(
@@ -230,7 +295,7 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
 
 def read_card(path: str | os.PathLike) -> ModelCard:
     """Read and validate ``STEM.json``."""
-    path = _stem(path).with_suffix(".json")
+    path = model_files(path)[0]
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -239,6 +304,8 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         return ModelCard.from_json(text)
     except CardiosegError as exc:
         raise CardiosegError(f"{path}: {exc}") from exc
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CardiosegError(f"{path}: invalid model card ({type(exc).__name__}: {exc})") from exc
 
 
 def load_model(name_or_path: str | os.PathLike,
@@ -255,12 +322,17 @@ def load_model(name_or_path: str | os.PathLike,
 
     stem = _resolve(name_or_path)
     card = read_card(stem)
-    weights = stem.with_suffix(".safetensors")
+    card_path, weights = model_files(stem)
     try:
         payload = weights.read_bytes()
     except OSError as exc:
         raise CardiosegError(f"{weights}: cannot read the weights ({exc.strerror or exc})") from exc
-    if card.weights_sha256 and hashlib.sha256(payload).hexdigest() != card.weights_sha256:
+    if not card.weights_sha256:
+        message = (f"{card_path}: the card has no weights_sha256, so its weights "
+                   "cannot be checked for changes; re-save the model to record one")
+        _log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=2)
+    elif hashlib.sha256(payload).hexdigest() != card.weights_sha256:
         raise CardiosegError(
             f"{weights}: the weights do not match their card (changed or replaced after saving)"
         )
@@ -280,23 +352,39 @@ def load_model(name_or_path: str | os.PathLike,
     return model.to(device), card
 
 
-def list_models() -> list[ModelEntry]:
-    """Pretrained models (package ``weights/``) then user models, sorted by name.
-
-    Cards that fail validation or lack their weights are left out (and logged).
-    """
-    entries = []
+def _scan_models() -> tuple[list[ModelEntry], list[tuple[Path, str]]]:
+    """Valid models and ``(card path, reason)`` for every broken card."""
+    entries, broken = [], []
     for source, folder in (("pretrained", PRETRAINED_DIR), ("user", user_models_dir())):
-        if not folder.is_dir():
+        try:
+            cards = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        except OSError as exc:
+            broken.append((folder, f"cannot list the folder ({exc.strerror or exc})"))
             continue
-        for card_path in sorted(folder.glob("*.json")):
+        for card_path in cards:
             if not card_path.with_suffix(".safetensors").is_file():
-                _log.info("skipping %s: no weights file", card_path)
+                broken.append((card_path, "no weights file (NAME.safetensors) beside the card"))
                 continue
             try:
                 card = read_card(card_path)
             except CardiosegError as exc:
-                _log.info("skipping %s", exc)
+                broken.append((card_path, str(exc).removeprefix(f"{card_path}: ")))
                 continue
             entries.append(ModelEntry(card_path.stem, card_path, source, card))
+    return entries, broken
+
+
+def list_models() -> list[ModelEntry]:
+    """Pretrained models (package ``weights/``) then user models, sorted by name.
+
+    Cards that fail validation or lack their weights are left out (see :func:`broken_models`).
+    """
+    entries, broken = _scan_models()
+    for path, reason in broken:
+        _log.info("skipping %s: %s", path, reason)
     return entries
+
+
+def broken_models() -> list[tuple[Path, str]]:
+    """``(card path, reason)`` for every card that cannot be used (invalid, or no weights)."""
+    return _scan_models()[1]

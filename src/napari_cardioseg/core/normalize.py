@@ -16,6 +16,25 @@ from .errors import CardiosegError
 
 METHODS = ("percentile", "minmax", "zscore", "fixed")
 MAX_SAMPLES = 1 << 22  # values looked at when fitting (strided subsample of bigger images)
+_LIMIT = 2.0 ** 500  # beyond this (or below its inverse), statistics use values scaled by 2**k
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _power_of_two_scale(magnitude: float) -> float:
+    """1 for ordinary magnitudes, else a power of two near ``magnitude`` (exact to divide by).
+
+    Huge values overflow in differences and squares, tiny ones underflow in squares.
+    """
+    if not math.isfinite(magnitude) or magnitude == 0 or 1.0 / _LIMIT <= magnitude <= _LIMIT:
+        return 1.0
+    return math.ldexp(1.0, math.frexp(magnitude)[1] - 1)
+
+
+def _finite_number(norm: dict, key: str, default: float | None = None) -> float:
+    value = norm.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CardiosegError(f"normalisation {key!r} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _sample(image: Any) -> np.ndarray:
@@ -39,12 +58,12 @@ def check_normalization(norm: dict) -> str:
             f"normalisation method must be one of {', '.join(METHODS)}, got {method!r}"
         )
     if method == "percentile":
-        low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
+        low, high = _finite_number(norm, "low", 1.0), _finite_number(norm, "high", 99.8)
         if not 0.0 <= low < high <= 100.0:
             raise CardiosegError(f"percentiles need 0 <= low < high <= 100, got {low}, {high}")
     if method == "fixed":
-        low, high = norm.get("min"), norm.get("max")
-        if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low < high):
+        low, high = _finite_number(norm, "min"), _finite_number(norm, "max")
+        if not low < high:
             raise CardiosegError(f"fixed normalisation needs numbers min < max, got {low}, {high}")
     return method
 
@@ -72,33 +91,53 @@ def fit_normalization(image: Any, norm: dict) -> dict:
         return {"method": "fixed", "min": float(norm["min"]), "max": float(norm["max"]),
                 "fitted_from": "fixed"}
     values = _sample(image)
+    # values near the float64 limits (±1.8e308, 1e-308) overflow or underflow in differences
+    # and squares: compute the statistics on values divided by a power of two (exact) and scale
+    # the results back
+    s = _power_of_two_scale(float(np.abs(values).max()))
+    if s != 1.0:
+        values = values / s
     if method == "zscore":
-        return {"method": "zscore", "mean": float(values.mean()), "std": float(values.std()),
-                "fitted_from": "zscore"}
+        return {"method": "zscore", "mean": float(values.mean()) * s,
+                "std": float(values.std()) * s, "fitted_from": "zscore"}
     if method == "minmax":
         low, high = float(values.min()), float(values.max())
     else:
         low, high = (float(v) for v in np.percentile(
             values, [float(norm.get("low", 1.0)), float(norm.get("high", 99.8))]))
-    return {"method": "fixed", "min": low, "max": high, "fitted_from": method}
+    return {"method": "fixed", "min": low * s, "max": high * s, "fitted_from": method}
 
 
 def apply_normalization(array: Any, fitted: dict) -> np.ndarray:
     """Normalise ``array`` with numbers from :func:`fit_normalization` (float32; NaN/inf → 0).
 
     ``fixed`` maps ``[min, max]`` to ``[0, 1]`` (no clipping); ``zscore`` gives zero mean and unit
-    standard deviation. A constant image (zero range or deviation) is only shifted.
+    standard deviation. A constant image (zero range or deviation) is only shifted. The arithmetic
+    is float64 (divided by a power of two for values near its limit), so images at any finite
+    magnitude give the same result as the same image scaled down; results beyond the float32
+    range saturate at its limits.
     """
     method = fitted.get("method") if isinstance(fitted, dict) else None
     if method == "fixed":
-        offset, scale = fitted["min"], fitted["max"] - fitted["min"]
+        low, high = fitted["min"], fitted["max"]
+        s = _power_of_two_scale(max(abs(low), abs(high)))
+        offset, spread = low / s, high / s - low / s
     elif method == "zscore":
-        offset, scale = fitted["mean"], fitted["std"]
+        s = _power_of_two_scale(max(abs(fitted["mean"]), fitted["std"]))
+        offset, spread = fitted["mean"] / s, fitted["std"] / s
     else:
         raise CardiosegError(f"not a fitted normalisation: {fitted!r} (use fit_normalization)")
-    scale = scale if scale > 0 else 1.0
-    out = np.asarray(array, dtype=np.float32) - np.float32(offset)
-    out *= np.float32(1.0 / scale)
-    if not np.isfinite(out).all():
-        out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    spread = spread if spread > 0 else 1.0 / s
+    source = np.asarray(array)
+    out = source.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if s != 1.0:
+            out /= s
+        out -= offset
+        out /= spread
+    bad = ~np.isfinite(source) if source.dtype.kind == "f" else None
+    np.clip(out, -_F32_MAX, _F32_MAX, out=out)
+    out = out.astype(np.float32)
+    if bad is not None and bad.any():
+        out[bad] = 0.0
     return out

@@ -15,6 +15,10 @@ import numpy as np
 from .errors import CardiosegError
 from .validate import as_grey
 
+# a model has at most this many classes (background included): predicted labels are uint8, and
+# one stray scribble value must not ask for a head of millions of outputs
+MAX_CLASSES = 256
+
 
 class ScribbleIndex:
     """Labelled coordinates per scribble value over a list of arrays, cheap to re-read.
@@ -149,6 +153,12 @@ def check_pairs(
             raise CardiosegError(f"image {i + 1} contains NaN or infinite values")
         if np.dtype(scribble.dtype).kind == "i" and scribble.min() < 0:
             raise CardiosegError("scribbles contain negative values; use 0 for unlabelled")
+        top = int(np.max(scribble)) if np.size(scribble) else 0
+        if top > MAX_CLASSES:
+            raise CardiosegError(
+                f"scribbles {i + 1} contain the value {top}, beyond the {MAX_CLASSES} classes a "
+                f"model can hold; use 0 unlabelled, 1 background, 2..{MAX_CLASSES} classes"
+            )
         checked.append(image)
     return checked, list(scribbles)
 
@@ -166,6 +176,18 @@ def check_classes(counts: dict[int, int], n_classes: int, transfer_hint: bool) -
             f"only one class is painted ({what}); paint background (1) and at least one class (2..)"
         )
     top = max(counts)
+    if top > MAX_CLASSES or n_classes > MAX_CLASSES:
+        raise CardiosegError(
+            f"scribble label {max(top, n_classes)} asks for more than the {MAX_CLASSES} classes a "
+            "model can hold"
+        )
+    missing = sorted(set(range(2, top + 1)) - set(counts))
+    if not transfer_hint and top == n_classes and missing:
+        raise CardiosegError(
+            f"scribble labels skip {', '.join(map(str, missing[:5]))}"
+            f"{' ...' if len(missing) > 5 else ''}: classes must be consecutive (1 background, "
+            f"2, 3, ...); relabel them, or a class that is never painted is never learned"
+        )
     if top > n_classes:
         hint = " or ask for more classes (transfer learning)" if transfer_hint else ""
         raise CardiosegError(

@@ -1,0 +1,62 @@
+"""``argparse`` value checks shared by the subcommands: bad values stop at parsing, in one line.
+
+Each function is an ``argparse`` ``type=``: it converts the text or raises
+:class:`argparse.ArgumentTypeError`, which argparse prints after the usage line (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+MAX_SEED = 2**32 - 1  # NumPy and PyTorch both accept seeds in 0..2**32-1
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds > 0 (``nan``, ``inf`` and ``0`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"needs a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A whole number in ``0..2**32-1``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"needs a whole number in 0..{MAX_SEED}, got {value}")
+    return value
+
+
+def model_name(text: str) -> str:
+    """A model name or a model file path: not empty, not a folder."""
+    if not text.strip() or Path(text).name in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a model: give a model name (see 'cardioseg models') or NAME.json"
+        )
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a model name or NAME.json")
+    return text
+
+
+def pixel_size(text: str) -> float:
+    """One pixel size in µm, finite and within the plausible range the readers accept."""
+    from ..core.io import PIXEL_SIZE_RANGE
+
+    low, high = PIXEL_SIZE_RANGE
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pixel size in µm") from None
+    if not (math.isfinite(value) and low <= value <= high):
+        raise argparse.ArgumentTypeError(
+            f"a pixel size must be a number in {low:g}..{high:g} µm, got {text!r}"
+        )
+    return value

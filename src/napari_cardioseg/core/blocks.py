@@ -1,0 +1,235 @@
+"""Out-of-core prediction: cut a volume into blocks, predict each with a halo, write labels.
+
+Each block's *core* is a cell of a regular grid; the net sees the core plus a *halo* on every
+side (clipped at the volume's border) as one tile, and only the core is kept. When the halo is at
+least the net's receptive-field radius and block and halo are multiples of the net's stride (so
+pooling windows line up with those of the whole volume), every kept voxel sees exactly the input
+it would see in a single pass over the whole volume: the result does not depend on the block
+size. Normalisation numbers are fitted once on a bounded strided subsample of the whole volume
+(:func:`normalize.fit_normalization`) and reused for every block.
+
+Only one haloed block (and its probabilities) is in memory at a time; the input is any
+array-like that can be sliced (zarr, dask, memmap), the outputs any writable array-like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Collection, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import CardiosegError
+from .models import ModelCard
+from .nets import size_multiple, spec_ndim
+from .normalize import fit_normalization
+from .predict import predict_probabilities, probabilities_to_labels
+from .progress import Progress
+from .validate import as_grey
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a plan: grid ``index``, the ``core`` it writes, the haloed ``region`` it reads."""
+
+    index: tuple[int, ...]
+    core: tuple[slice, ...]
+    region: tuple[slice, ...]
+
+    @property
+    def inner(self) -> tuple[slice, ...]:
+        """The core in the coordinates of the region."""
+        return tuple(slice(c.start - r.start, c.stop - r.start)
+                     for c, r in zip(self.core, self.region, strict=True))
+
+
+def _per_axis(value: int | Sequence[int], ndim: int, what: str, low: int) -> tuple[int, ...]:
+    values = (int(value),) * ndim if isinstance(value, (int, np.integer)) else tuple(
+        int(v) for v in value)
+    if len(values) != ndim or any(v < low for v in values):
+        raise CardiosegError(f"{what} must be one or {ndim} integers >= {low}, got {value}")
+    return values
+
+
+def plan_blocks(shape: Sequence[int], block: int | Sequence[int],
+                halo: int | Sequence[int] = 0) -> list[Block]:
+    """Blocks of at most ``block`` voxels per axis covering ``shape``, each with ``halo``."""
+    shape = tuple(int(n) for n in shape)
+    block = _per_axis(block, len(shape), "block", 1)
+    halo = _per_axis(halo, len(shape), "halo", 0)
+    counts = [math.ceil(n / b) for n, b in zip(shape, block, strict=True)]
+    plan = []
+    for index in itertools.product(*(range(c) for c in counts)):
+        core = tuple(slice(i * b, min((i + 1) * b, n))
+                     for i, b, n in zip(index, block, shape, strict=True))
+        region = tuple(slice(max(0, c.start - h), min(n, c.stop + h))
+                       for c, h, n in zip(core, halo, shape, strict=True))
+        plan.append(Block(tuple(index), core, region))
+    return plan
+
+
+def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
+                   halo: int | Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Block and halo per axis of a ``shape`` volume, rounded up to multiples of the net's stride.
+
+    ``block`` and ``halo`` are given for the net's axes (``YX`` or ``ZYX``); a 2D net on a
+    ``ZYX`` stack gets blocks of whole slices along Z (as many as make about 4 Mvoxel) and no Z
+    halo, since slices are predicted independently.
+    """
+    ndim = spec_ndim(spec)
+    if ndim == 3 and len(shape) == 2:
+        raise CardiosegError("a 3D model needs a ZYX stack, got a 2D image")
+    multiple = size_multiple(spec)
+    block = _per_axis(block, ndim, "block", 1)
+    halo = _per_axis(halo, ndim, "halo", 0)
+    block = tuple(math.ceil(b / multiple) * multiple for b in block)
+    halo = tuple(math.ceil(h / multiple) * multiple for h in halo)
+    if len(shape) > ndim:
+        slices = max(1, min(int(shape[0]), (1 << 22) // math.prod(block)))
+        return (slices, *block), (0, *halo)
+    return block, halo
+
+
+def fixed_normalization_card(card: ModelCard, volume: Any) -> ModelCard:
+    """A copy of ``card`` whose normalisation is the numbers fitted once on ``volume``.
+
+    A ``zscore`` fit becomes the equivalent ``fixed`` range ``[mean, mean + std]``.
+    """
+    fitted = fit_normalization(volume, card.normalization)
+    if fitted["method"] == "zscore":
+        low, span = fitted["mean"], fitted["std"]
+    else:
+        low, span = fitted["min"], fitted["max"] - fitted["min"]
+    span = span if span > 0 else 1.0  # a constant image is only shifted, as apply_normalization does
+    norm = {"method": "fixed", "min": low, "max": low + span}
+    return dataclasses.replace(card, normalization=norm)
+
+
+def predict_blocks(
+    volume: Any,
+    model: torch.nn.Module,
+    card: ModelCard,
+    labels: Any,
+    *,
+    block: int | Sequence[int],
+    halo: int | Sequence[int],
+    batch: int = 4,
+    device: str | torch.device = "auto",
+    probabilities: Any = None,
+    encode: Callable[[np.ndarray], np.ndarray] | None = None,
+    skip: Collection[tuple[int, ...]] = (),
+    on_block_done: Callable[[tuple[int, ...]], None] | None = None,
+    flips: bool = False,
+) -> Generator[Progress, None, int]:
+    """Predict ``volume`` block by block into ``labels`` (and ``probabilities``), yielding progress.
+
+    Parameters
+    ----------
+    volume : array-like
+        ``YX`` or ``ZYX`` greyscale volume, read one haloed block at a time.
+    model, card : torch.nn.Module, ModelCard
+        The model; its normalisation is fitted once on a subsample of ``volume``.
+    labels : array-like
+        Writable uint8 array of ``volume``'s shape (e.g. a zarr array): argmax per voxel.
+    block, halo : int or sequence of int
+        Core size and halo per net axis (see :func:`block_geometry`); the halo should be at least
+        the net's receptive-field radius for the result not to depend on ``block``.
+    batch : int
+        Slices per forward pass for a 2D net on a stack.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    probabilities : array-like, optional
+        Writable ``(C - 1, *volume.shape)`` array for the foreground classes' probabilities.
+    encode : callable, optional
+        Maps float32 probabilities to the dtype of ``probabilities`` (default: cast).
+    skip : collection of tuple
+        Block indices already written (resuming); they are neither read nor predicted.
+    on_block_done : callable, optional
+        Called with a block's index after its outputs are written (e.g. to leave a marker).
+    flips : bool
+        Test-time augmentation (see :func:`predict.predict_generator`).
+
+    Returns
+    -------
+    int
+        Blocks predicted in this call (not counting skipped ones).
+    """
+    volume = as_grey(volume)
+    if tuple(labels.shape) != tuple(volume.shape):
+        raise CardiosegError(f"labels output has shape {tuple(labels.shape)}, "
+                             f"expected {tuple(volume.shape)}")
+    classes = card.spec["classes"]
+    if probabilities is not None and tuple(probabilities.shape) != (classes - 1, *volume.shape):
+        raise CardiosegError(f"probabilities output has shape {tuple(probabilities.shape)}, "
+                             f"expected {(classes - 1, *volume.shape)}")
+    block, halo = block_geometry(card.spec, volume.shape, block, halo)
+    plan = plan_blocks(volume.shape, block, halo)
+    skip = set(skip)
+    done = sum(b.index in skip for b in plan)
+    yield Progress(done, len(plan), "predict", "fitting the normalisation")
+    card = fixed_normalization_card(card, volume)
+    ndim = spec_ndim(card.spec)
+    predicted = 0
+    for b in plan:
+        if b.index in skip:
+            continue
+        region = np.asarray(volume[b.region])
+        prob = predict_probabilities(region, model, card, tile=region.shape[-ndim:], overlap=0.0,
+                                     batch=batch, device=device, flips=flips)
+        prob = prob[(slice(None), *b.inner)]
+        labels[b.core] = probabilities_to_labels(prob)
+        if probabilities is not None:
+            fg = prob[1:]
+            probabilities[(slice(None), *b.core)] = encode(fg) if encode else fg
+        if on_block_done is not None:
+            on_block_done(b.index)
+        done += 1
+        predicted += 1
+        yield Progress(done, len(plan), "predict", f"block {'.'.join(map(str, b.index))}")
+    return predicted
+
+
+def measure_halo(model: torch.nn.Module, spec: dict, *, limit: int = 128, probes: int = 2,
+                 seed: int = 0) -> int:
+    """Receptive-field radius of ``model`` in pixels, measured by back-propagation.
+
+    The gradient of the summed logits of one stride-sized patch at the centre of a random input
+    is non-zero exactly where the input influences that patch (union over ``probes`` random
+    inputs, so dead ReLUs do not hide part of it). Returns the larger per-side extent beyond the
+    patch over all axes; ``limit`` if the influence reaches the probe's border.
+    """
+    ndim = spec_ndim(spec)
+    multiple = size_multiple(spec)
+    size = math.ceil((2 * limit + multiple) / multiple) * multiple
+    start = (size // 2) // multiple * multiple
+    patch = (slice(None), slice(None), *(slice(start, start + multiple),) * ndim)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    seen = torch.zeros((size,) * ndim, dtype=torch.bool)
+    try:
+        with torch.enable_grad():
+            for _ in range(probes):
+                x = torch.randn((1, int(spec["in_channels"]), *(size,) * ndim),
+                                generator=generator, requires_grad=True)
+                model(x)[patch].sum().backward()
+                seen |= (x.grad != 0).any(dim=1)[0]
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    radius = 0
+    for axis in range(ndim):
+        others = tuple(a for a in range(ndim) if a != axis)
+        hit = torch.nonzero(seen.any(dim=others) if others else seen).flatten()
+        if hit.numel() == 0:
+            continue
+        low, high = int(hit.min()), int(hit.max())
+        if low == 0 or high == size - 1:
+            return limit
+        radius = max(radius, start - low, high - (start + multiple - 1))
+    return radius

@@ -1,0 +1,188 @@
+"""Streaming prediction of a file into OME-Zarr: lazy input, blockwise prediction, resumable.
+
+:func:`predict_to_zarr` is what ``cardioseg predict IN -o OUT.zarr`` runs: the input (TIFF via
+tifffile's Zarr view, or OME-Zarr) is read one haloed block at a time, labels (and optionally
+foreground probabilities) are written block by block, and the stores are marked complete only at
+the end. Rerunning the same command after an interruption continues from the finished blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Generator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import zarr
+
+from . import zarr_io
+from .blocks import block_geometry, measure_halo, predict_blocks
+from .errors import CardiosegError
+from .io import _imagej_pixel_size, _ome_pixel_size
+from .models import load_model
+from .nets import spec_ndim
+from .predict import AUTO_TILE
+from .progress import Progress
+
+RUN_FORMAT = 1  # bump when the way blocks are computed changes (old partial runs restart)
+PROBE_LIMIT = {2: 256, 3: 32}  # largest receptive-field radius measured when none is given
+
+
+def _spatial(array: Any, axes: str, what: str) -> Any:
+    """``array`` with singleton non-spatial axes dropped (lazily, through dask if needed)."""
+    extra = [i for i, a in enumerate(axes) if a not in "ZYX"]
+    for i in extra:
+        if array.shape[i] != 1:
+            raise CardiosegError(f"{what}: axis {axes[i]!r} has {array.shape[i]} entries; "
+                                 "save a single channel and time point")
+    if not extra:
+        return array
+    import dask.array as da
+
+    lazy = da.from_zarr(array) if isinstance(array, zarr.Array) else da.asarray(array)
+    return lazy[tuple(0 if a not in "ZYX" else slice(None) for a in axes)]
+
+
+@contextlib.contextmanager
+def open_lazy(path: str | os.PathLike) -> Iterator[tuple[Any, tuple[float, ...], bool]]:
+    """Open a TIFF or OME-Zarr image lazily: ``(array, pixel size µm, calibrated)``.
+
+    The array is a zarr (or dask) array whose blocks are read only when sliced.
+    """
+    path = Path(path)
+    if zarr_io.is_zarr_path(path):
+        store = zarr_io.read_ome_zarr(path)
+        if store.complete is False:
+            raise CardiosegError(f"{path}: the store is incomplete (an interrupted run)")
+        yield _spatial(store.data, store.axes, str(path)), store.scale, store.calibrated
+        return
+    if not path.is_file():
+        raise CardiosegError(f"{path}: no such file")
+    try:
+        tif = tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        raise CardiosegError(f"{path}: not a readable TIFF ({exc})") from exc
+    with tif:
+        if not tif.series:
+            raise CardiosegError(f"{path}: the TIFF holds no image")
+        series = tif.series[0]
+        axes = series.axes.replace("Q", "Z").replace("I", "Z")
+        if axes.count("Z") > 1 or any(a not in "TCSZYX" for a in axes):
+            raise CardiosegError(f"{path}: cannot read axes {series.axes!r} as a 2D or 3D stack")
+        sizes = (_ome_pixel_size(tif.ome_metadata) if tif.is_ome and tif.ome_metadata
+                 else _imagej_pixel_size(tif) if tif.is_imagej else {})
+        with series.aszarr() as store:
+            array = _spatial(zarr.open(store, mode="r"), axes, str(path))
+            spatial = "".join(a for a in axes if a in "ZYX")
+            x = sizes.get("X", sizes.get("Y", 1.0))
+            scale = {"Z": sizes.get("Z", x), "Y": sizes.get("Y", x), "X": x}
+            yield array, tuple(float(scale[a]) for a in spatial), "X" in sizes or "Y" in sizes
+
+
+def _per_axis(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    return (int(value),) * ndim if isinstance(value, (int, np.integer)) else tuple(
+        int(v) for v in value)
+
+
+def predict_to_zarr(
+    input_path: str | os.PathLike,
+    model_name: str,
+    out_path: str | os.PathLike,
+    *,
+    tile: int | None = None,
+    overlap: float = 0.25,
+    batch: int = 4,
+    device: str = "auto",
+    resume: bool = True,
+    prob_path: str | os.PathLike | None = None,
+    prob_dtype: str = "uint8",
+    halo: int | Sequence[int] | None = None,
+    flips: bool = False,
+) -> Generator[Progress, None, Path]:
+    """Predict ``input_path`` block by block into an OME-Zarr labels store, yielding progress.
+
+    Parameters
+    ----------
+    input_path : path-like
+        Greyscale TIFF / OME-TIFF / ImageJ or OME-Zarr (``YX`` or ``ZYX``), read lazily.
+    model_name : str
+        Pretrained or user model, or a path to its card (see :func:`models.load_model`).
+    out_path : path-like
+        Labels store (``.zarr``): uint8, chunked by block, with downsampled levels.
+    tile : int, optional
+        Block edge in pixels per net axis (the part of each forward pass that is kept); default
+        512 for 2D nets, 96 for 3D nets. Each forward pass adds the halo on every side.
+    overlap : float
+        Minimum overlap between neighbouring forward passes as a fraction of ``tile``; the halo
+        is at least ``overlap * tile / 2`` and at least the receptive-field radius.
+    batch, device, flips
+        As in :func:`predict.predict_generator`.
+    resume : bool
+        Continue an interrupted run of the same command from its finished blocks (else start
+        afresh).
+    prob_path : path-like, optional
+        Store (``.zarr``) for the foreground classes' probabilities, ``CZYX``/``CYX``.
+    prob_dtype : str
+        ``uint8`` (0-255) or ``float16``.
+    halo : int or sequence of int, optional
+        Receptive-field radius per net axis; measured from the model when omitted.
+
+    Returns
+    -------
+    Path
+        The labels store, complete.
+    """
+    out_path = Path(out_path)
+    if not zarr_io.is_zarr_path(out_path):
+        raise CardiosegError(f"{out_path}: the output must end in .zarr")
+    if prob_path is not None and not zarr_io.is_zarr_path(prob_path):
+        raise CardiosegError(f"{prob_path}: with a .zarr output, probabilities go to a .zarr too")
+    if not 0.0 <= float(overlap) <= 0.5:
+        raise CardiosegError(f"overlap must be between 0 and 0.5, got {overlap}")
+    encoding = zarr_io.probabilities_dtype(prob_dtype)
+    model, card = load_model(model_name)
+    ndim = spec_ndim(card.spec)
+    with open_lazy(input_path) as (volume, scale, _calibrated):
+        edge = _per_axis(tile if tile is not None else AUTO_TILE[ndim], ndim)
+        if halo is None:
+            halo = measure_halo(model, card.spec, limit=PROBE_LIMIT[ndim])
+        least = tuple(math.ceil(float(overlap) * t / 2) for t in edge)
+        halo = tuple(max(h, m) for h, m in zip(_per_axis(halo, ndim), least, strict=True))
+        block, full_halo = block_geometry(card.spec, volume.shape, edge, halo)
+        run = {"format": RUN_FORMAT, "input": str(Path(input_path).resolve()),
+               "shape": list(volume.shape), "model": card.name, "weights": card.weights_sha256,
+               "block": list(block), "halo": list(full_halo), "flips": bool(flips),
+               "prob": str(prob_path) if prob_path else None, "prob_dtype": prob_dtype}
+        stores = [(out_path, np.uint8, tuple(volume.shape), block, True)]
+        if prob_path is not None:
+            stores.append((Path(prob_path), encoding, (card.spec["classes"] - 1, *volume.shape),
+                           (1, *block), False))
+        groups = [zarr_io.open_incomplete(p, run) if resume else None for p, *_ in stores]
+        if any(g is None for g in groups):
+            groups = [zarr_io.create_ome_zarr(p, shape, dtype, scale, chunks=chunks, labels=lab,
+                                              axes=("C" if not lab else "") + "ZYX"[-volume.ndim:],
+                                              name=card.name, run=run)
+                      for p, dtype, shape, chunks, lab in stores]
+        skip = zarr_io.done_blocks(out_path)
+        level_total = sum(zarr_io.level_chunk_count(g) for g in groups)
+        steps = predict_blocks(
+            volume, model, card, groups[0]["0"], block=block[-ndim:], halo=full_halo[-ndim:],
+            batch=batch, device=device, flips=flips,
+            probabilities=groups[1]["0"] if len(groups) > 1 else None,
+            encode=lambda p: zarr_io.encode_probabilities(p, encoding), skip=skip,
+            on_block_done=lambda index: zarr_io.mark_block_done(out_path, index))
+        blocks = 0
+        for p in steps:
+            blocks = p.total
+            yield Progress(p.done, p.total + level_total, p.stage, p.message)
+        done = blocks
+        for group in groups[::-1]:  # the labels store is marked complete last
+            for p in zarr_io.build_levels(group):
+                yield Progress(done + p.done, blocks + level_total, p.stage, p.message)
+            done += zarr_io.level_chunk_count(group)
+            zarr_io.mark_complete(group)
+    return out_path

@@ -1,0 +1,114 @@
+"""``cardioseg predict IN -o OUT.zarr``: streaming into OME-Zarr, equal to one pass, resumable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cardioseg.cli import main
+from napari_cardioseg.core import models, nets, zarr_io
+from napari_cardioseg.core.blocks import fixed_normalization_card
+from napari_cardioseg.core.errors import CardiosegError
+from napari_cardioseg.core.io import write_tiff
+from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
+from napari_cardioseg.core.progress import drain
+from napari_cardioseg.core.run import open_lazy, predict_to_zarr
+
+SCALE = (0.03, 0.005, 0.004)
+
+
+@pytest.fixture
+def user_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path / "home"))
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 3, "depth": 2, "base": 4}
+    torch.manual_seed(0)
+    model = nets.build_model(spec).eval()
+    with torch.no_grad():  # a head whose labels vary (see test_blocks.tiny)
+        model.head.weight.normal_(0.0, 1.0)
+        model.head.bias.zero_()
+        logits = model(torch.randn(1, 1, 64, 64))
+        margins = (logits - logits[:, :1]).transpose(0, 1).reshape(3, -1)
+        model.head.bias -= margins.median(dim=1).values
+    card = models.ModelCard("tiny", spec, ["background", "mito", "lyso"], {"method": "zscore"},
+                            [0.005, 0.005])
+    models.save_model(model, card, models.user_models_dir(create=True) / "tiny")
+    return models.load_model("tiny")
+
+
+@pytest.fixture
+def stack(tmp_path, rng):
+    data = rng.integers(0, 255, (3, 70, 90)).astype(np.uint8)
+    write_tiff(tmp_path / "in.tif", data, SCALE)
+    return data
+
+
+def whole(data, model, card):
+    prob = predict_probabilities(data, model, fixed_normalization_card(card, data), tile=4096,
+                                 device="cpu")
+    return prob, probabilities_to_labels(prob)
+
+
+def test_cli_streams_into_ome_zarr(tmp_path, stack, user_model, capsys):
+    model, card = user_model
+    out, prob_out = tmp_path / "labels.ome.zarr", tmp_path / "prob.zarr"
+    assert main(["predict", str(tmp_path / "in.tif"), "--model", "tiny", "-o", str(out),
+                 "--prob", str(prob_out), "--tile", "32", "--device", "cpu"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    labels = zarr_io.read_ome_zarr(out)
+    assert labels.complete is True and labels.scale == pytest.approx(SCALE)
+    assert labels.data.chunks == (3, 32, 32) and labels.data.dtype == np.uint8
+    prob, expected = whole(stack, model, card)
+    np.testing.assert_array_equal(labels.data[...], expected)
+    assert np.sort(np.bincount(expected.ravel()))[-2] > 0.05 * expected.size  # not one class
+    probs = zarr_io.read_ome_zarr(prob_out)
+    assert probs.axes == "CZYX" and probs.data.dtype == np.uint8 and probs.complete is True
+    assert np.abs(probs.data[...] / 255.0 - prob[1:]).max() <= 0.5 / 255 + 1e-6
+    # another block size gives the same labels (the halo covers the receptive field)
+    assert main(["predict", str(tmp_path / "in.tif"), "--model", "tiny", "-o",
+                 str(tmp_path / "big.zarr"), "--tile", "64", "--device", "cpu"]) == 0
+    np.testing.assert_array_equal(zarr_io.read_ome_zarr(tmp_path / "big.zarr").data[...], expected)
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, stack, user_model):
+    out = tmp_path / "o.zarr"
+    steps = predict_to_zarr(tmp_path / "in.tif", "tiny", out, tile=32, device="cpu", halo=24)
+    for _ in range(4):  # the normalisation fit and three of nine blocks
+        next(steps)
+    steps.close()
+    assert zarr_io.read_ome_zarr(out).complete is False
+    assert len(zarr_io.done_blocks(out)) == 3
+    with pytest.raises(CardiosegError, match="incomplete"), open_lazy(out):
+        pass
+    steps = predict_to_zarr(tmp_path / "in.tif", "tiny", out, tile=32, device="cpu", halo=24)
+    first = next(steps)
+    assert first.done == 3 and first.total == 9 + 0  # nine blocks, no downsampled levels
+    assert drain(steps) == out
+    again = drain(predict_to_zarr(tmp_path / "in.tif", "tiny", tmp_path / "fresh.zarr", tile=32,
+                                  device="cpu", halo=24, resume=False))
+    np.testing.assert_array_equal(zarr_io.read_ome_zarr(out).data[...],
+                                  zarr_io.read_ome_zarr(again).data[...])
+    assert zarr_io.read_ome_zarr(out).complete is True
+    # a different command does not reuse the finished blocks
+    steps = predict_to_zarr(tmp_path / "in.tif", "tiny", out, tile=64, device="cpu", halo=24)
+    assert next(steps).done == 0
+    steps.close()
+
+
+def test_ome_zarr_input_with_a_singleton_channel(tmp_path, stack, user_model):
+    model, card = user_model
+    zarr_io.write_ome_zarr(tmp_path / "in.zarr", stack[None], SCALE, axes="CZYX", labels=False)
+    with open_lazy(tmp_path / "in.zarr") as (volume, scale, calibrated):
+        assert volume.shape == stack.shape and scale == pytest.approx(SCALE) and calibrated
+    out = drain(predict_to_zarr(tmp_path / "in.zarr", "tiny", tmp_path / "o.zarr", tile=48,
+                                device="cpu"))
+    np.testing.assert_array_equal(zarr_io.read_ome_zarr(out).data[...],
+                                  whole(stack, model, card)[1])
+
+
+def test_bad_outputs(tmp_path, stack, user_model):
+    with pytest.raises(CardiosegError, match=r"probabilities go to a \.zarr"):
+        drain(predict_to_zarr(tmp_path / "in.tif", "tiny", tmp_path / "o.zarr",
+                              prob_path=tmp_path / "p.tif"))
+    with pytest.raises(CardiosegError, match="no such file"):
+        drain(predict_to_zarr(tmp_path / "missing.tif", "tiny", tmp_path / "o.zarr"))
