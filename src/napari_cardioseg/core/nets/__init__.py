@@ -44,12 +44,13 @@ class Architecture:
 
     Attributes
     ----------
-    builder : str
+    builder : str or callable
         ``"module:function"``: ``function(spec) -> nn.Module`` in the submodule ``module`` of this
         package builds the net with random weights (never downloads); the same submodule
         defines ``encoder(model) -> list of nn.Module`` (what "freeze encoder" freezes) and
         ``replace_head(model, classes)`` (a fresh ``classes``-way output layer, in place). It
-        is imported only when needed.
+        is imported only when needed. Rows added at run time may give the function itself;
+        its module then defines ``encoder`` and ``replace_head``.
     ndim : int
         2 for ``YX`` nets, 3 for ``ZYX`` nets.
     size_multiple : callable
@@ -71,7 +72,7 @@ class Architecture:
         :func:`receptive_field` reports :data:`PROBE_MAX` for it.
     """
 
-    builder: str
+    builder: str | Callable[[dict], nn.Module]
     ndim: int
     size_multiple: Callable[[dict], int]
     description: str
@@ -81,11 +82,15 @@ class Architecture:
     global_context: bool = False
 
     def module(self) -> ModuleType:
-        """The submodule implementing the net (imported now: this imports torch)."""
+        """The module implementing the net (imported now: this imports torch)."""
+        if callable(self.builder):
+            return importlib.import_module(self.builder.__module__)
         return importlib.import_module(f"{__name__}.{self.builder.partition(':')[0]}")
 
     def build(self, spec: dict) -> nn.Module:
         """A net for ``spec`` with random weights."""
+        if callable(self.builder):
+            return self.builder(spec)
         return getattr(self.module(), self.builder.partition(":")[2])(spec)
 
 
@@ -147,7 +152,7 @@ def check_options(spec: dict) -> Architecture:
         for item in value if isinstance(value, list) else [] if value is None else [value]:
             if isinstance(item, bool) or not isinstance(item, int) or not low <= item <= high:
                 raise CardiosegError(f"{spec['arch']}: spec {key!r} must be an integer in "
-                                     f"{low}..{high} (or a list of them), got {value!r}")
+                                     f"{low}..{high}, got {item!r}")
     return arch
 
 
