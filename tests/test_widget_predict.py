@@ -139,12 +139,15 @@ def test_bar_takes_the_new_total_after_an_out_of_memory_retry(viewer, qtbot, hom
     widget_pbar_state = record_activity_bar(widget)
     run_and_wait(widget, qtbot)
     assert count_tiles(image.shape, card.spec, 128, 0.25) == 1  # the total the run started with
-    retried = count_tiles(image.shape, card.spec, 26, 0.25)  # 120 -> 60 -> 26 px tiles
+    # 120 -> 60 -> 30 px tiles, the net's halo cut to the 4 px that fit 30 px tiles
+    retried = count_tiles(image.shape, card.spec, 30, 0.25, halo=4)
     assert widget._progress.max == widget._progress.value == retried > 1
     assert widget_pbar_state(widget) == (retried, retried)  # napari's activity bar too
-    assert widget._progress.tooltip == "out of cpu memory: retrying with tiles of 26×26 px"
+    assert widget._progress.tooltip == ("out of cpu memory: retrying with tiles of 30×30 px "
+                                        "and a halo of 4×4 px")
     assert widget._status.value == "done: cells tiny labels"
-    expected = predict_probabilities(image, model, card, tile=26, overlap=0.25, device="cpu")
+    expected = predict_probabilities(image, model, card, tile=30, overlap=0.25, device="cpu",
+                                     halo=4)
     np.testing.assert_array_equal(viewer.layers["cells tiny labels"].data,
                                   probabilities_to_labels(expected))
 

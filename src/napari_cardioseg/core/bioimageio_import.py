@@ -385,6 +385,7 @@ def load_bioimageio(path: str | os.PathLike, weight_format: str | None = None,
         description=str(descr.description), license=str(descr.license or ""),
         training={"source": f"bioimage.io package {p}", "weights": weight_format,
                   "id": str(descr.id or "")},
+        receptive_field=[2 * h + 1 for h in halo],  # the package's halo is all it tells
     )
     drop_in = [a for a in ("batch", "channel") if a not in in_axes]
     drop_out = [a for a in ("batch", "channel") if a not in out_axes]

@@ -32,16 +32,6 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 MAX_IN_CHANNELS = 16
-# bounds on the size options of a spec, checked before any network is built (a card asking for
-# a 40-level U-Net would otherwise allocate gigabytes before the weights are compared with it)
-SPEC_BOUNDS: dict[str, dict[str, tuple[int, int]]] = {
-    "unet2d": {"depth": (1, 6), "base": (1, 128)},
-    "unet3d": {"depth": (1, 5), "base": (1, 64)},
-    "pix2pix": {"depth": (1, 8), "base": (1, 128)},
-    "highres3dzm": {"blocks": (1, 8)},
-}
-_SMP_BOUNDS = {"encoder_depth": (3, 5)}
-_HIGHRES_WIDTHS = (1, 256)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "weights"
 _log = logging.getLogger(__name__)
@@ -195,17 +185,15 @@ def _check_spec(spec: Any, name: str) -> None:
     integer("classes", 2, MAX_CLASSES, spec["classes"])
     integer("in_channels", 1, MAX_IN_CHANNELS, spec["in_channels"])
     arch = spec["arch"]
-    bounds = _SMP_BOUNDS if arch in nets.smp2d.SMP_NETS else SPEC_BOUNDS.get(arch, {})
-    for key, (low, high) in bounds.items():
-        if key in spec:
-            integer(key, low, high, spec[key])
+    try:  # the size options' bounds live in the registry rows (checked before any net is built)
+        nets.check_options(spec)
+    except CardiosegError as exc:
+        raise CardiosegError(f"model card {name!r}: {exc}") from exc
     if arch == "highres3dzm" and "channels" in spec:
         widths = spec["channels"]
         if not isinstance(widths, list) or len(widths) != 3:
             raise CardiosegError(f"model card {name!r}: spec 'channels' must be a list of 3 "
                                  f"widths, got {widths!r}")
-        for width in widths:
-            integer("channels", *_HIGHRES_WIDTHS, width)
 
 
 @dataclass
