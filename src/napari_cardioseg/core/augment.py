@@ -58,7 +58,7 @@ def _coordinates(
     in_shape: Sequence[int], out_shape: Sequence[int], rng: np.random.Generator,
     config: AugmentConfig,
 ) -> np.ndarray:
-    """Sampling coordinates (ndim, *out_shape) of a zoomed and warped centre crop."""
+    """Return the sampling coordinates (ndim, *out_shape) of a zoomed and warped centre crop."""
     zoom = 1.0 + rng.uniform(-config.scale, config.scale)
     grids = np.meshgrid(
         *[(np.arange(o) - (o - 1) / 2) * zoom + (i - 1) / 2

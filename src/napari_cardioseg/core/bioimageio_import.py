@@ -61,7 +61,7 @@ def register() -> None:
 
 
 def is_bioimageio(path: str | os.PathLike) -> bool:
-    """True for a ``.zip`` file, an ``rdf.yaml`` / ``*.bioimageio.yaml`` or a folder holding one."""
+    """Tell whether ``path`` is a ``.zip``, an ``rdf.yaml`` / ``*.bioimageio.yaml`` or a folder with one."""
     p = Path(path)
     if p.is_dir():
         return (p / "rdf.yaml").is_file() or any(p.glob("*bioimageio.yaml"))
@@ -74,7 +74,7 @@ def _unsupported(what: str) -> CardiosegError:
 
 
 def _elementwise(op: Any, where: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A per-pixel function for one processing step (None for dtype steps)."""
+    """Return a per-pixel function for one processing step (None for dtype steps)."""
     kind, kw = op.id, getattr(op, "kwargs", None)
     if kind == "ensure_dtype":
         return None
@@ -105,7 +105,7 @@ def _per_channel(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def _normalisation(ops: Sequence[Any]) -> tuple[dict, list[Callable]]:
-    """The card's normalisation (first statistics step) and the element-wise steps after it."""
+    """Return the card's normalisation (first statistics step) and the element-wise steps after it."""
     norm = {"method": "fixed", "min": 0.0, "max": 1.0}  # identity
     after: list[Callable] = []
     for op in ops:
@@ -271,7 +271,7 @@ def _output_kind(test_output: np.ndarray, channel_axis: int | None) -> str:
 
 def load_bioimageio(path: str | os.PathLike, weight_format: str | None = None,
                     device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
-    """A bioimage.io package as ``(module, card)`` for :func:`predict.predict_generator`.
+    """Load a bioimage.io package as ``(module, card)`` for :func:`predict.predict_generator`.
 
     Parameters
     ----------

@@ -96,7 +96,7 @@ def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
 
 
 def fixed_normalization_card(card: ModelCard, volume: Any) -> ModelCard:
-    """A copy of ``card`` whose normalisation is the numbers fitted once on ``volume``.
+    """Return a copy of ``card`` whose normalisation is the numbers fitted once on ``volume``.
 
     A ``zscore`` fit becomes the equivalent ``fixed`` range ``[mean, mean + std]``.
     """

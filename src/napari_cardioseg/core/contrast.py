@@ -156,7 +156,7 @@ class Method:
     check: Callable[..., None] | None = None
 
     def bind(self, params: Mapping[str, object]) -> dict[str, float | int | None]:
-        """Checked values of every parameter: the given ones, defaults for the rest."""
+        """Check the values of every parameter: the given ones, defaults for the rest."""
         names = [p.name for p in self.params]
         unknown = sorted(set(params) - set(names))
         if unknown:
@@ -169,13 +169,13 @@ class Method:
 
 
 def _finite(data: np.ndarray) -> np.ndarray:
-    """The finite values of ``data`` as a 1D array."""
+    """Return the finite values of ``data`` as a 1D array."""
     flat = data.reshape(-1)
     return flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
 
 
 def _unit(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``(data - lo) / (hi - lo)`` clipped to ``[0, 1]`` in float64; a step at ``lo`` when ``hi <= lo``."""
+    """Map to ``(data - lo) / (hi - lo)`` clipped to ``[0, 1]`` a step at ``lo`` if ``hi <= lo``."""
     x = data.astype(np.float64)
     if hi > lo:
         half = 1.0 if math.isfinite(hi - lo) else 0.5  # near the float64 limits hi - lo overflows
@@ -241,7 +241,7 @@ def fit_agcwd(data: np.ndarray, alpha: float, bins: int | None) -> Transfer:
 
 
 def fit_agcwd_extended(data: np.ndarray, alpha: float, n_sigma: float, bins: int | None) -> Transfer:
-    """Extended AGCWD curve: AGCWD of the values within ``n_sigma`` σ (see :func:`agcwd_extended`)."""
+    """Fit the extended AGCWD curve: AGCWD of the values within ``n_sigma`` σ (see :func:`agcwd_extended`)."""
     values = _finite(data)
     if values.size == 0:
         return _all_nan
@@ -316,7 +316,7 @@ def all_params() -> dict[str, Param]:
 
 
 def get_method(method: str) -> Method:
-    """The registry row named ``method``; an unknown name raises :class:`CardiosegError` listing the names."""
+    """Return the registry row named ``method``; an unknown name raises :class:`CardiosegError`."""
     if method not in METHODS:
         raise CardiosegError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     return METHODS[method]
@@ -334,7 +334,7 @@ def _make_fit(method: str, params: Mapping[str, object]) -> Fit:
 
 
 def output_dtype(dtype: np.dtype | type, as_float: bool = False) -> np.dtype:
-    """The dtype an enhanced image of input ``dtype`` has: the same, float32 for float16 or ``as_float``."""
+    """Return the dtype of an enhanced image: ``dtype``, float32 for float16 or ``as_float``."""
     dtype = np.dtype(dtype)
     if as_float or (dtype.kind == "f" and dtype.itemsize < 4):
         return np.dtype(np.float32)
@@ -342,7 +342,7 @@ def output_dtype(dtype: np.dtype | type, as_float: bool = False) -> np.dtype:
 
 
 def output_limits(dtype: np.dtype | type, as_float: bool = False) -> tuple[float, float]:
-    """The ``(0, top)`` range an enhanced image of input ``dtype`` spans (for contrast limits)."""
+    """Return the ``(0, top)`` range an enhanced image of input ``dtype`` spans (for contrast limits)."""
     dtype = output_dtype(dtype, as_float)
     if dtype.kind == "f":
         return 0.0, 1.0
@@ -474,7 +474,7 @@ def agcwd_extended(
     bins: int | None = BINS.default,
     as_float: bool = False,
 ) -> np.ndarray:
-    """Extended AGCWD (Žerovnik Mekuč et al. 2020, eq. 5): AGCWD that ignores outliers.
+    """Enhance with extended AGCWD (Žerovnik Mekuč et al. 2020, eq. 5): AGCWD that ignores outliers.
 
     How eq. 5 is read here (the paper leaves these open):
 

@@ -61,7 +61,7 @@ class ScribbleIndex:
         return True
 
     def counts(self) -> dict[int, int]:
-        """Number of labelled pixels per scribble value."""
+        """Count the labelled pixels per scribble value."""
         return {v: int(sum(len(a) for a in per)) for v, per in sorted(self.flat.items())}
 
     def class_probabilities(self, background_share: float = 0.2) -> dict[int, float]:
@@ -92,7 +92,7 @@ class ScribbleIndex:
 def window_centre(
     point: Sequence[int], window: Sequence[int], rng: np.random.Generator
 ) -> tuple[int, ...]:
-    """A window centre near ``point`` so that the point falls in the window's central half."""
+    """Pick a window centre near ``point`` so that the point falls in the window's central half."""
     return tuple(
         int(p + rng.integers(-(w // 4), w // 4 + 1)) for p, w in zip(point, window, strict=True)
     )

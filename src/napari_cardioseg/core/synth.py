@@ -118,7 +118,7 @@ def _smooth_noise(shape: tuple[int, ...], sigma: float, rng: np.random.Generator
 
 
 def _cell_mask(shape: tuple[int, int], fill: float, angle: float, rng: np.random.Generator) -> np.ndarray:
-    """A smooth, elongated blob covering about ``fill`` of the field (everything when fill >= 1)."""
+    """Draw a smooth, elongated blob covering about ``fill`` of the field (everything when fill >= 1)."""
     if fill >= 0.999:
         return np.ones(shape, bool)
     yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
@@ -285,7 +285,7 @@ class SyntheticEM:
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
-    """A random 3D rotation matrix."""
+    """Draw a random 3D rotation matrix."""
     q, r = np.linalg.qr(rng.standard_normal((3, 3)))
     return q * np.sign(np.diag(r))
 

@@ -44,12 +44,15 @@ class Table:
 
     @property
     def names(self) -> list[str]:
+        """Column names in order."""
         return list(self.columns)
 
     def __len__(self) -> int:
+        """Return the number of rows."""
         return len(next(iter(self.columns.values()))) if self.columns else 0
 
     def __getitem__(self, name: str) -> np.ndarray:
+        """Return the column ``name``."""
         return self.columns[name]
 
     def row(self, index: int) -> dict[str, float | str]:

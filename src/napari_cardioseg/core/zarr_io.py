@@ -39,7 +39,7 @@ _MIN_LEVEL_EDGE = 256  # stop adding levels once Y and X are at most this
 
 
 def is_zarr_path(path: str | os.PathLike) -> bool:
-    """True when ``path`` names a Zarr store by its suffix (``.zarr`` / ``.ome.zarr``)."""
+    """Tell whether ``path`` names a Zarr store by its suffix (``.zarr`` / ``.ome.zarr``)."""
     return str(path).rstrip("/\\").lower().endswith(ZARR_SUFFIXES)
 
 
@@ -157,7 +157,7 @@ def mark_block_done(path: str | os.PathLike, index: Sequence[int]) -> None:
 
 
 def done_blocks(path: str | os.PathLike) -> set[tuple[int, ...]]:
-    """Indices of the blocks marked done in the store at ``path``."""
+    """Return the indices of the blocks marked done in the store at ``path``."""
     folder = _done_dir(path)
     if not folder.is_dir():
         return set()
@@ -171,8 +171,10 @@ def done_blocks(path: str | os.PathLike) -> set[tuple[int, ...]]:
 
 
 def open_incomplete(path: str | os.PathLike, run: dict) -> zarr.Group | None:
-    """The store at ``path`` opened for writing if an unfinished or finished run with exactly
-    the same ``run`` description made it; else None (start afresh)."""
+    """Open the store at ``path`` for writing if a run with exactly the same ``run`` made it.
+
+    The earlier run may be unfinished or finished; None when there is no such store (start afresh).
+    """
     path = Path(path)
     if not (path / ".zgroup").is_file():
         return None

@@ -27,7 +27,7 @@ N_LEVELS = 32
 
 def _isotropic_crop(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float]
                     ) -> tuple[np.ndarray, np.ndarray, float]:
-    """The cell's bounding box, resampled to square pixels of the smaller pixel size."""
+    """Crop the cell's bounding box and resample it to square pixels of the smaller pixel size."""
     rows, cols = np.nonzero(mask)
     crop = np.s_[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     img, msk = np.array(image[crop], dtype=float), np.array(mask[crop], dtype=bool)
@@ -79,9 +79,11 @@ def max_cv_of(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float],
 
 def axis_profile(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float],
                  axis: float, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
-    """GLCM correlation along the direction ``axis`` (display degrees) for offsets up to
-    ``max_distance`` µm: ``(distances_um, corr)``. The cell is rotated so that the axis is
-    horizontal, which keeps every offset an exact whole number of pixels."""
+    """GLCM correlation along the direction ``axis`` (display degrees): ``(distances_um, corr)``.
+
+    Offsets go up to ``max_distance`` µm. The cell is rotated so that the axis is horizontal,
+    which keeps every offset an exact whole number of pixels.
+    """
     img, msk, step = _isotropic_crop(image, mask, spacing)
     img = rotate(img, -axis, resize=True, order=1, preserve_range=True)
     msk = rotate(msk.astype(float), -axis, resize=True, order=0, preserve_range=True) > 0.5
