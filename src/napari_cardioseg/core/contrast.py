@@ -175,7 +175,10 @@ def _finite(data: np.ndarray) -> np.ndarray:
 
 
 def _unit(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Map to ``(data - lo) / (hi - lo)`` clipped to ``[0, 1]`` a step at ``lo`` if ``hi <= lo``."""
+    """Return ``(data - lo) / (hi - lo)`` clipped to ``[0, 1]`` in float64.
+
+    A step at ``lo`` when ``hi <= lo``.
+    """
     x = data.astype(np.float64)
     if hi > lo:
         half = 1.0 if math.isfinite(hi - lo) else 0.5  # near the float64 limits hi - lo overflows
