@@ -72,7 +72,10 @@ def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = N
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (_example(card),), buffer, dynamo=False, opset_version=17,
+        # the TorchScript-based exporter (dynamo=False) writes to a file object; torch annotates
+        # ``f`` with paths only
+        torch.onnx.export(model.eval(), (_example(card),), buffer,  # type: ignore[arg-type]
+                          dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch", **spatial},
                                         "logits": {0: "batch", **spatial}})

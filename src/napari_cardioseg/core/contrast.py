@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -48,6 +49,9 @@ Transfer = Callable[[np.ndarray], np.ndarray]
 
 Fit = Callable[[np.ndarray], Transfer]
 """Builds a :data:`Transfer` from the statistics of an image (or slice)."""
+
+D = TypeVar("D")
+"""Type of a parameter's default: ``float``, ``int``, or ``int | None`` (None: automatic)."""
 
 DEFAULT_METHOD = "agcwd"
 """The method used when none is named."""
@@ -65,7 +69,7 @@ def _shown(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class Param:
+class Param(Generic[D]):
     """One parameter of a contrast method: everything a face needs to offer and check it.
 
     Attributes
@@ -92,7 +96,7 @@ class Param:
 
     name: str
     type: type
-    default: float | int | None
+    default: D
     low: float
     high: float
     help: str
@@ -274,24 +278,24 @@ def _check_percentiles(low: float, high: float) -> None:
         raise CardiosegError(f"percentiles need 0 <= low < high <= 100, got low={low:g}, high={high:g}")
 
 
-ALPHA = Param(
+ALPHA: Param[float] = Param(
     "alpha", float, 0.5, 0.0, 1.0, low_open=True, step=0.05,
     help="how much the histogram is evened out before the gamma curve is built: smaller values let rare "
     "grey levels count almost as much as common ones (stronger enhancement of faint detail); 1 uses the "
     "histogram as it is",
 )
-BINS = Param(
+BINS: Param[int | None] = Param(
     "bins", int, None, 2, MAX_BINS, auto="one per grey level for 8/16-bit images, else 65536",
     help="number of histogram bins the grey levels are counted in",
 )
-N_SIGMA = Param(
+N_SIGMA: Param[float] = Param(
     "n_sigma", float, 3.5, 1.0, 100.0, step=0.5, unit="σ",
     help="grey levels further than this many standard deviations from the mean are treated as outliers: "
     "they are left out of the histogram and set to black or white",
 )
-LOW = Param("low", float, 5.0, 0.0, 100.0, step=0.5, unit="%",
+LOW: Param[float] = Param("low", float, 5.0, 0.0, 100.0, step=0.5, unit="%",
             help="lower percentile: this share of the pixels (the darkest) becomes black")
-HIGH = Param("high", float, 98.0, 0.0, 100.0, step=0.5, unit="%",
+HIGH: Param[float] = Param("high", float, 98.0, 0.0, 100.0, step=0.5, unit="%",
              help="upper percentile: the pixels brighter than this share of all pixels become white")
 
 METHODS: dict[str, Method] = {
@@ -412,7 +416,8 @@ def enhance_steps(
     return out
 
 
-def enhance(image: np.ndarray, method: str, **params: float | int | bool | None) -> np.ndarray:
+def enhance(image: np.ndarray, method: str, *, per_slice: bool = False, as_float: bool = False,
+            **params: float | int | None) -> np.ndarray:
     """Run the method named ``method`` (a key of :data:`METHODS`) with its keyword parameters.
 
     ``per_slice`` and ``as_float`` are accepted as in :func:`enhance_steps`.
@@ -423,7 +428,7 @@ def enhance(image: np.ndarray, method: str, **params: float | int | bool | None)
         For an unknown method (the message lists the valid names), unknown or invalid parameters, and
         invalid images.
     """
-    return drain(enhance_steps(image, method, **params))
+    return drain(enhance_steps(image, method, per_slice=per_slice, as_float=as_float, **params))
 
 
 def agcwd(

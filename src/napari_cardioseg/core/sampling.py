@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -98,8 +99,12 @@ def window_centre(
     )
 
 
+#: :func:`numpy.pad` modes that :func:`extract` accepts as ``fill``
+PadMode = Literal["symmetric", "reflect", "edge", "wrap"]
+
+
 def extract(
-    array: np.ndarray, centre: Sequence[int], shape: Sequence[int], fill: str | int = "symmetric"
+    array: np.ndarray, centre: Sequence[int], shape: Sequence[int], fill: PadMode | int = "symmetric"
 ) -> np.ndarray:
     """Copy the window of ``shape`` centred at ``centre``; outside the array, pad.
 
@@ -110,7 +115,8 @@ def extract(
     centre, shape : sequence of int
         Window centre and size per axis.
     fill : str or int
-        ``"symmetric"`` mirrors the image at its borders (for intensities); an int pads with
+        ``"symmetric"`` mirrors the image at its borders (for intensities; the other
+        :data:`PadMode` values are :func:`numpy.pad` modes too); an int pads with
         that constant (0 = unlabelled, for scribbles).
     """
     starts = [c - s // 2 for c, s in zip(centre, shape, strict=True)]

@@ -6,9 +6,11 @@ deterministic for a given ``seed``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage as ndi
 from scipy.special import erf
 
@@ -111,7 +113,8 @@ class SyntheticZdisk:
     orientation: float
 
 
-def _smooth_noise(shape: tuple[int, ...], sigma: float, rng: np.random.Generator) -> np.ndarray:
+def _smooth_noise(shape: tuple[int, ...], sigma: float | Sequence[float], rng: np.random.Generator
+                  ) -> np.ndarray:
     """Gaussian-filtered white noise scaled to unit standard deviation."""
     field = ndi.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
     return field / (field.std() + 1e-12)
@@ -177,14 +180,15 @@ def zdisk_image(
     v = xx * np.sin(theta) + yy * np.cos(theta)
     v = v + p.curvature * np.sin(2 * np.pi * u / p.curvature_wavelength + rng.uniform(0, 2 * np.pi))
     half = 0.75 * np.hypot(h, w) * p.pixel_size
-    starts, widths = [], []
+    start_list: list[float] = []
+    width_list: list[float] = []
     pos = -half
     while pos < half:
         width = rng.uniform(*p.fibril_width)
-        starts.append(pos)
-        widths.append(width)
+        start_list.append(pos)
+        width_list.append(width)
         pos += width + rng.uniform(0.3, 1.7) * p.fibril_gap
-    starts, widths = np.array(starts), np.array(widths)
+    starts, widths = np.array(start_list), np.array(width_list)
     n = len(starts)
     idx = np.clip(np.searchsorted(starts, v) - 1, 0, n - 1)
     across = v - starts[idx]
@@ -245,7 +249,7 @@ def zdisk_image(
     )
 
 
-def _to_dtype(values: np.ndarray, dtype: type, saturated: float = 0.0) -> np.ndarray:
+def _to_dtype(values: np.ndarray, dtype: npt.DTypeLike, saturated: float = 0.0) -> np.ndarray:
     """Scale float values (robustly, 0.01 % to 99.99 % or ``100 - saturated`` %) into ``dtype``."""
     dtype = np.dtype(dtype)
     lo, hi = np.percentile(values, (0.01, min(99.99, 100 - saturated)))

@@ -158,7 +158,7 @@ def measure_iter(
     spec = get_kind(kind)
     labels = check_labels(labels)
     calibrated = spacing is not None
-    spacing = check_spacing(spacing if calibrated else (1.0,) * labels.ndim, labels.ndim)
+    spacing = check_spacing(spacing if spacing is not None else (1.0,) * labels.ndim, labels.ndim)
     options = _options(calibrated, period_range, min_length)
     if class_value is not None:
         labels, mode = _one_class(labels, int(class_value), mode)

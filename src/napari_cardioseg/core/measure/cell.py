@@ -107,6 +107,13 @@ def first_peak(distances: np.ndarray, corr: np.ndarray, prominence: float = 0.05
     return float(c[k] - c[:k].min()), float(distances[k])
 
 
+def _cell_mask(ctx: ZdiskSlice) -> np.ndarray:
+    """Return the slice's cell mask (the registry runs these measures only when there is one)."""
+    if ctx.cell_mask is None:
+        raise ValueError("cell features need a cell mask")
+    return ctx.cell_mask
+
+
 def _profile(ctx: ZdiskSlice) -> tuple[float, float]:
     """Peak height and distance of the slice, computed once and kept in ``ctx.cache``."""
     if "periodicity" not in ctx.cache:
@@ -115,7 +122,7 @@ def _profile(ctx: ZdiskSlice) -> tuple[float, float]:
         image = ctx.image if ctx.image is not None else ctx.fourier_mask
         axis = fft_period(image, ctx.spacing, ctx.cell_mask, ctx.period_range)[1]
         if np.isfinite(axis):
-            profile = axis_profile(image, ctx.cell_mask, ctx.spacing, axis, ctx.period_range[1])
+            profile = axis_profile(image, _cell_mask(ctx), ctx.spacing, axis, ctx.period_range[1])
             ctx.cache["periodicity"] = first_peak(*profile)
         else:
             ctx.cache["periodicity"] = (0.0, float("nan"))
@@ -131,7 +138,7 @@ def cell_aspect_ratio(ctx: ZdiskSlice) -> float:
     """Major over minor axis of the cell's inertia ellipse."""
     if not ctx.analysed_area > 0:
         return float("nan")
-    coords = np.argwhere(ctx.cell_mask) * np.asarray(ctx.spacing)
+    coords = np.argwhere(_cell_mask(ctx)) * np.asarray(ctx.spacing)
     centred = coords - coords.mean(axis=0)
     cov = centred.T @ centred / len(coords) + np.diag(np.square(ctx.spacing)) / 12.0
     values = np.linalg.eigvalsh(cov)
@@ -143,7 +150,7 @@ def max_cv(ctx: ZdiskSlice) -> float:
     if not ctx.analysed_area > 0:
         return float("nan")
     image = ctx.image if ctx.image is not None else ctx.fourier_mask
-    return max_cv_of(image, ctx.cell_mask, ctx.spacing, ctx.period_range[1])
+    return max_cv_of(image, _cell_mask(ctx), ctx.spacing, ctx.period_range[1])
 
 
 def peak_height(ctx: ZdiskSlice) -> float:

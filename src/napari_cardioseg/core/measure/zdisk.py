@@ -7,6 +7,7 @@ orientation; the sarcomere length is the Z-disk period along it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -19,7 +20,7 @@ from .objects import Region
 from .shapes import max_pairwise_distance
 
 
-def skeleton_length(skeleton: np.ndarray, spacing: tuple[float, float]) -> float:
+def skeleton_length(skeleton: np.ndarray, spacing: Sequence[float]) -> float:
     """Path length of an 8-connected 2D skeleton in µm.
 
     Horizontal and vertical steps count one pixel size, diagonal steps the pixel diagonal.
