@@ -86,7 +86,8 @@ def _unsupported(what: str) -> CardiosegError:
 
 def _elementwise(op: Any, where: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """Return a per-pixel function for one processing step (None for dtype steps)."""
-    kind, kw = op.id, getattr(op, "kwargs", None)
+    kind = op.id
+    kw: Any = getattr(op, "kwargs", None)  # None for steps without arguments (sigmoid)
     if kind == "ensure_dtype":
         return None
     if kind == "clip":
@@ -193,7 +194,7 @@ class BioimageioNet(nn.Module):
 
     def __init__(self, runner: _Runner, in_perm: dict, out_perm: dict, rules: list[tuple[int, int]],
                  halo: list[int], pre: list[Callable], post: list[Callable], output_kind: str,
-                 spatial: list[str]) -> None:
+                 spatial: Sequence[str]) -> None:
         super().__init__()
         self.runner, self.in_perm, self.out_perm = runner, in_perm, out_perm
         self.rules, self.halo, self.pre, self.post = rules, halo, pre, post
@@ -366,6 +367,8 @@ def load_bioimageio(path: str | os.PathLike, weight_format: str | None = None,
         fn = _elementwise(op, "postprocessing")
         if fn is not None:
             post.append(fn)
+    if out.test_tensor is None:
+        raise _unsupported("no test output (needed to tell probabilities from logits)")
     test_out = np.load(out.test_tensor.get_reader())
     kind = _output_kind(test_out, out_ids.index("channel") if "channel" in out_ids else None)
     channels = len(out_axes["channel"].channel_names) if "channel" in out_axes else 1
