@@ -22,7 +22,7 @@ class AugmentConfig:
     Attributes
     ----------
     scale : float
-        Maximum relative zoom (0.1 = up to ±10 %, as in seed 002).
+        Maximum relative zoom (0.1 = up to ±10 %, as in Žerovnik Mekuč et al. 2020).
     elastic : float
         Standard deviation in pixels of the smooth elastic displacement.
     elastic_prob : float

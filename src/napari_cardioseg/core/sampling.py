@@ -1,4 +1,4 @@
-"""Class-balanced window sampling around labelled pixels (seed 002, eq. 6); scribble checks.
+"""Class-balanced window sampling around labelled pixels (Žerovnik Mekuč et al. 2020, eq. 6); scribble checks.
 
 Each window is placed around one labelled pixel. The class of that pixel is drawn first:
 background (scribble value 1) with probability ``background_share`` (0.2 in eq. 6) and the

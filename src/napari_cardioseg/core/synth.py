@@ -236,7 +236,8 @@ def zdisk_image(
     weights = fibrils.sum()
     true_sl = float(np.sum(sl[idx][fibrils]) / weights) if weights else float(p.sarcomere_length)
     # the mask is the disks' half-maximum band after the blur: the visible band an annotator (or
-    # ilastik, as for the seed-000 ground truth) draws, never thinner than the optics show it
+    # ilastik, as for the ground truth of Croitor Ibrahim et al. 2024) draws, never thinner than
+    # the optics show it
     seen = ndi.gaussian_filter(disks.astype(np.float32), sigma)
     band_peak = erf(p.disk_thickness / (2 * np.sqrt(2) * p.psf_sigma))
     return SyntheticZdisk(

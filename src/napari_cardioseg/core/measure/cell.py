@@ -1,4 +1,4 @@
-"""Whole-cell features from a cell mask (after Gerbin et al. 2021, as used by SarcNet, seed 003).
+"""Whole-cell features from a cell mask (after Gerbin et al. 2021, as used by SarcNet, Le et al. 2024).
 
 * cell area and aspect ratio (major / minor axis of the inertia ellipse);
 * the periodicity profile: the grey-level co-occurrence (GLCM) correlation ``C(d, θ)`` of the
@@ -8,7 +8,7 @@
   strongest Fourier period inside the cell) the first *peak* after the first trough gives the
   *peak height* (peak − trough correlation) and *peak distance* (µm).
 
-The seed names these features but not their exact recipe; this is our reading, stated here
+Le et al. name these features but not their exact recipe; this is our reading, stated here
 so that the numbers can be interpreted.
 """
 
