@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def has_display() -> bool:
-    """True when a window can be shown (X11/Wayland on Linux, always on macOS/Windows)."""
+    """Tell whether a window can be shown (X11/Wayland on Linux, always on macOS/Windows)."""
     if sys.platform in ("darwin", "win32"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_gui() -> int:
-    """napari with both samples loaded and the plugin's widgets docked."""
+    """Open napari with both samples loaded and the plugin's widgets docked."""
     import napari
     import torch  # noqa: F401  (import torch before OpenGL is up; see NAPARI-NOTES pitfall 1)
 
@@ -84,7 +84,7 @@ def _write_samples(out: Path) -> dict[str, Path]:
 
 
 def run_headless(out: Path) -> int:
-    """Samples → enhance → predict (pretrained) → evaluate → measure, all through the CLI."""
+    """Run samples → enhance → predict (pretrained) → evaluate → measure, all through the CLI."""
     from . import main
 
     out.mkdir(parents=True, exist_ok=True)

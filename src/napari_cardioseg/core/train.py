@@ -60,8 +60,9 @@ _IDENTITY = {"method": "fixed", "min": 0.0, "max": 1.0}  # images are normalised
 
 @dataclass(frozen=True)
 class TrainProgress(Progress):
-    """One training step: :class:`Progress` (``done`` steps of ``total``, None under a time
-    budget) with the step's loss and, when one was due, a preview.
+    """One training step, with the step's loss and, when one was due, a preview.
+
+    A :class:`Progress` with ``done`` steps of ``total`` (None under a time budget).
 
     Attributes
     ----------
@@ -113,8 +114,10 @@ def _round_up(size: int, multiple: int) -> int:
 
 
 def preview_region(request: Region | None, shape: Sequence[int], net_ndim: int) -> Region | None:
-    """``request`` clipped to an image of ``shape`` and to :data:`PREVIEW_MAX` (one slice for a
-    2D net on a stack), or None when nothing is left."""
+    """Clip ``request`` to an image of ``shape`` and to :data:`PREVIEW_MAX`.
+
+    A 2D net on a stack gets one slice. Returns None when nothing is left.
+    """
     if request is None:
         return None
     limits = PREVIEW_MAX[-len(shape):]
@@ -321,14 +324,14 @@ class TrainSession:
             )
 
     def receptive_field(self) -> tuple[int, ...]:
-        """The net's receptive field (from the start model's card when it records one)."""
+        """Return the net's receptive field (from the start model's card when it records one)."""
         base = self.start.base_card
         if base is not None and base.receptive_field is not None:
             return tuple(base.receptive_field)
         return _nets.receptive_field(self.spec)
 
     def best(self) -> TrainResult:
-        """The model with the lowest smoothed loss so far (a copy) and its card."""
+        """Return a copy of the model with the lowest smoothed loss so far, and its card."""
         model = copy.deepcopy(self.model).cpu().eval()
         if self._best_state is not None:
             model.load_state_dict(self._best_state)

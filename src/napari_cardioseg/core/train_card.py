@@ -27,7 +27,7 @@ def training_card(
     counts: dict[int, int], losses: Sequence[float], best_smoothed: float, seconds: float,
     patch: Sequence[int], batch: int, receptive_field: Sequence[int],
 ) -> ModelCard:
-    """A card for the trained model: the start model's identity, the run's record and its data.
+    """Build a card for the trained model: the start model's identity, the run's record and its data.
 
     Parameters
     ----------

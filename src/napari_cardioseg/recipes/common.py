@@ -99,7 +99,7 @@ def second_stage(
 
 
 def training_record(stage1_seconds: float, result: TrainResult, started: float, resumed: bool) -> dict:
-    """The model-card training fields both recipes share: windows, optimiser, time and device.
+    """Return the model-card training fields both recipes share: windows, optimiser, time and device.
 
     ``started`` is this run's ``time.perf_counter()`` at its start; a resumed run adds the
     stage-1 training time, which an earlier run spent.

@@ -79,7 +79,7 @@ def emnet_split(data_dir: Path, val_tiles: tuple[int, ...] = EMNET_VAL_TILES) ->
 
 
 def zdisk_real(data_dir: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """The real single-cell Z-disk image, its cell mask and its pixel size (µm)."""
+    """Load the real single-cell Z-disk image, its cell mask and its pixel size (µm)."""
     folder = data_dir / "zdisk_fluor"
     image = _read(folder / "sgi_sample_raw.tif")
     cell = _read(folder / "sgi_sample_cellmask.tif") > 0
@@ -89,7 +89,7 @@ def zdisk_real(data_dir: Path) -> tuple[np.ndarray, np.ndarray, float]:
 def degrade(
     image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, zoom: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A microscope-like variant: rescaled, blurred, gamma-shifted and noisy.
+    """Make a microscope-like variant: rescaled, blurred, gamma-shifted and noisy.
 
     Parameters
     ----------

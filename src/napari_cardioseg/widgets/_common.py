@@ -29,7 +29,7 @@ def report_error(exc: BaseException) -> None:
 
 
 def spatial_scale(layer: Any) -> tuple[float, ...]:
-    """The layer's scale restricted to its spatial (last 2 or 3) axes."""
+    """Return the layer's scale restricted to its spatial (last 2 or 3) axes."""
     return tuple(float(s) for s in layer.scale[-layer.data.ndim :])
 
 
@@ -68,7 +68,7 @@ def refresh_model_lists(viewer: napari.viewer.Viewer) -> None:
 
 
 def widget_alive(widget: Any) -> bool:
-    """False once the Qt side of a magicgui widget was deleted (its viewer closed)."""
+    """Tell whether the Qt side of a magicgui widget still exists (False once its viewer closed)."""
     try:
         widget.native.objectName()
     except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
@@ -156,7 +156,7 @@ __all__ = [
 
 
 def region_in_view(viewer: Any, layer: Any, halves: Sequence[int]) -> tuple[slice, ...]:
-    """The part of ``layer``'s data around the view centre, ``halves[i]`` pixels either side."""
+    """Return the part of ``layer``'s data around the view centre, ``halves[i]`` pixels either side."""
     world = list(viewer.dims.point)
     displayed = list(viewer.dims.displayed)
     for axis, value in zip(displayed, list(viewer.camera.center)[-len(displayed):], strict=True):

@@ -127,7 +127,7 @@ class EnhanceWidget(Container):
             control.visible = name in names
 
     def parameters(self) -> dict[str, float | int | None]:
-        """The chosen method's parameter values, as its registry row names them."""
+        """Return the chosen method's parameter values, as its registry row names them."""
         return {p.name: self.controls[p.name].value for p in METHODS[self._method.value].params}
 
     def apply(self) -> None:

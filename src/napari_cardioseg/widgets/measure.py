@@ -36,7 +36,7 @@ UNCALIBRATED_WARNING = ("⚠ no pixel size: results are in pixels (px, px², px�
 
 
 def is_calibrated(layer: Any) -> bool:
-    """The layer's ``cardioseg_calibrated`` flag; without it, whether its scale is not all 1."""
+    """Return the layer's ``cardioseg_calibrated`` flag; without it, whether its scale is not all 1."""
     flag = layer.metadata.get("cardioseg_calibrated")
     if flag is not None:
         return bool(flag)
@@ -184,7 +184,7 @@ class MeasureWidget(Container):
         self._plot()
 
     def _target_layer(self, result: MeasureResult) -> Labels:
-        """The input layer when its values are the objects, else an ``objects`` layer on top."""
+        """Return the input layer when its values are the objects, else an ``objects`` layer on top."""
         source = self._source
         if np.array_equal(np.asarray(source.data), result.labels):
             return source

@@ -9,8 +9,10 @@ from ..core.table import Table
 
 
 def draw(figure: Figure, objects: Table | None, column: str | None) -> None:
-    """Redraw ``figure``: the histogram of ``column`` and, when the table has orientations,
-    a rose plot of them (axial data: both ends of each direction)."""
+    """Redraw ``figure``: the histogram of ``column``, and a rose plot of orientations.
+
+    The rose plot is drawn when the table has orientations (axial data: both ends of each direction).
+    """
     figure.clear()
     if objects is None:
         return

@@ -12,7 +12,7 @@ from ..core.table import Table
 
 
 def format_value(value: Any) -> str:
-    """A cell as text: integers whole, floats to 4 significant digits, NaN empty."""
+    """Format a cell as text: integers whole, floats to 4 significant digits, NaN empty."""
     if isinstance(value, str | np.str_):
         return str(value)
     if isinstance(value, np.integer):
@@ -21,9 +21,11 @@ def format_value(value: Any) -> str:
 
 
 class TableModel(QAbstractTableModel):
-    """Read-only Qt model over a :class:`Table`; cells are formatted only when shown, and
-    sorting reorders an index array, so tables of many thousands of rows stay responsive.
-    ``tooltips`` maps column names to the text shown on their header."""
+    """Read-only Qt model over a :class:`Table`.
+
+    Cells are formatted only when shown, and sorting reorders an index array, so tables of many
+    thousands of rows stay responsive. ``tooltips`` maps column names to the text shown on their header.
+    """
 
     def __init__(self, table: Table | None = None) -> None:
         super().__init__()
@@ -31,6 +33,7 @@ class TableModel(QAbstractTableModel):
         self.set_table(table or Table())
 
     def set_table(self, table: Table, tooltips: dict[str, str] | None = None) -> None:
+        """Show ``table``, with ``tooltips`` for its column headers."""
         self.beginResetModel()
         self.table = table
         self.tooltips = tooltips or {}
@@ -38,12 +41,15 @@ class TableModel(QAbstractTableModel):
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        """Return the number of table rows (none under a valid parent: the model is flat)."""
         return 0 if parent.isValid() else len(self.table)
 
     def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        """Return the number of table columns (none under a valid parent: the model is flat)."""
         return 0 if parent.isValid() else len(self.table.names)
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        """Return the formatted cell at ``index`` for the display role, else None."""
         if role != Qt.ItemDataRole.DisplayRole or not index.isValid():
             return None
         return format_value(self.table.columns[self.table.names[index.column()]]
@@ -51,6 +57,7 @@ class TableModel(QAbstractTableModel):
 
     def headerData(self, section: int, orientation: Qt.Orientation,
                    role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        """Return a column's name, or its tooltip, for the horizontal header."""
         if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(self.table.names):
             return None
         name = self.table.names[section]
@@ -61,6 +68,7 @@ class TableModel(QAbstractTableModel):
         return None
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Sort rows by ``column`` (strings as text, numbers with NaN as the largest)."""
         if not 0 <= column < len(self.table.names):
             return
         self.layoutAboutToBeChanged.emit()

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def _spatial_shape(layer: Layer, ndim: int) -> tuple[int, ...]:
-    """The last ``ndim`` axes of the layer's data shape (the colour axis of RGB images left out)."""
+    """Return the last ``ndim`` axes of the layer's data shape (the colour axis of RGB images left out)."""
     shape = tuple(layer.data.shape)
     if getattr(layer, "rgb", False):
         shape = shape[:-1]

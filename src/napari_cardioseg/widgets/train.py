@@ -77,6 +77,7 @@ class LossPlot(QWidget):
         self.update()
 
     def paintEvent(self, _event: Any) -> None:
+        """Draw the finite values as a green line on black, scaled to the widget."""
         painter = QPainter(self)
         painter.fillRect(self.rect(), Qt.GlobalColor.black)
         values = [v for v in self.values if np.isfinite(v)]
@@ -93,7 +94,7 @@ class LossPlot(QWidget):
 
 
 def start_choices(_widget: Any = None) -> list[tuple[str, tuple[str, str]]]:
-    """Saved models, then architectures from scratch: recommended first, then advanced."""
+    """List saved models, then architectures from scratch: recommended first, then advanced."""
     recommended, advanced = scratch_choices()
     return [
         *[(f"{e.name} ({e.source})", ("init", str(e.path))) for e in list_models()],
@@ -219,7 +220,7 @@ class TrainWidget(widgets.Container):
         self._view = ui.region_in_view(self._viewer, image, halves)
 
     def _config(self, image: Image) -> TrainConfig:
-        """The run's options from the controls (continuing from the last model, if any)."""
+        """Read the run's options from the controls (continuing from the last model, if any)."""
         if self.result is not None:
             start: dict = {"init": (self.result.model, self.result.card)}
         else:

@@ -82,13 +82,13 @@ class Architecture:
     global_context: bool = False
 
     def module(self) -> ModuleType:
-        """The module implementing the net (imported now: this imports torch)."""
+        """Import and return the module implementing the net (this imports torch)."""
         if callable(self.builder):
             return importlib.import_module(self.builder.__module__)
         return importlib.import_module(f"{__name__}.{self.builder.partition(':')[0]}")
 
     def build(self, spec: dict) -> nn.Module:
-        """A net for ``spec`` with random weights."""
+        """Build a net for ``spec`` with random weights."""
         if callable(self.builder):
             return self.builder(spec)
         return getattr(self.module(), self.builder.partition(":")[2])(spec)
@@ -129,7 +129,7 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 
 def architecture(spec: dict) -> Architecture:
-    """The registry entry for ``spec``, after checking the common spec fields."""
+    """Return the registry entry for ``spec``, after checking the common spec fields."""
     if not isinstance(spec, dict) or "arch" not in spec:
         raise CardiosegError(f"a model spec must be a dict with an 'arch' key, got {spec!r}")
     arch = ARCHITECTURES.get(spec["arch"])
@@ -157,7 +157,7 @@ def check_options(spec: dict) -> Architecture:
 
 
 def build_model(spec: dict) -> nn.Module:
-    """A freshly initialised model for ``spec`` (no downloads: smp encoders get no weights)."""
+    """Build a freshly initialised model for ``spec`` (no downloads: smp encoders get no weights)."""
     arch = check_options(spec)
     try:
         return arch.build(spec)
@@ -178,7 +178,7 @@ def size_multiple(spec: dict) -> int:
 
 
 def scratch_spec(name: str, classes: int) -> dict:
-    """The spec for training architecture ``name`` from scratch with ``classes`` classes."""
+    """Return the spec for training architecture ``name`` from scratch with ``classes`` classes."""
     arch = architecture({"arch": name, "in_channels": 1, "classes": max(int(classes), 2)})
     if arch.scratch is None:
         raise CardiosegError(f"{name} is not offered for training from scratch")
@@ -192,7 +192,7 @@ def scratch_choices() -> tuple[list[str], list[str]]:
 
 
 def encoder_modules(model: nn.Module, spec: dict) -> list[nn.Module]:
-    """The modules to freeze for "freeze encoder" (the head and decoder stay trainable)."""
+    """Return the modules to freeze for "freeze encoder" (the head and decoder stay trainable)."""
     return architecture(spec).module().encoder(model)
 
 

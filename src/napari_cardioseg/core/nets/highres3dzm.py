@@ -20,10 +20,11 @@ class ZeroMeanConv3d(nn.Conv3d):
     """3D convolution whose every ``(out, in)`` kernel is used with its mean removed."""
 
     def effective_weight(self) -> torch.Tensor:
-        """The kernels actually applied (zero mean over the spatial taps)."""
+        """Return the kernels actually applied (zero mean over the spatial taps)."""
         return self.weight - self.weight.mean(dim=(2, 3, 4), keepdim=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve ``x`` with the zero-mean kernels."""
         return self._conv_forward(x, self.effective_weight(), self.bias)
 
     def project(self) -> None:
@@ -78,7 +79,7 @@ class HighRes3DZMNet(nn.Module):
         self.head = nn.Conv3d(cin, classes, 1)
 
     def encoder_modules(self) -> list[nn.Module]:
-        """The first layer and the dilated stages (everything but the gathering head)."""
+        """Return the first layer and the dilated stages (everything but the gathering head)."""
         return [self.first, self.stages, self.post]
 
     def replace_head(self, classes: int) -> None:
@@ -87,11 +88,12 @@ class HighRes3DZMNet(nn.Module):
         self.head = nn.Conv3d(old.in_channels, classes, 1).to(old.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, in, Z, Y, X)`` images to ``(N, classes, Z, Y, X)`` logits."""
         return self.head(self.post(self.stages(self.first(x))))
 
 
 def build(spec: dict) -> HighRes3DZMNet:
-    """The net of ``spec`` (options ``channels``, 3 widths, default 16, 32, 64; ``blocks``, 3)."""
+    """Build the net of ``spec`` (options ``channels``, 3 widths, default 16, 32, 64; ``blocks``, 3)."""
     channels = tuple(int(c) for c in spec.get("channels", (16, 32, 64)))
     if len(channels) != 3:
         raise CardiosegError(f"highres3dzm: 'channels' needs 3 widths, got {list(channels)}")
@@ -100,10 +102,10 @@ def build(spec: dict) -> HighRes3DZMNet:
 
 
 def encoder(model: HighRes3DZMNet) -> list[nn.Module]:
-    """The first layer and the dilated stages (what "freeze encoder" freezes)."""
+    """Return the first layer and the dilated stages (what "freeze encoder" freezes)."""
     return model.encoder_modules()
 
 
 def replace_head(model: HighRes3DZMNet, classes: int) -> None:
-    """A fresh gathering layer with ``classes`` outputs, in place."""
+    """Replace the gathering layer by a fresh one with ``classes`` outputs, in place."""
     model.replace_head(classes)

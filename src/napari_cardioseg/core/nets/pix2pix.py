@@ -60,10 +60,11 @@ class Pix2PixUNet(nn.Module):
         self.head = self._make_head(self.head.in_channels, classes).to(self.head.weight.device)
 
     def encoder_modules(self) -> list[nn.Module]:
-        """The downsampling path."""
+        """Return the downsampling path."""
         return list(self.down)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, in, H, W)`` images to ``(N, classes, H, W)`` logits."""
         skips = []
         for block in self.down:
             x = block(x)
@@ -77,16 +78,16 @@ class Pix2PixUNet(nn.Module):
 
 
 def build(spec: dict) -> Pix2PixUNet:
-    """The generator of ``spec`` (options ``depth``, default 6, and ``base``, default 32)."""
+    """Build the generator of ``spec`` (options ``depth``, default 6, and ``base``, default 32)."""
     return Pix2PixUNet(int(spec["in_channels"]), int(spec["classes"]),
                        depth=int(spec.get("depth", 6)), base=int(spec.get("base", 32)))
 
 
 def encoder(model: Pix2PixUNet) -> list[nn.Module]:
-    """The downsampling path (what "freeze encoder" freezes)."""
+    """Return the downsampling path (what "freeze encoder" freezes)."""
     return model.encoder_modules()
 
 
 def replace_head(model: Pix2PixUNet, classes: int) -> None:
-    """A fresh output layer for ``classes`` classes, in place."""
+    """Replace the output layer by a fresh one for ``classes`` classes, in place."""
     model.replace_head(classes)

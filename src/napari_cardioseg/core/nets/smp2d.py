@@ -27,7 +27,7 @@ _DEPTH_OPTION = ("unet", "unetplusplus")  # architectures whose encoder depth ma
 
 
 def encoder_depth(spec: dict) -> int:
-    """The encoder depth (number of stride-2 stages); only U-Net and UNet++ accept 3 to 5."""
+    """Return the encoder depth (number of stride-2 stages); only U-Net and UNet++ accept 3 to 5."""
     depth = int(spec.get("encoder_depth", 5))
     arch = SMP_NETS[spec["arch"]][0]
     if depth != 5 and arch not in _DEPTH_OPTION:
@@ -38,7 +38,7 @@ def encoder_depth(spec: dict) -> int:
 
 
 def build(spec: dict) -> nn.Module:
-    """An smp model with random weights mapping ``(N, in, H, W)`` to ``(N, classes, H, W)`` logits."""
+    """Build an smp model with random weights mapping ``(N, in, H, W)`` to ``(N, classes, H, W)`` logits."""
     import segmentation_models_pytorch as smp
 
     arch, encoder = SMP_NETS[spec["arch"]]
@@ -58,7 +58,7 @@ def size_multiple(spec: dict) -> int:
 
 
 def encoder(model: nn.Module) -> list[nn.Module]:
-    """The smp encoder (the part shared with classification backbones)."""
+    """Return the smp encoder (the part shared with classification backbones)."""
     return [model.encoder]
 
 

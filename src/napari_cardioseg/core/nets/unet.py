@@ -56,7 +56,7 @@ class UNet(nn.Module):
         self.head = _CONV[ndim](widths[0], classes, 1)
 
     def encoder_modules(self) -> list[nn.Module]:
-        """The contracting path."""
+        """Return the contracting path."""
         return list(self.down)
 
     def replace_head(self, classes: int) -> None:
@@ -65,6 +65,7 @@ class UNet(nn.Module):
         self.head = type(old)(old.in_channels, classes, 1).to(old.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, in, *spatial)`` images to ``(N, classes, *spatial)`` logits."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else self.pool(x))
@@ -75,12 +76,12 @@ class UNet(nn.Module):
 
 
 def build_2d(spec: dict) -> UNet:
-    """The 2D U-Net of ``spec`` (options ``depth``, default 3, and ``base``, default 16)."""
+    """Build the 2D U-Net of ``spec`` (options ``depth``, default 3, and ``base``, default 16)."""
     return _build(2, spec)
 
 
 def build_3d(spec: dict) -> UNet:
-    """The 3D U-Net of ``spec`` (options ``depth``, default 3, and ``base``, default 16)."""
+    """Build the 3D U-Net of ``spec`` (options ``depth``, default 3, and ``base``, default 16)."""
     return _build(3, spec)
 
 
@@ -90,11 +91,11 @@ def _build(ndim: int, spec: dict) -> UNet:
 
 
 def encoder(model: UNet) -> list[nn.Module]:
-    """The contracting path (what "freeze encoder" freezes)."""
+    """Return the contracting path (what "freeze encoder" freezes)."""
     return model.encoder_modules()
 
 
 def replace_head(model: UNet, classes: int) -> None:
-    """A fresh ``classes``-way output convolution, in place."""
+    """Replace the output convolution by a fresh ``classes``-way one, in place."""
     model.replace_head(classes)
 
