@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 def run_gui() -> int:
     """Open napari with both samples loaded and the plugin's widgets docked."""
     import napari
-    import torch  # noqa: F401  (import torch before OpenGL is up; see NAPARI-NOTES pitfall 1)
+    import torch  # noqa: F401  (torch's triton imported after Mesa's GL is up segfaults)
 
     open_demo(napari.Viewer(title="napari-cardioseg demo"))
     napari.run()

@@ -1,6 +1,8 @@
-"""Losses that only see labelled pixels: masked cross-entropy and the masked Dice of seed 002.
+"""Losses that only see labelled pixels: masked cross-entropy and masked Dice.
 
-Scribble convention (DESIGN.md): 0 = unlabelled (ignored), 1 = background, 2 = first class, ...
+The Dice loss is that of Žerovnik Mekuč et al. 2020.
+
+Scribble convention (CONTRIBUTING.md): 0 = unlabelled (ignored), 1 = background, 2 = first class, ...
 Class index = scribble value - 1, so a model with ``C`` output channels accepts scribbles 1..C.
 """
 
@@ -44,7 +46,7 @@ def masked_cross_entropy(
 def masked_dice_loss(
     logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6
 ) -> torch.Tensor:
-    """Weighted Dice loss of seed 002, eq. 8.
+    """Weighted Dice loss of Žerovnik Mekuč et al. 2020, eq. 8.
 
     ``DL = 1 - 2 Σ_l Σ_n w_n p_ln r_ln / Σ_l Σ_n w_n (p_ln + r_ln)`` with ``p`` the softmax
     probabilities, ``r`` the one-hot target and ``w`` the pixel weights (0 = ignored).

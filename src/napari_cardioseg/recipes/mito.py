@@ -92,7 +92,8 @@ def evaluate(model, card: ModelCard, data_dir: Path) -> dict:
     slab = np.stack(lucchi.images)
     pred = common.predict_mask(slab, model, card)
     lucchi_scores = common.scores(pred, np.stack(lucchi.masks))
-    results = {f"lucchi_val_{k}": lucchi_scores[k] for k in ("dice", "jaccard", "precision", "recall")}
+    results: dict[str, float | list[float]] = {
+        f"lucchi_val_{k}": lucchi_scores[k] for k in ("dice", "jaccard", "precision", "recall")}
     results["lucchi_val_dice_flips"] = common.dice(common.predict_mask(slab, model, card, flips=True),
                                                    np.stack(lucchi.masks))
     preds = [common.predict_mask(image, model, card) for image in emnet.images]

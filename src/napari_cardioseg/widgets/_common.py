@@ -89,14 +89,18 @@ class _QuitWhenUndocked(QObject):
         widget.installEventFilter(self)
         worker.finished.connect(self._detach)
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+    def eventFilter(self, obj: QObject | None, event: QEvent | None) -> bool:
+        """Quit the worker when ``obj`` (the widget) loses its parent; never consume the event."""
+        if (obj is not None and event is not None and event.type() == QEvent.Type.ParentChange
+                and obj.parent() is None):
             self._worker.quit()
         return False
 
     def _detach(self) -> None:
         try:
-            self.parent().removeEventFilter(self)
+            parent = self.parent()
+            if parent is not None:
+                parent.removeEventFilter(self)
             self.deleteLater()
         except RuntimeError:  # the widget, and with it this filter, is already deleted
             pass
@@ -111,7 +115,7 @@ def _follow(pbar: Any, progress: Progress) -> None:
 
 
 def start_generator(
-    func: Callable[..., Generator],
+    func: Callable[..., Generator[Any, Any, Any]],
     *args: Any,
     owner: Any,
     on_yield: Callable[[Any], None] | None = None,

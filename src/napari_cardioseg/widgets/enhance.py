@@ -8,6 +8,7 @@ histograms of the input and the result are drawn below the controls.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,8 +70,11 @@ class ParamControl(Container):
         tooltip = _sentence(param.describe())
         low = param.low + param.step if param.low_open else param.low
         start = param.high if param.default is None else param.default
-        kind = FloatSpinBox if param.type is float else SpinBox
-        self.spin = kind(value=start, min=low, max=param.high, step=param.step, tooltip=tooltip)
+        self.spin: FloatSpinBox | SpinBox
+        if param.type is float:
+            self.spin = FloatSpinBox(value=start, min=low, max=param.high, step=param.step, tooltip=tooltip)
+        else:
+            self.spin = SpinBox(value=int(start), min=low, max=param.high, step=param.step, tooltip=tooltip)
         self._automatic = param.default is None
         self.auto = CheckBox(text="auto", value=True, tooltip=f"Automatic: {param.auto}.",
                              visible=self._automatic)
@@ -145,8 +149,9 @@ class EnhanceWidget(Container):
         data = np.asarray(layer.data)
         self._apply.enabled = False
         self._progress.visible = True
+        params: dict[str, Any] = self.parameters()  # the method's own keywords, checked by its row
         self.worker = start_generator(
-            enhance_steps, data, method, per_slice=self._per_slice.value, **self.parameters(),
+            partial(enhance_steps, per_slice=self._per_slice.value, **params), data, method,
             owner=self, on_yield=self._show_progress,
             on_return=lambda out: self._add_result(layer, method, data, out), on_finish=self._finished,
         )

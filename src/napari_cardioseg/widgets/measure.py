@@ -186,6 +186,8 @@ class MeasureWidget(Container):
     def _target_layer(self, result: MeasureResult) -> Labels:
         """Return the input layer when its values are the objects, else an ``objects`` layer on top."""
         source = self._source
+        if source is None:
+            raise CardiosegError("measure first")
         if np.array_equal(np.asarray(source.data), result.labels):
             return source
         name = f"{source.name} objects"
@@ -231,7 +233,7 @@ class MeasureWidget(Container):
         Masks carry the pixel size only when the layer is calibrated.
         """
         try:
-            if self.result is None:
+            if self.result is None or self._source is None:
                 raise CardiosegError("measure first, then export")
             suffix = ".tif" if what == "masks" else ".csv"
             if path is None:

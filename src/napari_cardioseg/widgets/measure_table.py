@@ -90,6 +90,8 @@ def fill_summary(view: QTableWidget, summary: Table, tooltips: dict[str, str]) -
     for row, name in enumerate(summary.names):
         stat, _, base = name.partition("_")
         text = tooltips.get(name) or (f"{stat} of: {tooltips[base]}" if base in tooltips else "")
-        view.verticalHeaderItem(row).setToolTip(text)
+        header = view.verticalHeaderItem(row)
+        if header is not None:
+            header.setToolTip(text)
         for col in range(len(summary)):
             view.setItem(row, col, QTableWidgetItem(format_value(summary[name][col])))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from magicgui import widgets
@@ -108,12 +108,13 @@ class TrainWidget(widgets.Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        self._image = widgets.create_widget(
+        # napari registers layer annotations with magicgui as combo boxes of the viewer's layers
+        self._image = cast(widgets.ComboBox, widgets.create_widget(
             annotation=Image, label="image",
-            options={"tooltip": "The image to learn from and to predict."})
-        self._scribbles = widgets.create_widget(
+            options={"tooltip": "The image to learn from and to predict."}))
+        self._scribbles = cast(widgets.ComboBox, widgets.create_widget(
             annotation=Labels, label="scribbles",
-            options={"tooltip": "The Labels layer with your strokes (0 = not painted)."})
+            options={"tooltip": "The Labels layer with your strokes (0 = not painted)."}))
         self._new = widgets.PushButton(
             text="New scribbles layer",
             tooltip="Add an empty Labels layer on the image, ready to paint background (1).")
@@ -302,9 +303,10 @@ class TrainWidget(widgets.Container):
             self.worker.quit()
 
     def _finished(self) -> None:
-        steps = len(self.session.losses) if self.session is not None else 0
-        if steps:
-            self.result = self.session.best()
+        session = self.session
+        steps = len(session.losses) if session is not None else 0
+        if session is not None and steps:
+            self.result = session.best()
             self._show_classes()
         self._progress.max, self._progress.value = 1, 1 if steps else 0  # no busy bar left
         best = (self.result.card.training.get("loss", {}).get("best_smoothed")
@@ -312,8 +314,8 @@ class TrainWidget(widgets.Container):
         kept = f"; best model kept (loss {best:.4f})" if isinstance(best, float) else ""
         if self._stopping:
             self._loss.value = f"stopped after {steps} steps{kept if steps else ''}"
-        elif steps:
-            self._loss.value = f"done: {steps} steps, {self.session.elapsed:.0f} s{kept}"
+        elif session is not None and steps:
+            self._loss.value = f"done: {steps} steps, {session.elapsed:.0f} s{kept}"
         self._stopping = False
         self._idle()
 

@@ -1,4 +1,6 @@
-"""HighRes3DZMNet (seed 002 §2.5–2.6): HighRes3DNet whose first-layer kernels have zero mean.
+"""HighRes3DZMNet: HighRes3DNet whose first-layer kernels have zero mean.
+
+After Žerovnik Mekuč et al. 2020, §2.5–2.6.
 
 Twenty convolution layers: one 3×3×3 layer, three stages of three residual blocks (two
 pre-activated 3×3×3 convolutions each) dilated by 1, 2 and 4, and a 1×1×1 gathering layer that

@@ -1,4 +1,6 @@
-"""The pix2pix U-Net generator (seed 000, Isola et al. 2017) as a segmentation net.
+"""The pix2pix U-Net generator (Isola et al. 2017) as a segmentation net.
+
+As used for Z-disks by Croitor Ibrahim et al. 2024.
 
 Encoder: ``4×4`` stride-2 convolutions with LeakyReLU(0.2) and batch norm (none on the first and
 innermost layers); decoder: ``4×4`` stride-2 transposed convolutions with ReLU, batch norm and

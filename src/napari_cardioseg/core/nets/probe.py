@@ -38,6 +38,8 @@ def _probe_axis(model: nn.Module, ndim: int, axis: int, multiple: int, longest: 
         centre = [width // 2] * ndim
         centre[axis] = (length // 2) // multiple * multiple
         model(x)[(slice(None), slice(None), *centre)].sum().backward()
+        if x.grad is None:
+            raise RuntimeError("the probe's output does not depend on its input")
         profile = x.grad.abs().sum(dim=[d for d in range(ndim + 2) if d != axis + 2])
         support = torch.nonzero(profile).flatten()
         low, high = int(support.min()), int(support.max())

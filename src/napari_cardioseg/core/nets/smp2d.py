@@ -1,4 +1,6 @@
-"""2D segmentation nets from segmentation-models-pytorch (seed 000), never with downloaded weights.
+"""2D segmentation nets from segmentation-models-pytorch, never with downloaded weights.
+
+The library Croitor Ibrahim et al. 2024 trained their nets with.
 
 Importing this module is cheap: torch and segmentation-models-pytorch are imported only when a net
 is built or its head replaced, so the registry can read :data:`SMP_NETS` without them.
@@ -59,7 +61,7 @@ def size_multiple(spec: dict) -> int:
 
 def encoder(model: nn.Module) -> list[nn.Module]:
     """Return the smp encoder (the part shared with classification backbones)."""
-    return [model.encoder]
+    return [model.get_submodule("encoder")]
 
 
 def replace_head(model: nn.Module, classes: int) -> None:
@@ -67,7 +69,11 @@ def replace_head(model: nn.Module, classes: int) -> None:
     import torch
     from torch import nn
 
-    old = model.segmentation_head[0]
-    new = nn.Conv2d(old.in_channels, classes, old.kernel_size, padding=old.padding)
+    head = model.get_submodule("segmentation_head")
+    old = head[0] if isinstance(head, nn.Sequential) else None
+    if not isinstance(head, nn.Sequential) or not isinstance(old, nn.Conv2d):
+        raise TypeError("expected an smp model whose segmentation head starts with a Conv2d")
+    # torch types a Conv2d's kernel_size and padding as tuples of any length, its constructor as pairs
+    new = nn.Conv2d(old.in_channels, classes, old.kernel_size, padding=old.padding)  # type: ignore[arg-type]
     with torch.no_grad():
-        model.segmentation_head[0] = new.to(old.weight.device)
+        head[0] = new.to(old.weight.device)

@@ -1,4 +1,4 @@
-"""A plain U-Net for 2D or 3D inputs (the 3D U-Net of seed 004, Çiçek et al. 2016).
+"""A plain U-Net for 2D or 3D inputs (the 3D U-Net of Çiçek et al. 2016).
 
 Each level has two ``conv-BN-ReLU`` blocks; downsampling by max pooling, upsampling by transposed
 convolution, skip connections by concatenation, a ``1×1(×1)`` convolution head giving logits.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_CONV: dict[int, type[nn.Conv2d] | type[nn.Conv3d]] = {2: nn.Conv2d, 3: nn.Conv3d}
 _BN = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 _UP = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
