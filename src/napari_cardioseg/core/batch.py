@@ -335,12 +335,11 @@ def run_job(job: Job) -> JobResult:
     return drain(job_steps(job))
 
 
-def _set_torch_threads(total_threads: dict[str, int]) -> int:
-    """On a worker: torch threads = this host's cores shared among its dask task threads."""
+def _set_torch_threads(total_threads: dict[str, int], dask_worker: Any = None) -> int:
+    """On a worker (``Client.run``): torch threads = its host's cores over its task threads."""
     import torch
-    from distributed import get_worker
 
-    host = get_worker().address.rsplit(":", 1)[0]
+    host = dask_worker.address.rsplit(":", 1)[0]
     share = max(1, (os.cpu_count() or 1) // max(1, total_threads.get(host, 1)))
     torch.set_num_threads(share)
     return share
