@@ -175,6 +175,7 @@ def _assert_same(out: Path, single: dict[str, tuple]) -> None:
 
 @pytest.mark.slow
 def test_predict_folder_with_one_and_two_local_workers(tmp_path, folder, user_model, capsys):
+    pytest.importorskip("distributed")
     single = _single_predictions(tmp_path, folder, user_model)
     for workers in ("1", "2"):
         out = tmp_path / f"w{workers}"
@@ -203,6 +204,7 @@ def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
 @pytest.mark.slow
 def test_predict_through_a_scheduler_started_by_hand(tmp_path, folder, user_model, capsys):
     """``dask scheduler`` + two ``dask worker`` processes on 127.0.0.1, as docs/cluster.md says."""
+    pytest.importorskip("distributed")
     single = _single_predictions(tmp_path, folder, user_model)
     env = dict(os.environ)
     src = str(Path(napari_cardioseg.__file__).resolve().parents[1])
