@@ -17,6 +17,7 @@ import napari_cardioseg
 from napari_cardioseg.cli import main
 from napari_cardioseg.core import models, nets
 from napari_cardioseg.core.batch import (
+    TIFF_SUFFIXES,
     BatchProgress,
     expand_inputs,
     is_batch,
@@ -63,6 +64,7 @@ def test_expand_inputs_folders_globs_files(tmp_path, folder):
     got = expand_inputs([folder / "img3.tif", str(folder / "img[12].tif"), folder / "img3.tif"])
     assert [p.name for p in got] == ["img3.tif", "img1.tif", "img2.tif"]
     assert expand_inputs([folder / "vol.ome.zarr"]) == [folder / "vol.ome.zarr"]  # a store, not a folder
+    assert [p.name for p in expand_inputs([folder], TIFF_SUFFIXES)][-1] == "img3.tif"
     with pytest.raises(CardiosegError, match="no such file"):
         expand_inputs([folder / "missing.tif"])
     with pytest.raises(CardiosegError, match="no file matches"):
@@ -81,6 +83,8 @@ def test_batch_mode_and_output_names(tmp_path, folder):
     assert stem("c/run.2.tiff") == "run.2"
     outs = output_paths([Path("a/x.tif"), Path("b/y.ome.tif")], tmp_path, "_labels.tif")
     assert outs == [tmp_path / "x_labels.tif", tmp_path / "y_labels.tif"]
+    zarr_outs = output_paths([Path("a/x.tif"), Path("a/v.zarr")], tmp_path, "_l.tif", "_l.zarr")
+    assert [p.name for p in zarr_outs] == ["x_l.tif", "v_l.zarr"]
     with pytest.raises(CardiosegError, match="would both write"):
         output_paths([Path("a/x.tif"), Path("b/x.tif")], tmp_path, ".csv")
 
@@ -183,6 +187,24 @@ def test_predict_folder_with_one_and_two_local_workers(tmp_path, folder, user_mo
                      "--prob", str(out), "--device", "cpu", "--workers", workers]) == 0
         _assert_same(out, single)
     assert capsys.readouterr().out.strip().endswith("4 of 4 files done, 0 failed")
+
+
+def test_predict_batch_streams_zarr_inputs_into_zarr(tmp_path, rng, user_model):
+    from napari_cardioseg.core.zarr_io import read_ome_zarr
+
+    src = tmp_path / "mixed"
+    src.mkdir()
+    write_tiff(src / "a.tif", rng.integers(0, 255, (40, 52)).astype(np.uint8), SCALE)
+    write_ome_zarr(src / "b.ome.zarr", rng.integers(0, 255, (40, 52)).astype(np.uint8), SCALE,
+                   labels=False)
+    assert main(["predict", str(src), "--model", user_model, "-o", str(tmp_path / "out"),
+                 "--device", "cpu", "--workers", "1", "--tile", "32"]) == 0
+    assert main(["predict", str(src / "b.ome.zarr"), "--model", user_model, "-o",
+                 str(tmp_path / "one.zarr"), "--device", "cpu", "--tile", "32"]) == 0
+    batch, single = read_ome_zarr(tmp_path / "out" / "b_labels.zarr"), read_ome_zarr(tmp_path / "one.zarr")
+    assert batch.complete and batch.scale == pytest.approx(SCALE)
+    np.testing.assert_array_equal(np.asarray(batch.data), np.asarray(single.data))
+    assert read_single(tmp_path / "out" / "a_labels.tif").data.shape == (40, 52)
 
 
 def test_cluster_flags_name_the_extra_when_distributed_is_missing(tmp_path, folder, monkeypatch,

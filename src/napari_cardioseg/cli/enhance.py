@@ -54,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
     check_params(args.method, params)  # before reading: a bad value costs nothing
     options = {"method": args.method, "params": params, "per_slice": args.per_slice}
     if is_batch(args.input):
-        from ..core.batch import expand_inputs, make_jobs, output_folder, output_paths
+        from ..core.batch import TIFF_SUFFIXES, expand_inputs, make_jobs, output_folder, output_paths
         from .batch import run_jobs
 
-        inputs = expand_inputs(args.input)
+        inputs = expand_inputs(args.input, TIFF_SUFFIXES)
         outputs = output_paths(inputs, output_folder(args.output), "_enhanced.tif")
         return run_jobs(make_jobs("enhance", inputs, outputs, options), "enhance", args)
     steps = enhance_file(args.input[0], args.output, **options)

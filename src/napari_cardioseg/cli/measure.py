@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_many(args: argparse.Namespace, options: dict) -> int:
     """``-o`` is a folder receiving ``NAME.csv`` and ``NAME_summary.csv`` per label image."""
-    from ..core.batch import expand_inputs, make_jobs, output_folder, output_paths
+    from ..core.batch import TIFF_SUFFIXES, expand_inputs, make_jobs, output_folder, output_paths
     from ..core.measure import get_kind
     from .batch import run_jobs
 
@@ -103,6 +103,6 @@ def _run_many(args: argparse.Namespace, options: dict) -> int:
         raise CardiosegError("--image and --cell-mask name one file; with several label images "
                              "measure each one with its own command")
     get_kind(args.kind)  # a bad --kind fails once, not once per file
-    inputs = expand_inputs(args.labels)
+    inputs = expand_inputs(args.labels, TIFF_SUFFIXES)
     outputs = output_paths(inputs, output_folder(args.output), ".csv")
     return run_jobs(make_jobs("measure", inputs, outputs, options), "measure", args)

@@ -54,15 +54,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_many(args: argparse.Namespace) -> int:
-    """``-o`` (and ``--prob``) are folders: ``NAME_labels.tif`` (and ``NAME_prob.tif``)."""
+    """``-o`` (and ``--prob``) are folders: ``NAME_labels.tif`` (and ``NAME_prob.tif``).
+
+    OME-Zarr inputs stream into ``NAME_labels.zarr`` (and ``NAME_prob.zarr``).
+    """
     from ..core.batch import expand_inputs, make_jobs, output_folder, output_paths
     from .batch import run_jobs
 
     inputs = expand_inputs(args.input)
-    outputs = output_paths(inputs, output_folder(args.output), "_labels.tif")
+    outputs = output_paths(inputs, output_folder(args.output), "_labels.tif", "_labels.zarr")
     per_file = None
     if args.prob:
-        probs = output_paths(inputs, output_folder(args.prob), "_prob.tif")
+        probs = output_paths(inputs, output_folder(args.prob), "_prob.tif", "_prob.zarr")
         per_file = [{"prob": str(p)} for p in probs]
     model = args.model
     if Path(model).suffix in (".json", ".safetensors") and Path(model).is_file():

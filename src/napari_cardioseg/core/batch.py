@@ -24,16 +24,17 @@ from .zarr_io import is_zarr_path
 
 #: file suffixes picked up from a folder (OME-Zarr stores are folders ending in .zarr)
 INPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
+TIFF_SUFFIXES = (".tif", ".tiff")
 _STRIP = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr")
 SCHEDULER_ENV = "CARDIOSEG_SCHEDULER"
 CLUSTER_EXTRA = "pip install 'napari-cardioseg[cluster]'"
 Note = Callable[[str], None]
 
 
-def _is_input(path: Path) -> bool:
+def _is_input(path: Path, suffixes: Sequence[str]) -> bool:
     if is_zarr_path(path):
-        return path.is_dir()
-    return path.is_file() and path.name.lower().endswith(INPUT_SUFFIXES)
+        return path.is_dir() and ".zarr" in suffixes
+    return path.is_file() and path.name.lower().endswith(tuple(suffixes))
 
 
 def is_batch(patterns: Sequence[str | os.PathLike]) -> bool:
@@ -44,11 +45,13 @@ def is_batch(patterns: Sequence[str | os.PathLike]) -> bool:
     return glob.has_magic(text) or (Path(text).is_dir() and not is_zarr_path(text))
 
 
-def expand_inputs(patterns: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files named by ``patterns``: files, folders (their TIFFs and .zarr stores) and globs.
+def expand_inputs(patterns: Iterable[str | os.PathLike],
+                  suffixes: Sequence[str] = INPUT_SUFFIXES) -> list[Path]:
+    """Files named by ``patterns``: files, folders (their entries ending in ``suffixes``), globs.
 
     Folders are not searched recursively (use ``DIR/**/*.tif``). Order: as given, each folder
-    or glob sorted by name; a file named twice is kept once.
+    or glob sorted by name; a file named twice is kept once. Files named explicitly or by a
+    glob are kept whatever their suffix (an unreadable one fails as its own job).
 
     Raises
     ------
@@ -61,13 +64,13 @@ def expand_inputs(patterns: Iterable[str | os.PathLike]) -> list[Path]:
         path = Path(text)
         if glob.has_magic(text):
             paths = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
-            paths = [p for p in paths if _is_input(p) or p.is_file()]
+            paths = [p for p in paths if _is_input(p, suffixes) or p.is_file()]
             if not paths:
                 raise CardiosegError(f"{text}: no file matches")
         elif path.is_dir() and not is_zarr_path(path):
-            paths = sorted(p for p in path.iterdir() if _is_input(p))
+            paths = sorted(p for p in path.iterdir() if _is_input(p, suffixes))
             if not paths:
-                raise CardiosegError(f"{text}: the folder holds no .tif, .tiff or .zarr input")
+                raise CardiosegError(f"{text}: the folder holds no {', '.join(suffixes)} input")
         elif path.exists():
             paths = [path]
         else:
@@ -88,10 +91,15 @@ def stem(path: str | os.PathLike) -> str:
     return Path(name).stem
 
 
-def output_paths(inputs: Sequence[Path], folder: str | os.PathLike, ending: str) -> list[Path]:
-    """``FOLDER/NAME{ending}`` per input; two inputs with the same name are refused."""
+def output_paths(inputs: Sequence[Path], folder: str | os.PathLike, ending: str,
+                 zarr_ending: str | None = None) -> list[Path]:
+    """``FOLDER/NAME{ending}`` per input (``zarr_ending`` for OME-Zarr inputs, if given).
+
+    Two inputs with the same name are refused.
+    """
     folder = Path(folder)
-    outs = [folder / f"{stem(p)}{ending}" for p in inputs]
+    outs = [folder / f"{stem(p)}{zarr_ending if zarr_ending and is_zarr_path(p) else ending}"
+            for p in inputs]
     seen: dict[Path, Path] = {}
     for source, out in zip(inputs, outs, strict=True):
         if out in seen:
