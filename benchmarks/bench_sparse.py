@@ -1,23 +1,32 @@
-"""Sparse-label training vs an ilastik-style random forest, from the same simulated strokes.
+"""Training from strokes on data the model has not seen: a simulated user in rounds.
 
-Not a test. Needs ``../shared/data`` (Lucchi++ crop, EM-net cardiac tiles) and scikit-learn.
-A simulated user draws about a dozen short strokes per class on a few slices (pieces of the
-object skeletons, short lines in the background); the net trains under a CPU time budget and
-is evaluated (foreground Dice) at 30, 60 and 120 s on slices without strokes; a random forest
-(100 trees) on ``skimage.feature.multiscale_basic_features`` learns from the same strokes.
+Not a test. Needs ``../shared/data`` (Lucchi++, EM-net cardiac tiles) and scikit-learn.
 
-With ``--init mito-em`` the net is fine-tuned from the shipped model instead of trained from scratch;
-strokes and evaluation then use only data the shipped model never saw in training (the held-out Lucchi
-slab, slices 140–164, and the held-out EM-net tiles 4, 9, 14, 19), and the model's Dice before any
-stroke (zero-shot) is printed too.
+Protocol (printed with every run): for each scenario, a stack of 2D slices of one data set that
+the pretrained model never trained on. Round 0: the simulated user (:mod:`napari_cardioseg.core.strokes`)
+paints ``--per-class`` short strokes per class on each stroked slice. Each round then trains
+``--round-steps`` steps (continuing from the previous round's model, as pressing Train again does),
+predicts the stroked slices and paints ``--corrections`` new strokes on the largest false-positive
+and false-negative components of each. Foreground Dice is measured on the unstroked slices after
+every round, next to the model before any stroke (zero-shot) and an ilastik-style random forest
+(100 trees on ``skimage.feature.multiscale_basic_features``) given the same strokes. In round 0
+the current weights are also scored at ``--probe-steps`` to find the first preview that beats
+zero-shot. Steps and training seconds are both reported (seconds exclude the benchmark's own
+evaluations; they depend on the machine's load).
 
-Usage: ``python benchmarks/bench_sparse.py [--budgets 30 60 120] [--init mito-em] [--data ../shared/data]``
+Scenarios: ``emnet`` (EM-net cardiac tiles 4, 9, 14, 19 and the four test tiles, held out from
+``mito-em``; strokes on three tiles, Dice on five), ``lucchi-shift`` (Lucchi++ slices 140-164 of
+the full volume, 512x512 window, contrast inverted, gamma 0.6, Gaussian blur 1; strokes on two
+slices, Dice on four) and ``sample-shift`` (the plugin's EM sample, inverted and blurred).
+
+Usage: ``python benchmarks/bench_sparse.py --init mito-em [--scenarios emnet lucchi-shift]
+[--rounds 4] [--round-steps 60] [--prior 1.0] [--encoder-lr-scale 0.1] [--dilate 1]``
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,141 +34,181 @@ from pathlib import Path
 sys.modules.setdefault("triton", None)
 
 import numpy as np  # noqa: E402
+import tifffile  # noqa: E402
 import torch  # noqa: E402
-from scipy.ndimage import binary_erosion  # noqa: E402
+from scipy import ndimage as ndi  # noqa: E402
 from skimage.feature import multiscale_basic_features  # noqa: E402
-from skimage.morphology import disk, skeletonize  # noqa: E402
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 
-from napari_cardioseg.core.device import train_threads  # noqa: E402
-from napari_cardioseg.core.io import read_single  # noqa: E402
+from napari_cardioseg.core.adapt import dilate_strokes  # noqa: E402
+from napari_cardioseg.core.augment import AugmentConfig  # noqa: E402
 from napari_cardioseg.core.models import load_model  # noqa: E402
 from napari_cardioseg.core.normalize import apply_normalization, fit_normalization  # noqa: E402
+from napari_cardioseg.core.strokes import correction_strokes, first_strokes  # noqa: E402
 from napari_cardioseg.core.train import TrainSession  # noqa: E402
 from napari_cardioseg.recipes.common import dice  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATASETS = {
-    # name: (image, mask, stroked slices, evaluation slices)
-    "lucchi": ("lucchi_pp_train/train_crop_image.tif", "lucchi_pp_train/train_crop_mito.tif",
-               (20, 80, 140), (5, 50, 110, 160)),
-    "emnet": ("emnet_cardiac_sbfsem/train_image.tif", "emnet_cardiac_sbfsem/train_mito.tif",
-              (0, 5, 10), (15, 16, 17, 18, 19)),
-}
-HELD_OUT = {  # slices / tiles the shipped mito-em never trained on (see recipes/data.py)
-    "lucchi": (145, 155), "emnet": (4,),
-}
-HELD_OUT_EVAL = {"lucchi": (142, 150, 160, 164), "emnet": (9, 14, 19)}
+DATA = Path(os.environ.get("CARDIOSEG_DATA", "/work/shared/data"))
+STRONG_AUGMENT = AugmentConfig(scale=0.25, elastic=2.0, elastic_prob=0.3, contrast=0.4,
+                               brightness=0.3)
 
 
-def strokes(mask: np.ndarray, rng: np.random.Generator, per_class: int = 12,
-            length: int = 15) -> np.ndarray:
-    """Scribbles for one slice: skeleton pieces inside objects (2), short background lines (1)."""
-    out = np.zeros(mask.shape, np.uint8)
-    skeleton = np.argwhere(skeletonize(binary_erosion(mask, disk(2).astype(bool))))
-    for y, x in skeleton[rng.choice(len(skeleton), min(per_class, len(skeleton)), replace=False)]:
-        near = np.abs(skeleton - (y, x)).max(axis=1) <= length // 2
-        out[tuple(skeleton[near].T)] = 2
-    inside = binary_erosion(~mask, disk(3).astype(bool))
-    free = np.argwhere(inside)
-    for y, x in free[rng.choice(len(free), per_class, replace=False)]:
-        angle = rng.uniform(0, np.pi)
-        t = np.arange(-(length // 2), length // 2 + 1)
-        ys = np.clip(np.round(y + t * np.sin(angle)).astype(int), 0, mask.shape[0] - 1)
-        xs = np.clip(np.round(x + t * np.cos(angle)).astype(int), 0, mask.shape[1] - 1)
-        keep = inside[ys, xs]
-        out[ys[keep], xs[keep]] = 1
-    return out
+def shift(stack: np.ndarray, gamma: float = 0.6, blur: float = 1.0) -> np.ndarray:
+    """Appearance shift: contrast inverted, then gamma, then Gaussian blur (per slice), uint8."""
+    x = 1.0 - stack.astype(np.float32) / 255.0
+    x = x ** gamma
+    x = ndi.gaussian_filter(x, (0, blur, blur))
+    return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+
+
+def scenario(name: str, data: Path) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
+    """Image stack, 0/1 truth, stroked slices and evaluation slices of one scenario."""
+    if name == "emnet":
+        folder = data / "emnet_cardiac_sbfsem"
+        train = tifffile.imread(folder / "train_image.tif")
+        train_mask = tifffile.imread(folder / "train_mito.tif")
+        tiles = (4, 9, 14, 19)
+        image = np.concatenate([train[list(tiles)], tifffile.imread(folder / "test_image_unlabeled.tif")])
+        truth = np.concatenate([train_mask[list(tiles)], tifffile.imread(folder / "test_mito.tif")])
+        return image, truth > 0, (0, 1, 4), (2, 3, 5, 6, 7)
+    if name == "lucchi-shift":
+        folder = data / "lucchi_pp_train"
+        part = tifffile.imread(folder / "train_image_part3.tif")  # slices 110-164
+        window = (slice(128, 640), slice(256, 768))
+        image = shift(part[30:][(slice(None), *window)])
+        truth = tifffile.imread(folder / "train_mito.tif")[140:][(slice(None), *window)] > 0
+        return image, truth, (5, 15), (0, 10, 20, 24)
+    if name == "sample-shift":
+        from napari_cardioseg._sample_data import EM_SEED, EM_SHAPE, EM_VOXEL
+        from napari_cardioseg.core.synth import organelle_stack
+
+        stack = organelle_stack(EM_SHAPE, EM_VOXEL, seed=EM_SEED)
+        return shift(stack.image, gamma=1.0), stack.labels > 0, (4, 16, 28), (0, 8, 12, 20, 24)
+    raise ValueError(name)
 
 
 @torch.no_grad()
-def net_dice(model, card, image, truth, slices) -> float:
+def predict(model, card, image: np.ndarray, slices) -> dict[int, np.ndarray]:
+    """0/1 predictions of the given slices (whole slices, padded to a multiple of 32)."""
     fitted = fit_normalization(image, card.normalization)
     model.eval()
-    scores = []
+    out = {}
     for z in slices:
         x = torch.from_numpy(apply_normalization(image[z], fitted))
         h, w = x.shape
         x = torch.nn.functional.pad(x[None, None], (0, -w % 32, 0, -h % 32), mode="reflect")
-        pred = model(x)[0, :, :h, :w].argmax(0).numpy() == 1
-        scores.append(dice(pred, truth[z]))
-    return float(np.mean(scores))
+        out[z] = model(x)[0, :, :h, :w].argmax(0).numpy() == 1
+    return out
 
 
-def forest_dice(image, scribbles, truth, stroked, slices) -> tuple[float, float]:
-    start = time.perf_counter()
-    feats = [multiscale_basic_features(image[z].astype(np.float32)) for z in stroked]
-    x = np.concatenate([f[scribbles[z] > 0] for f, z in zip(feats, stroked, strict=True)])
-    y = np.concatenate([scribbles[z][scribbles[z] > 0] for z in stroked])
-    forest = RandomForestClassifier(100, n_jobs=train_threads(), random_state=0).fit(x, y)
-    fit_time = time.perf_counter() - start
-    scores = []
-    for z in slices:
-        f = multiscale_basic_features(image[z].astype(np.float32))
-        pred = forest.predict(f.reshape(-1, f.shape[-1])).reshape(image.shape[1:]) == 2
-        scores.append(dice(pred, truth[z]))
-    return float(np.mean(scores)), fit_time
+def mean_dice(preds: dict[int, np.ndarray], truth: np.ndarray) -> float:
+    return float(np.mean([dice(p, truth[z]) for z, p in preds.items()]))
 
 
-def run(name: str, data: Path, budgets: list[float], seed: int, init: str | None = None) -> None:
-    image_file, mask_file, stroked, slices = DATASETS[name]
-    if init is not None:
-        stroked, slices = HELD_OUT[name], HELD_OUT_EVAL[name]
-    image = read_single(data / image_file).data
-    truth = read_single(data / mask_file).data > 0
-    rng = np.random.default_rng(seed)
+class Forest:
+    """ilastik-style pixel classifier; features are computed once per slice."""
+
+    def __init__(self, image: np.ndarray, slices, threads: int) -> None:
+        self.features = {z: multiscale_basic_features(image[z].astype(np.float32)) for z in slices}
+        self.threads = threads
+
+    def dice(self, scribbles: np.ndarray, stroked, truth: np.ndarray, slices) -> float:
+        x = np.concatenate([self.features[z][scribbles[z] > 0] for z in stroked])
+        y = np.concatenate([scribbles[z][scribbles[z] > 0] for z in stroked])
+        forest = RandomForestClassifier(100, n_jobs=self.threads, random_state=0).fit(x, y)
+        scores = []
+        for z in slices:
+            f = self.features[z]
+            pred = forest.predict(f.reshape(-1, f.shape[-1])).reshape(f.shape[:2]) == 2
+            scores.append(dice(pred, truth[z]))
+        return float(np.mean(scores))
+
+
+def run(name: str, args: argparse.Namespace) -> None:
+    image, truth, stroked, slices = scenario(name, args.data)
+    rng = np.random.default_rng(args.seed)
+    model, card = load_model(args.init)
+    teacher = model
+    zero_shot = mean_dice(predict(model, card, image, slices), truth)
+    forest = Forest(image, (*stroked, *slices), args.threads)
     scribbles = np.zeros(image.shape, np.uint8)
     for z in stroked:
-        scribbles[z] = strokes(truth[z], rng)
-    counts = {v: int(np.sum(scribbles == v)) for v in (1, 2)}
-    rf, rf_time = forest_dice(image, scribbles, truth, stroked, slices)
-    zero_shot = None
-    if init is not None:
-        zero_shot = net_dice(*load_model(init), image, truth, slices)
-    t0 = time.perf_counter()
-    session = TrainSession([image], [scribbles], init=init, time_budget=max(budgets), seed=seed,
-                           preview=(slice(slices[0], slices[0] + 1), slice(0, 256),
-                                    slice(0, 256)), preview_every=1e9)
-    first_preview = None
-    snapshots = {}
-    pending = sorted(budgets)
-    for progress in session.run():
-        if first_preview is None and progress.preview is not None:
-            first_preview = time.perf_counter() - t0
-        while pending and progress.elapsed >= pending[0]:
-            snapshots[pending.pop(0)] = (copy.deepcopy(session.best()), progress.step)
-    result = session.best()
-    for budget in pending:
-        snapshots[budget] = (result, len(session.losses))
-    print(f"\n## {name}: image {image.shape}, strokes on slices {stroked} "
-          f"({counts[1]} background px, {counts[2]} mitochondria px), Dice on slices {slices}")
-    print(f"first preview after {first_preview:.2f} s (incl. model build and normalisation); "
-          f"patch {session.patch}, batch {session.batch}, {train_threads()} torch threads")
-    print(f"random forest (100 trees, multiscale_basic_features): Dice {rf:.3f} "
-          f"(fit {rf_time:.1f} s)")
-    if zero_shot is not None:
-        print(f"{init} before any stroke (zero-shot): Dice {zero_shot:.3f}")
-    print("| budget (s) | steps | net Dice | RF Dice | net - RF |")
-    print("|---:|---:|---:|---:|---:|")
-    for budget in sorted(budgets):
-        res, steps = snapshots[budget]
-        d = net_dice(res.model, res.card, image, truth, slices)
-        print(f"| {budget:g} | {steps} | {d:.3f} | {rf:.3f} | {d - rf:+.3f} |")
-    sys.stdout.flush()
+        scribbles[z] = first_strokes(truth[z], rng, args.per_class, args.length)
+    options = {"prior_weight": args.prior, "encoder_lr_scale": args.encoder_lr_scale,
+               "threads": args.threads, "device": "cpu"}
+    if args.lr is not None:
+        options["lr"] = args.lr
+    if args.augment == "strong":
+        options["augment"] = STRONG_AUGMENT
+    print(f"\n## {name}: image {image.shape}, strokes on slices {stroked}, Dice on slices {slices}")
+    print(f"init {args.init}: zero-shot Dice {zero_shot:.3f}")
+    print("| round | painted px bg / fg | steps (total) | train s (total) | net Dice | forest Dice "
+          "| net - max(zero-shot, forest) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    total_steps, total_seconds, first_better = 0, 0.0, None
+    for round_ in range(args.rounds):
+        if round_ > 0:
+            preds = predict(model, card, image, stroked)
+            for z in stroked:
+                scribbles[z] |= correction_strokes(preds[z], truth[z], scribbles[z], rng,
+                                                   args.corrections, args.length)
+        train_scribbles = dilate_strokes(scribbles, args.dilate)
+        session = TrainSession([image], [train_scribbles], init=(model, card), steps=args.round_steps,
+                               seed=args.seed + round_, prior_model=teacher, **options)
+        spent_eval = 0.0
+        for progress in session.run():
+            if round_ == 0 and first_better is None and progress.done in args.probe_steps:
+                t = time.perf_counter()
+                d = mean_dice(predict(session.model, card, image, slices), truth)
+                if d > zero_shot:
+                    first_better = (progress.done, progress.elapsed - spent_eval, d)
+                spent_eval += time.perf_counter() - t
+        seconds = session.elapsed - spent_eval
+        result = session.best()
+        model, card = result.model, result.card
+        total_steps += len(session.losses)
+        total_seconds += seconds
+        net = mean_dice(predict(model, card, image, slices), truth)
+        rf = forest.dice(scribbles, stroked, truth, slices)
+        counts = [int(np.sum(scribbles == v)) for v in (1, 2)]
+        print(f"| {round_} | {counts[0]} / {counts[1]} | {len(session.losses)} ({total_steps}) | "
+              f"{seconds:.0f} ({total_seconds:.0f}) | {net:.3f} | {rf:.3f} | "
+              f"{net - max(zero_shot, rf):+.3f} |", flush=True)
+    if first_better is None:
+        print(f"no probe in round 0 (steps {args.probe_steps}) beat zero-shot")
+    else:
+        print(f"first probe beating zero-shot: step {first_better[0]}, {first_better[1]:.1f} s "
+              f"of training, Dice {first_better[2]:.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--budgets", type=float, nargs="+", default=[30.0, 60.0, 120.0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--init", default="mito-em", help="pretrained model name or file")
+    parser.add_argument("--scenarios", nargs="+", default=["emnet", "lucchi-shift", "sample-shift"],
+                        choices=["emnet", "lucchi-shift", "sample-shift"])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--round-steps", type=int, default=60)
+    parser.add_argument("--per-class", type=int, default=6, help="first strokes per class and slice")
+    parser.add_argument("--corrections", type=int, default=4,
+                        help="correction strokes per kind (FP, FN) and slice after each round")
+    parser.add_argument("--length", type=int, default=15, help="stroke length in pixels")
+    parser.add_argument("--probe-steps", type=int, nargs="+", default=[1, 3, 5, 10, 20, 40])
+    parser.add_argument("--prior", type=float, default=0.0, help="distillation weight (0 = off)")
+    parser.add_argument("--encoder-lr-scale", type=float, default=1.0)
+    parser.add_argument("--dilate", type=int, default=0, help="stroke dilation radius (px)")
+    parser.add_argument("--augment", choices=["default", "strong"], default="default")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", default=None, help="fine-tune this model (e.g. mito-em) instead")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"no data folder {args.data}")
-    for name in args.datasets:
-        run(name, args.data, args.budgets, args.seed, args.init)
+    torch.set_num_threads(args.threads)
+    print(__doc__.split("Scenarios:")[0].strip())
+    print(f"settings: {vars(args)}")
+    for name in args.scenarios:
+        run(name, args)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,19 @@ def _cannot_build(spec: dict) -> nn.Module:
     raise CardiosegError("a bioimage.io model is rebuilt from its package: use load_bioimageio(path)")
 
 
+def _cannot_replace_head(model: nn.Module, classes: int) -> None:
+    raise CardiosegError("a bioimage.io model cannot be fine-tuned here: its head is not ours")
+
+
 #: registry entries that let ModelCard and predict accept imported models (added on first load)
-REGISTRY = {name: nets.Architecture(_cannot_build, ndim, lambda s: int(s.get("multiple", 1)),
-                                    "bioimage.io package") for ndim, name in ARCHS.items()}
+REGISTRY = {
+    name: nets.Architecture(
+        build=_cannot_build, ndim=ndim, size_multiple=lambda s: int(s.get("multiple", 1)),
+        encoder=lambda model: [], replace_head=_cannot_replace_head,
+        description="bioimage.io package", scratch=None,
+    )
+    for ndim, name in ARCHS.items()
+}
 
 
 def register() -> None:

@@ -219,12 +219,28 @@ class ModelEntry:
 
 
 def user_models_dir(create: bool = False) -> Path:
-    """``$CARDIOSEG_HOME/models`` or ``~/.cardioseg/models`` (made only when ``create``)."""
+    """The folder of user models (made only when ``create``).
+
+    ``$CARDIOSEG_MODELS_DIR`` when set (point it at any folder of saved models to list them),
+    else ``$CARDIOSEG_HOME/models``, else ``~/.cardioseg/models``.
+    """
     home = os.environ.get("CARDIOSEG_HOME")
     path = (Path(home) if home else Path.home() / ".cardioseg") / "models"
+    path = Path(os.environ.get("CARDIOSEG_MODELS_DIR") or path).expanduser()
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_save_name(path: str | os.PathLike) -> None:
+    """Refuse to save a model under a pretrained model's name (it would hide or be hidden by it)."""
+    name = _stem(path).name
+    if (PRETRAINED_DIR / f"{name}.json").is_file():
+        day = datetime.now(UTC).strftime("%Y%m%d")
+        raise CardiosegError(
+            f"{name!r} is the name of a pretrained model; save under another name, "
+            f"e.g. {name}-finetuned-{day}"
+        )
 
 
 def _stem(path: str | os.PathLike) -> Path:

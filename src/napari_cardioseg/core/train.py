@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import adapt as _adapt
 from . import models as _models
 from . import nets as _nets
 from .augment import augment_pair, context_shape
@@ -158,6 +159,9 @@ class TrainSession:
         The options; keyword ``options`` (TrainConfig fields) replace its fields.
     preview : tuple of slice or callable, optional
         Region of image 1 to preview, or a callable returning one (or None) when asked.
+    prior_model : torch.nn.Module, optional
+        Teacher of the distillation prior (``config.prior_weight > 0``); default: the start
+        model as it was before training.
     """
 
     def __init__(
@@ -167,6 +171,7 @@ class TrainSession:
         config: TrainConfig | None = None,
         *,
         preview: PreviewRequest = None,
+        prior_model: torch.nn.Module | None = None,
         **options: Any,
     ) -> None:
         try:
@@ -201,8 +206,14 @@ class TrainSession:
         self.batch = config.batch or (4 if self.ndim == 2 else 2)
         self.model.to(self.device)
         self.frozen = freeze_encoder(self.start) if config.freeze_encoder else []
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = _adapt.param_groups(self.model, self.spec, self.lr, config.encoder_lr_scale)
         self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=1e-4)
+        if config.prior_weight > 0 and self.start.base_card is None and prior_model is None:
+            raise CardiosegError("a prior needs a pretrained model to start from (init)")
+        self.prior = (_adapt.Prior(prior_model or self.model, config.prior_weight)
+                      if config.prior_weight > 0 else None)
+        if self.prior is not None:
+            self.prior.teacher.to(self.device)
         self.losses: list[float] = []
         self.elapsed = 0.0
         self._best_loss = float("inf")
@@ -239,7 +250,10 @@ class TrainSession:
         for module in [*self.frozen, *self.norm_layers]:
             module.eval()  # frozen encoders and fine-tuned models keep their batch-norm statistics
         x, y = self._batch(rng)
-        loss = sparse_loss(self.model(x), y)
+        logits = self.model(x)
+        loss = sparse_loss(logits, y)
+        if self.prior is not None:  # adapt hook: keep the init model's answer where unpainted
+            loss = loss + self.prior.loss(logits, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -82,11 +82,15 @@ class TrainConfig:
         Seconds between live previews (one also follows the first step).
     pixel_size : sequence of float, optional
         µm per axis of the images, recorded in the model card.
+    prior_weight : float
+        Weight (>= 0) of the distillation prior that keeps the start model's answer on
+        unpainted pixels (:class:`core.adapt.Prior`); 0 turns it off. Needs ``init``.
+    encoder_lr_scale : float
+        The encoder learns at ``lr * encoder_lr_scale`` (0 < scale <= 1; 1: one learning rate).
 
     Notes
     -----
-    Domain-adaptation options (pseudo-labels, priors) will be further fields here, each with
-    its check in ``__post_init__``.
+    Domain-adaptation options are fields here, each with its check in ``__post_init__``.
     """
 
     init: InitModel | None = None
@@ -106,6 +110,8 @@ class TrainConfig:
     refresh_every: float = 1.0
     preview_every: float = 2.0
     pixel_size: tuple[float, ...] | None = None
+    prior_weight: float = 0.0
+    encoder_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self._check_start()
@@ -184,6 +190,11 @@ class TrainConfig:
                 raise CardiosegError(f"pixel_size must be 2-3 finite positive numbers (µm per "
                                      f"axis), got {self.pixel_size!r}")
             self._set("pixel_size", tuple(float(v) for v in sizes))
+        if not (_positive_number(self.prior_weight) or self.prior_weight == 0):
+            raise CardiosegError(f"prior_weight must be a finite number >= 0, got "
+                                 f"{self.prior_weight!r}")
+        if not (_positive_number(self.encoder_lr_scale) and self.encoder_lr_scale <= 1):
+            raise CardiosegError(f"encoder_lr_scale must be in (0, 1], got {self.encoder_lr_scale!r}")
 
     @property
     def total_steps(self) -> int | None:

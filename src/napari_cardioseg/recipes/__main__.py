@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true",
                         help="start from the stage-1 checkpoint in OUT/checkpoints (stage 2 only)")
+    parser.add_argument("--exclude", action="append", default=[], choices=["lucchi", "emnet"],
+                        help="mito only: leave this real data set out of training (repeatable)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_dir = args.data or data.default_data_dir()
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.recipe == "mito":
             from . import mito
 
-            mito.run(data_dir, args.minutes, args.out, seed=args.seed, resume=args.resume)
+            mito.run(data_dir, args.minutes, args.out, seed=args.seed, resume=args.resume,
+                     exclude=tuple(args.exclude))
         else:
             from . import zdisk
 

@@ -40,10 +40,18 @@ SOURCES = [
 ]
 
 
-def real_pool(data_dir: Path, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Real training images and masks: originals and degraded, rescaled copies."""
+def real_pool(data_dir: Path, rng: np.random.Generator,
+              exclude: tuple[str, ...] = ()) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Real training images and masks: originals and degraded, rescaled copies.
+
+    ``exclude`` names data sets ("lucchi", "emnet") left out, e.g. for leave-one-dataset-out
+    benchmarks of training from strokes.
+    """
     lucchi, _ = data.lucchi_split(data_dir)
     emnet, _ = data.emnet_split(data_dir)
+    for name, subset in (("lucchi", lucchi), ("emnet", emnet)):
+        if name in exclude:
+            subset.images, subset.masks = [], []
     images: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     # every Lucchi slice as it is, and every fourth one also rescaled towards SBF-SEM pixel
@@ -101,15 +109,17 @@ def evaluate(model, card: ModelCard, data_dir: Path) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in results.items()}
 
 
-def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: bool = False) -> Path:
+def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: bool = False,
+        exclude: tuple[str, ...] = ()) -> Path:
     """Train, validate and save ``mito-em`` into ``out``; returns the card path.
 
     Stage 1 (real data) is checkpointed in ``out/checkpoints``; ``resume`` starts from that
-    checkpoint with stage 2 (real + synthetic data).
+    checkpoint with stage 2 (real + synthetic data). ``exclude`` leaves real data sets out
+    (:func:`real_pool`); they are still validated on.
     """
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    images, masks = real_pool(data_dir, rng)
+    images, masks = real_pool(data_dir, rng, exclude)
     common.log(f"stage 1: {len(images)} real images")
     card = ModelCard(
         name=NAME, spec=dict(common.SPEC), class_names=["background", "mitochondrion"],
@@ -133,9 +143,11 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
     card.metrics = metrics
     card.license = "weights BSD-3-Clause; trained on research-use data (see training.data)"
     card.training = {
-        "data": SOURCES,
+        "data": [s for s in SOURCES if not any(s["name"].lower().replace("-", "").startswith(n)
+                                                    for n in exclude)],
         "pool": counts,
-        "recipe": f"python -m napari_cardioseg.recipes mito --minutes {minutes:g}",
+        "recipe": f"python -m napari_cardioseg.recipes mito --minutes {minutes:g}"
+                  + "".join(f" --exclude {name}" for name in exclude),
         "seed": seed,
         "steps": {"stage 1 (real data, lr 2e-3)": steps[0],
                   "stage 2 (real + synthetic, lr 5e-4)": steps[1]},

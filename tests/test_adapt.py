@@ -1,0 +1,153 @@
+"""Adaptation helpers: distillation prior, trust gating, parameter groups, stroke dilation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cardioseg.core import adapt
+from napari_cardioseg.core.nets import build_model, encoder_modules
+from napari_cardioseg.core.train import TrainSession
+
+
+def _logits(values) -> torch.Tensor:
+    """(1, C, 1, N) logits from a list of per-pixel logit vectors."""
+    return torch.tensor(values, dtype=torch.float32).T[None, :, None, :]
+
+
+def test_prior_loss_is_zero_when_student_equals_teacher():
+    logits = torch.randn(2, 3, 5, 7)
+    weight = torch.ones(2, 5, 7)
+    assert float(adapt.prior_loss(logits, logits.clone(), weight)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_prior_loss_exact_kl_value():
+    # teacher (0.5, 0.5); student softmax(0, ln 3) = (0.25, 0.75):
+    # KL = 0.5 ln(0.5 / 0.25) + 0.5 ln(0.5 / 0.75) = 0.5 ln(4 / 3)
+    student = _logits([[0.0, math.log(3.0)]])
+    teacher = _logits([[0.0, 0.0]])
+    loss = adapt.prior_loss(student, teacher, torch.ones(1, 1, 1))
+    assert float(loss) == pytest.approx(0.5 * math.log(4 / 3), rel=1e-5)
+
+
+def test_prior_loss_ignores_pixels_without_weight():
+    teacher = _logits([[0.0, 0.0], [2.0, -1.0]])
+    student = _logits([[0.0, 0.0], [-5.0, 5.0]])  # differs only on pixel 2
+    masked = torch.tensor([[[1.0, 0.0]]])
+    assert float(adapt.prior_loss(student, teacher, masked)) == pytest.approx(0.0, abs=1e-6)
+    # the mean runs over weighted pixels only: pixel 2 alone gives its full KL
+    only2 = adapt.prior_loss(student, teacher, torch.tensor([[[0.0, 1.0]]]))
+    both = adapt.prior_loss(student, teacher, torch.ones(1, 1, 2))
+    assert float(both) == pytest.approx(float(only2) / 2, rel=1e-5)
+    assert float(adapt.prior_loss(student, teacher, torch.zeros(1, 1, 2))) == 0.0
+
+
+def test_prior_loss_gradient_reaches_student_only():
+    student = torch.zeros(1, 2, 1, 1, requires_grad=True)
+    teacher = torch.tensor([[[[3.0]], [[0.0]]]], requires_grad=True)
+    adapt.prior_loss(student, teacher, torch.ones(1, 1, 1)).backward()
+    assert student.grad is not None and float(student.grad[0, 0]) < 0  # pulled towards class 0
+    assert teacher.grad is None
+
+
+def test_stroke_agreement_is_balanced_accuracy():
+    # teacher says class 0 everywhere; painted: three pixels of class 0, one of class 1
+    teacher = _logits([[1.0, 0.0]] * 5)
+    target = torch.tensor([[[0, 0, 0, 1, 0]]])
+    weight = torch.tensor([[[1.0, 1.0, 1.0, 1.0, 0.0]]])
+    assert adapt.stroke_agreement(teacher, target, weight) == pytest.approx(0.5)
+    assert adapt.stroke_agreement(teacher, target, torch.zeros(1, 1, 5)) is None
+
+
+def test_prior_trust_drops_for_a_teacher_that_disagrees():
+    torch.manual_seed(0)
+    teacher = torch.nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        teacher.weight.zero_()
+        teacher.bias.copy_(torch.tensor([5.0, 0.0]))  # always background
+    prior = adapt.Prior(teacher, weight=2.0)
+    assert prior.trust == 1.0
+    x = torch.zeros(1, 1, 2, 2)
+    scribbles = torch.tensor([[[1, 2], [0, 0]]])  # one background, one object pixel painted
+    logits = torch.zeros(1, 2, 2, 2)
+    assert float(prior.loss(logits, x, scribbles)) == 0.0  # balanced accuracy 0.5: no trust
+    assert prior.agreement == pytest.approx(0.5)
+    agreeing = adapt.Prior(teacher, weight=2.0)
+    bg_only = torch.tensor([[[1, 1], [0, 0]]])
+    expected = 2.0 * float(adapt.prior_loss(logits, teacher(x), torch.tensor([[[0.0, 0.0],
+                                                                                [1.0, 1.0]]])))
+    assert float(agreeing.loss(logits, x, bg_only)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_param_groups_scale_the_encoder():
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
+    model = build_model(spec)
+    groups = adapt.param_groups(model, spec, 1e-3, 0.1)
+    encoder = {id(p) for m in encoder_modules(model, spec) for p in m.parameters()}
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-4])
+    assert {id(p) for p in groups[1]["params"]} == encoder
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    assert adapt.param_groups(model, spec, 1e-3, 0.1) == []
+
+
+def test_dilate_strokes_grows_into_unpainted_pixels_only():
+    s = np.zeros((9, 9), np.uint8)
+    s[4, 1] = 1
+    s[4, 7] = 2
+    s[0, 0] = 2
+    out = adapt.dilate_strokes(s, 1)
+    assert out[4, 0] == 1 and out[3, 1] == 1 and out[4, 2] == 1 and out[3, 2] == 0  # a disk
+    assert out[4, 6] == 2 and out[5, 7] == 2
+    assert np.count_nonzero(out == 1) == 5 and np.count_nonzero(out == 2) == 5 + 3
+    np.testing.assert_array_equal(out[s > 0], s[s > 0])
+    assert np.array_equal(adapt.dilate_strokes(s, 0), s)
+
+
+def test_dilate_strokes_leaves_contested_pixels_unpainted():
+    s = np.zeros((1, 5, 5), np.uint8)  # 3D: dilation per slice
+    s[0, 2, 1] = 1
+    s[0, 2, 3] = 2
+    out = adapt.dilate_strokes(s, 1)
+    assert out[0, 2, 2] == 0  # reached by both classes
+    assert out[0, 2, 0] == 1 and out[0, 2, 4] == 2
+
+
+def test_session_with_prior_keeps_the_teacher_frozen():
+    from napari_cardioseg.core.models import ModelCard
+
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
+    model = build_model(spec)
+    card = ModelCard(name="t", spec=spec, class_names=["background", "object"],
+                     normalization={"method": "percentile", "low": 1.0, "high": 99.8}, pixel_size=None)
+    rng = np.random.default_rng(0)
+    image = rng.random((32, 32)).astype(np.float32)
+    scribbles = np.zeros((32, 32), np.uint8)
+    scribbles[4, 4:12] = 1
+    scribbles[20, 4:12] = 2
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    session = TrainSession([image], [scribbles], init=(model, card), steps=3, device="cpu",
+                           prior_weight=1.0, encoder_lr_scale=0.1, threads=1)
+    for _ in session.run():
+        pass
+    result = session.best()
+    teacher_state = session.prior.teacher.state_dict()
+    assert all(torch.equal(teacher_state[k], before[k]) for k in before)
+    assert session.prior.agreement is not None
+    assert [g["lr"] for g in session.optimizer.param_groups] == pytest.approx(
+        [session.lr, session.lr * 0.1])
+    assert len(result.losses) == 3
+
+
+def test_prior_needs_a_pretrained_model():
+    from napari_cardioseg.core.errors import CardiosegError
+
+    image = np.zeros((32, 32), np.float32)
+    scribbles = np.zeros((32, 32), np.uint8)
+    scribbles[0, :4], scribbles[1, :4] = 1, 2
+    with pytest.raises(CardiosegError, match="prior needs a pretrained model"):
+        TrainSession([image], [scribbles], steps=1, prior_weight=1.0)
