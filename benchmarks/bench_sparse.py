@@ -20,7 +20,8 @@ the full volume, 512x512 window, contrast inverted, gamma 0.6, Gaussian blur 1; 
 slices, Dice on four) and ``sample-shift`` (the plugin's EM sample, inverted and blurred).
 
 Usage: ``python benchmarks/bench_sparse.py --init mito-em [--scenarios emnet lucchi-shift]
-[--rounds 4] [--round-steps 60] [--prior 1.0] [--encoder-lr-scale 0.1] [--dilate 1]``
+[--rounds 4] [--round-steps 60] [--prior 1.0] [--encoder-lr-scale 0.1] [--holdout 0.2]
+[--dilate 1]``
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def run(name: str, args: argparse.Namespace) -> None:
     for z in stroked:
         scribbles[z] = first_strokes(truth[z], rng, args.per_class, args.length)
     options = {"prior_weight": args.prior, "encoder_lr_scale": args.encoder_lr_scale,
+               "holdout": args.holdout,
                "threads": args.threads, "device": "cpu"}
     if args.lr is not None:
         options["lr"] = args.lr
@@ -196,6 +198,8 @@ def main() -> None:
     parser.add_argument("--probe-steps", type=int, nargs="+", default=[1, 3, 5, 10, 20, 40])
     parser.add_argument("--prior", type=float, default=0.0, help="distillation weight (0 = off)")
     parser.add_argument("--encoder-lr-scale", type=float, default=1.0)
+    parser.add_argument("--holdout", type=float, default=0.0,
+                        help="share of strokes held out to pick each round's state (0 = off)")
     parser.add_argument("--dilate", type=int, default=0, help="stroke dilation radius (px)")
     parser.add_argument("--augment", choices=["default", "strong"], default="default")
     parser.add_argument("--lr", type=float, default=None)

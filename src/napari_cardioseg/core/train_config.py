@@ -87,6 +87,11 @@ class TrainConfig:
         unpainted pixels (:class:`core.adapt.Prior`); 0 turns it off. Needs ``init``.
     encoder_lr_scale : float
         The encoder learns at ``lr * encoder_lr_scale`` (0 < scale <= 1; 1: one learning rate).
+    holdout : float
+        Share of each class's strokes (0 <= share <= 0.5) kept out of training to choose the
+        state returned: the best held-out balanced accuracy, scored before the first step and
+        every :data:`core.adapt.HOLDOUT_EVERY` steps, never one worse than the start. 0: the
+        lowest smoothed loss.
 
     Notes
     -----
@@ -112,6 +117,7 @@ class TrainConfig:
     pixel_size: tuple[float, ...] | None = None
     prior_weight: float = 0.0
     encoder_lr_scale: float = 1.0
+    holdout: float = 0.0
 
     def __post_init__(self) -> None:
         self._check_start()
@@ -195,6 +201,8 @@ class TrainConfig:
                                  f"{self.prior_weight!r}")
         if not (_positive_number(self.encoder_lr_scale) and self.encoder_lr_scale <= 1):
             raise CardiosegError(f"encoder_lr_scale must be in (0, 1], got {self.encoder_lr_scale!r}")
+        if not ((_positive_number(self.holdout) or self.holdout == 0) and self.holdout <= 0.5):
+            raise CardiosegError(f"holdout must be a share in [0, 0.5], got {self.holdout!r}")
 
     @property
     def total_steps(self) -> int | None:
