@@ -176,7 +176,7 @@ def split_strokes(scribbles: np.ndarray, share: float, rng: np.random.Generator,
     structure = _stroke_structure(scribbles.ndim, slice_wise)
     for value in np.unique(scribbles[scribbles > 0]):
         components, n = ndi.label(scribbles == value, structure)
-        k = min(n - 1, max(1, int(round(share * n)))) if n >= 2 else 0
+        k = min(n - 1, max(1, round(share * n))) if n >= 2 else 0
         if k:
             chosen = rng.choice(np.arange(1, n + 1), size=k, replace=False)
             held |= np.isin(components, chosen)
