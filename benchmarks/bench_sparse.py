@@ -147,7 +147,7 @@ def run(name: str, args: argparse.Namespace) -> None:
     print("| round | painted px bg / fg | steps (total) | train s (total) | net Dice | forest Dice "
           "| net - max(zero-shot, forest) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    total_steps, total_seconds, first_better = 0, 0.0, None
+    total_steps, total_seconds, first_better, held_scores = 0, 0.0, None, []
     for round_ in range(args.rounds):
         if round_ > 0:
             preds = predict(model, card, image, stroked)
@@ -167,6 +167,7 @@ def run(name: str, args: argparse.Namespace) -> None:
                 spent_eval += time.perf_counter() - t
         seconds = session.elapsed - spent_eval
         result = session.best()
+        held_scores.append(" ".join(f"{step}:{score:.3f}" for step, score in session.holdout_scores))
         model, card = result.model, result.card
         total_steps += len(session.losses)
         total_seconds += seconds
@@ -176,6 +177,9 @@ def run(name: str, args: argparse.Namespace) -> None:
         print(f"| {round_} | {counts[0]} / {counts[1]} | {len(session.losses)} ({total_steps}) | "
               f"{seconds:.0f} ({total_seconds:.0f}) | {net:.3f} | {rf:.3f} | "
               f"{net - max(zero_shot, rf):+.3f} |", flush=True)
+    if args.holdout > 0:
+        for round_, scores in enumerate(held_scores):
+            print(f"round {round_} held-out stroke accuracy (step:score): {scores}")
     if first_better is None:
         print(f"no probe in round 0 (steps {args.probe_steps}) beat zero-shot")
     else:

@@ -237,3 +237,36 @@ def test_holdout_share_is_checked():
     for bad in (-0.1, 0.6, float("nan")):
         with pytest.raises(CardiosegError, match="holdout"):
             TrainConfig(holdout=bad)
+
+
+def _card(spec):
+    from napari_cardioseg.core.models import ModelCard
+
+    names = ["background", *[f"c{i}" for i in range(1, spec["classes"])]]
+    return ModelCard(name="t", spec=spec, class_names=names,
+                     normalization={"method": "percentile", "low": 1.0, "high": 99.8},
+                     pixel_size=None)
+
+
+def test_fine_tuning_defaults_to_the_prior_and_a_slow_encoder():
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    s = _lines((32, 32), [4], 1) + _lines((32, 32), [20], 2)
+    tuned = TrainSession([image], [s], init=(build_model(spec), _card(spec)), steps=1,
+                         device="cpu")
+    assert tuned.prior is not None and tuned.prior.weight == 1.0
+    assert [g["lr"] for g in tuned.optimizer.param_groups] == pytest.approx(
+        [tuned.lr, 0.1 * tuned.lr])
+    scratch = TrainSession([image], [s], steps=1, device="cpu")
+    assert scratch.prior is None
+    assert {g["lr"] for g in scratch.optimizer.param_groups} == {scratch.lr}
+    three = dict(spec, classes=3)  # a new head: nothing to keep, one learning rate
+    s3 = s.copy()
+    s3[28, 2:10] = 3
+    new_head = TrainSession([image], [s3], init=(build_model(spec), _card(spec)), classes=3,
+                            steps=1, device="cpu")
+    assert new_head.prior is None and int(new_head.spec["classes"]) == three["classes"]
+    assert {g["lr"] for g in new_head.optimizer.param_groups} == {new_head.lr}
+    off = TrainSession([image], [s], init=(build_model(spec), _card(spec)), steps=1,
+                       device="cpu", prior_weight=0, encoder_lr_scale=1)
+    assert off.prior is None and {g["lr"] for g in off.optimizer.param_groups} == {off.lr}

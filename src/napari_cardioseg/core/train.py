@@ -46,9 +46,11 @@ from .train_config import (
 from .train_init import (
     StartModel,
     default_class_names,
+    encoder_lr_scale,
     fixed_norm_layers,
     freeze_encoder,
     learning_rate,
+    prior_weight,
     start_model,
 )
 
@@ -160,7 +162,7 @@ class TrainSession:
     preview : tuple of slice or callable, optional
         Region of image 1 to preview, or a callable returning one (or None) when asked.
     prior_model : torch.nn.Module, optional
-        Teacher of the distillation prior (``config.prior_weight > 0``); default: the start
+        Teacher of the distillation prior (when its weight is > 0); default: the start
         model as it was before training.
     """
 
@@ -206,12 +208,13 @@ class TrainSession:
         self.batch = config.batch or (4 if self.ndim == 2 else 2)
         self.model.to(self.device)
         self.frozen = freeze_encoder(self.start) if config.freeze_encoder else []
-        params = _adapt.param_groups(self.model, self.spec, self.lr, config.encoder_lr_scale)
+        params = _adapt.param_groups(self.model, self.spec, self.lr,
+                                     encoder_lr_scale(config, self.start))
         self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=1e-4)
-        if config.prior_weight > 0 and self.start.base_card is None and prior_model is None:
+        weight = prior_weight(config, self.start)
+        if weight > 0 and self.start.base_card is None and prior_model is None:
             raise CardiosegError("a prior needs a pretrained model to start from (init)")
-        self.prior = (_adapt.Prior(prior_model or self.model, config.prior_weight)
-                      if config.prior_weight > 0 else None)
+        self.prior = _adapt.Prior(prior_model or self.model, weight) if weight > 0 else None
         if self.prior is not None:
             self.prior.teacher.to(self.device)
         slice_wise = self.ndim == 2

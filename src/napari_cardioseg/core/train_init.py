@@ -12,7 +12,14 @@ from . import models as _models
 from . import nets as _nets
 from .errors import CardiosegError
 from .sampling import check_classes
-from .train_config import DEFAULT_ARCH, LR_FINETUNE, LR_SCRATCH, TrainConfig
+from .train_config import (
+    DEFAULT_ARCH,
+    ENCODER_LR_SCALE_FINETUNE,
+    LR_FINETUNE,
+    LR_SCRATCH,
+    PRIOR_FINETUNE,
+    TrainConfig,
+)
 
 DEFAULT_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
 
@@ -98,6 +105,28 @@ def learning_rate(config: TrainConfig, start: StartModel) -> float:
     if config.lr is not None:
         return float(config.lr)
     return LR_SCRATCH if start.base_card is None else LR_FINETUNE
+
+
+def keeps_head(start: StartModel) -> bool:
+    """Whether the run fine-tunes a model with the classes (and head) it was trained with."""
+    base = start.base_card
+    return base is not None and int(base.spec["classes"]) == int(start.spec["classes"])
+
+
+def prior_weight(config: TrainConfig, start: StartModel) -> float:
+    """The configured prior weight, or :data:`PRIOR_FINETUNE` when fine-tuning with the start
+    model's head (a new head has nothing to keep) and 0 otherwise."""
+    if config.prior_weight is not None:
+        return float(config.prior_weight)
+    return PRIOR_FINETUNE if keeps_head(start) else 0.0
+
+
+def encoder_lr_scale(config: TrainConfig, start: StartModel) -> float:
+    """The configured encoder learning-rate scale, or :data:`ENCODER_LR_SCALE_FINETUNE` when
+    fine-tuning with the start model's head and 1 otherwise."""
+    if config.encoder_lr_scale is not None:
+        return float(config.encoder_lr_scale)
+    return ENCODER_LR_SCALE_FINETUNE if keeps_head(start) else 1.0
 
 
 def fixed_norm_layers(config: TrainConfig, start: StartModel) -> list[torch.nn.Module]:
