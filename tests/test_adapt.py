@@ -270,3 +270,12 @@ def test_fine_tuning_defaults_to_the_prior_and_a_slow_encoder():
     off = TrainSession([image], [s], init=(build_model(spec), _card(spec)), steps=1,
                        device="cpu", prior_weight=0, encoder_lr_scale=1)
     assert off.prior is None and {g["lr"] for g in off.optimizer.param_groups} == {off.lr}
+
+
+def test_dense_training_from_a_model_keeps_the_plain_defaults():
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    s = _lines((32, 32), [4], 1) + _lines((32, 32), [20], 2)
+    dense = TrainSession([image], [s], init=(build_model(spec), _card(spec)), steps=1,
+                         device="cpu", keep_norm_stats=False)  # as the recipes train
+    assert dense.prior is None and {g["lr"] for g in dense.optimizer.param_groups} == {dense.lr}

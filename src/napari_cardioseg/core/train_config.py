@@ -25,8 +25,8 @@ DEFAULT_ARCH = "unet2d"  # small plain U-Net: fast enough to train live on a CPU
 DEFAULT_STEPS = 200  # when neither a step count nor a time budget is given
 LR_SCRATCH = 5e-3  # learning rates (AdamW) when none is given: training from scratch,
 LR_FINETUNE = 2.5e-4  # and fine-tuning a pretrained or previously trained model
-PRIOR_FINETUNE = 1.0  # distillation prior weight and encoder learning-rate scale when
-ENCODER_LR_SCALE_FINETUNE = 0.1  # fine-tuning with the start model's head (0 and 1 otherwise)
+PRIOR_FINETUNE = 1.0  # distillation prior weight and encoder learning-rate scale when adapting
+ENCODER_LR_SCALE_FINETUNE = 0.1  # a model to strokes (train_init.adapts; else 0 and 1)
 
 
 def _integer(value: Any) -> bool:
@@ -87,11 +87,11 @@ class TrainConfig:
     prior_weight : float, optional
         Weight (>= 0) of the distillation prior that keeps the start model's answer on
         unpainted pixels (:class:`core.adapt.Prior`); 0 turns it off. Needs ``init``. Default:
-        :data:`PRIOR_FINETUNE` when fine-tuning ``init`` with its own head, else 0.
+        :data:`PRIOR_FINETUNE` when fine-tuning ``init`` with its own head and batch-norm
+        statistics (``train_init.adapts``), else 0.
     encoder_lr_scale : float, optional
         The encoder learns at ``lr * encoder_lr_scale`` (0 < scale <= 1; 1: one learning rate).
-        Default: :data:`ENCODER_LR_SCALE_FINETUNE` when fine-tuning ``init`` with its own head,
-        else 1.
+        Default: :data:`ENCODER_LR_SCALE_FINETUNE` when ``train_init.adapts``, else 1.
     holdout : float
         Share of each class's strokes (0 <= share <= 0.5) kept out of training to choose the
         state returned: the best held-out balanced accuracy, scored before the first step and
