@@ -1,5 +1,5 @@
 # Two commands: `make demo` (napari with the plugin and sample data; headless: the CLI pipeline)
-# and `make test` (the test suite under Xvfb). Both create .venv on first use.
+# and `make test` (the test suite under Xvfb, then ruff and mypy). Both create .venv on first use.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,9 +22,11 @@ test: $(STAMP)
 	bash scripts/system_deps.sh
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy src/napari_cardioseg
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy src/napari_cardioseg
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[benchmark]"

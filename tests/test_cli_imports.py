@@ -46,8 +46,6 @@ def test_subcommand_help_imports_no_torch_or_napari(command):
     assert not {"torch", "napari"} & set(report["heavy"])
 
 
-@pytest.mark.xfail(strict=True, reason="core.models validates cards through the core.nets "
-                   "registry, whose modules import torch at the top (core/nets is not ours)")
 def test_models_imports_no_torch_or_napari(tmp_path, monkeypatch):
     monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path))
     report = run_cli(["models"])

@@ -184,6 +184,30 @@ def test_bad_options_are_reported():
         nets.build_model({"arch": "highres3dzm", "in_channels": 1, "classes": 2, "channels": [4]})
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    ({"arch": "unet2d", "depth": 40}, r"'depth' must be an integer in 1\.\.6"),
+    ({"arch": "unet3d", "base": 0}, r"'base' must be an integer in 1\.\.64"),
+    ({"arch": "unet-resnet18", "encoder_depth": 6}, r"'encoder_depth' must be an integer in 3\.\.5"),
+    ({"arch": "highres3dzm", "channels": [4, 4, 4096]}, r"'channels' must be an integer in 1\.\.256"),
+    ({"arch": "pix2pix", "depth": True}, "'depth' must be an integer"),
+])
+def test_option_bounds_are_checked_before_building(options, message):
+    spec = {"in_channels": 1, "classes": 2, **options}
+    with pytest.raises(CardiosegError, match=message):
+        nets.check_options(spec)
+    with pytest.raises(CardiosegError, match=message):
+        nets.build_model(spec)
+
+
+def test_registry_rows_name_their_builders():
+    for name, arch in nets.ARCHITECTURES.items():
+        spec = {"arch": name, "in_channels": 1, "classes": 2}
+        assert nets.check_options(spec) is arch  # defaults are inside the bounds
+        module = arch.module()
+        assert callable(getattr(module, arch.builder.partition(":")[2]))
+        assert callable(module.encoder) and callable(module.replace_head)
+
+
 def test_size_multiples():
     base = {"in_channels": 1, "classes": 2}
     assert nets.size_multiple({**base, "arch": "unet-resnet18"}) == 32

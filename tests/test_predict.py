@@ -15,7 +15,10 @@ from napari_cardioseg.core.models import ModelCard
 from napari_cardioseg.core.normalize import apply_normalization, fit_normalization
 from napari_cardioseg.core.predict import (
     Prediction,
+    _axis,
     count_tiles,
+    default_halo,
+    halo_overlap,
     label_dtype,
     predict_generator,
     predict_labels,
@@ -78,10 +81,57 @@ def test_tiled_equals_untiled_3d(net3d, rng):
     model, card = net3d
     image = rng.integers(0, 4000, (19, 45, 38)).astype(np.uint16)
     full = untiled(image, model, card)
-    tiled = predict_probabilities(image, model, card, tile=(16, 32, 32), overlap=0.5,
-                                  device="cpu")
-    assert count_tiles(image.shape, card.spec, (16, 32, 32), 0.5) == 2 * 2 * 2
+    # halos smaller than the net's (the default would make these tiles one tile): 2 px in z,
+    # 6 px in y and x still fit the tiles, and this net's effective field is smaller still
+    kwargs = {"tile": (16, 32, 32), "overlap": 0.5, "halo": (2, 6, 6)}
+    tiled = predict_probabilities(image, model, card, device="cpu", **kwargs)
+    assert count_tiles(image.shape, card.spec, **kwargs) == 2 * 2 * 2
     np.testing.assert_allclose(tiled, full, atol=ATOL)
+
+
+@pytest.mark.parametrize(("net", "shape", "small"), [
+    ("net2d", (150, 203), 8),
+    ("net3d", (9, 110, 100), 8),
+])
+def test_default_halo_makes_tile_size_irrelevant(net, shape, small, rng, request):
+    model, card = request.getfixturevalue(net)
+    image = rng.normal(100, 20, shape).astype(np.float32)
+    halo = default_halo(nets.receptive_field(card.spec))
+    assert all(h >= 18 for h in halo)  # half the receptive field of these depth-2 U-Nets
+    assert count_tiles(shape, card.spec, small, 0.0) > 1  # really cut into tiles...
+    tiled = predict_probabilities(image, model, card, tile=small, overlap=0.0, device="cpu")
+    np.testing.assert_allclose(tiled, untiled(image, model, card), atol=ATOL)
+
+
+def test_axis_keeps_the_halo_out_of_the_blend():
+    # the shipped models: receptive field 315 px, stride 16; a 128 px tile asked for
+    halo, multiple = default_halo((315, 315))[0], 16
+    assert halo == 157 and halo_overlap(halo, multiple) == 336  # 2 * 157 + 16, rounded up
+    axis = _axis(2000, 128, 0.25, multiple, halo)
+    assert 336 <= axis.tile <= 2 * 336  # grown, then shrunk evenly
+    assert all(a % multiple == 0 for a in axis.origins) and axis.origins[-1] + axis.tile >= 2000
+    total = np.zeros(2000)
+    for i, (a, w) in enumerate(zip(axis.origins, axis.weights, strict=True)):
+        total[a : a + w.size] += w
+        if i > 0:  # a cut edge on the left: its halo gets no weight
+            assert axis.origins[i - 1] + axis.tile - a >= 336
+            assert not w[:halo].any() and w[halo : halo + 16].any()
+        if i + 1 < len(axis.origins):  # and on the right
+            assert not w[axis.tile - halo :].any()
+        else:
+            assert w[-1] == 1.0  # the image border is not a cut edge
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    assert _axis(300, 128, 0.25, multiple, halo).origins == [0]  # fits one tile: no cut edge
+
+
+def test_automatic_tiles_grow_with_the_halo():
+    spec = {"arch": "unet-mobilenet_v2", "in_channels": 1, "classes": 2, "encoder_depth": 4}
+    shipped = {"receptive_field": (315, 315)}
+    # 3 x 336 = 1008 px tiles: a 1536 x 2048 image takes 2 x 3 tiles, not 4 x 4 of 512 px
+    assert count_tiles((1536, 2048), spec, **shipped) == count_tiles((1536, 2048), spec, 1008,
+                                                                      **shipped) == 6
+    assert count_tiles((1536, 2048), spec, halo=0) == 4 * 5  # a net without halo: 512 px
+    assert count_tiles((40, 1536, 2048), spec, **shipped) == 40 * 6  # slice by slice
 
 
 def test_2d_model_on_3d_stack_is_slice_by_slice(net2d, rng):
@@ -131,6 +181,8 @@ def test_3d_model_refuses_2d_image(net3d):
     (np.zeros((8, 8)), {"overlap": 0.7}, "overlap"),
     (np.zeros((8, 8)), {"batch": 0}, "batch"),
     (np.zeros((8, 8)), {"tile": (8, 8, 8)}, "tile"),
+    (np.zeros((8, 8)), {"halo": -1}, "halo must be"),
+    (np.zeros((8, 8)), {"halo": (1, 2, 3)}, "halo must be"),
     (np.zeros((8, 8)), {"out": np.zeros((2, 8, 8), np.float32)}, "out has shape"),
     (np.full((8, 8), np.nan), {}, "no finite"),
     (np.zeros((8, 8)), {"device": "tpu"}, "device"),
@@ -160,9 +212,10 @@ def test_generator_progress_and_cancel(net2d, rng):
     model, card = net2d
     model.train()
     image = rng.normal(0, 1, (100, 100)).astype(np.float32)
-    total = count_tiles(image.shape, card.spec, 32, 0.25)
+    total = count_tiles(image.shape, card.spec, 32, 0.25, halo=0)
     assert total == 16
-    gen = predict_generator(image, model, card, tile=32, overlap=0.25, batch=3, device="cpu")
+    gen = predict_generator(image, model, card, tile=32, overlap=0.25, batch=3, device="cpu",
+                            halo=0)
     steps = [next(gen) for _ in range(3)]
     assert steps == [Progress(0, 16, "predict"), Progress(3, 16, "predict"),
                      Progress(6, 16, "predict")]
@@ -251,14 +304,22 @@ def test_out_of_memory_retry_yields_the_new_total(net2d, rng):
             break
     assert steps[0] == Progress(0, 1, "predict")  # one 120² tile: too wide, so halved twice
     retries = [p for p in steps[1:] if p.done == 0]
-    tiles = [tuple(int(v) for v in re.search(r"tiles of (\d+)×(\d+) px", p.message).groups())
+    found = [re.search(r"tiles of (\d+)×(\d+) px and a halo of (\d+)×(\d+) px", p.message)
              for p in retries]
-    assert tiles == [(60, 60), (26, 26)]  # 60: half of 120; 26: half of the 52 px 60 shrank to
-    totals = [count_tiles(image.shape, card.spec, t, 0.25) for t in tiles]
+    tiles = [tuple(int(v) for v in m.groups()[:2]) for m in found]
+    halos = [tuple(int(v) for v in m.groups()[2:]) for m in found]
+    assert tiles == [(60, 60), (30, 30)]  # halved: the net's full halo does not fit them...
+    full = default_halo(nets.receptive_field(card.spec))
+    assert full > halos[0] > halos[1] > (0, 0)  # ...so the halo is cut to what fits
+    assert all(2 * halo_overlap(h, 4) <= t for t, h in zip(tiles, halos, strict=True)
+               for t, h in zip(t, h, strict=True))
+    totals = [count_tiles(image.shape, card.spec, t, 0.25, halo=h)
+              for t, h in zip(tiles, halos, strict=True)]
     assert [p.total for p in retries] == totals and totals[0] < totals[1]
     assert steps[-1].done == steps[-1].total == totals[1]  # the bar ends full, on the new total
     assert all(p.done <= p.total for p in steps)
-    expected = predict_probabilities(image, model, card, tile=26, overlap=0.25, device="cpu")
+    expected = predict_probabilities(image, model, card, tile=30, overlap=0.25, device="cpu",
+                                     halo=halos[1])
     np.testing.assert_allclose(result.probabilities, expected, atol=ATOL)
     np.testing.assert_array_equal(result.labels, np.argmax(expected, axis=0))
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from napari_cardioseg._sample_data import em_sample, zdisk_sample
+from napari_cardioseg.core import nets
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import PRETRAINED_DIR, list_models, load_model
-from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
+from napari_cardioseg.core.predict import (
+    count_tiles,
+    predict_labels,
+    predict_probabilities,
+    probabilities_to_labels,
+)
 from napari_cardioseg.recipes import common, data
 from napari_cardioseg.recipes.__main__ import main
 
@@ -18,6 +25,7 @@ from napari_cardioseg.recipes.__main__ import main
 ZDISK_SAMPLE_DICE = 0.87
 MITO_SAMPLE_DICE = 0.88
 SHIPPED = {"zdisk-fluo": ["background", "z-disk"], "mito-em": ["background", "mitochondrion"]}
+LUCCHI = data.default_data_dir() / "lucchi_pp_train" / "train_crop_image.tif"
 
 
 def _segment(image: np.ndarray, name: str) -> np.ndarray:
@@ -97,3 +105,36 @@ def test_data_splits_hold_out_the_documented_parts():
 def test_missing_data_file_is_a_clear_error(tmp_path):
     with pytest.raises(CardiosegError, match="training data not found"):
         data.emnet_split(tmp_path)
+
+
+def test_shipped_cards_store_the_measured_receptive_field():
+    fields = {load_model(name)[1].receptive_field_px() for name in SHIPPED}
+    assert fields == {(315, 315)}  # both are unet-mobilenet_v2 with encoder depth 4
+    assert nets.receptive_field(common.SPEC) == (315, 315)
+
+
+def _tile_agreement(image: np.ndarray, name: str) -> float:
+    """Fraction of pixels labelled alike with 128 px and 1024 px tiles (default overlap)."""
+    model, card = load_model(name)
+    small = predict_labels(image, model, card, tile=128, device="cpu")
+    large = predict_labels(image, model, card, tile=1024, device="cpu")
+    return float((small == large).mean())
+
+
+def test_tile_size_does_not_change_the_sample_segmentation():
+    image = em_sample()[0][0]
+    strip = np.concatenate(list(image[::8]), axis=1)  # 256 x 1024: four slices side by side
+    assert count_tiles(strip.shape, common.SPEC, 128, receptive_field=(315, 315)) == 3  # cut
+    assert _tile_agreement(strip, "mito-em") >= 0.999
+    zdisk = zdisk_sample()[0][0]
+    assert _tile_agreement(np.concatenate([zdisk, zdisk[:, ::-1]], axis=1), "zdisk-fluo") >= 0.999
+
+
+def test_tile_size_does_not_change_a_real_em_segmentation():
+    if not LUCCHI.is_file():
+        pytest.skip("third-party data not available")
+    stack = tifffile.imread(LUCCHI)
+    assert _tile_agreement(stack[80], "mito-em") >= 0.999  # 384 x 512: one slice
+    strip = np.concatenate([stack[20], stack[80], stack[140]], axis=1)  # 384 x 1536
+    assert count_tiles(strip.shape, common.SPEC, 128, receptive_field=(315, 315)) == 4
+    assert _tile_agreement(strip, "mito-em") >= 0.999

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
+from qtpy.QtCore import QTimer
 
 from napari_cardioseg.core import models, nets
+from napari_cardioseg.core.colors import class_color
 from napari_cardioseg.core.predict import count_tiles, predict_probabilities, probabilities_to_labels
 from napari_cardioseg.widgets._common import refresh_model_lists
 from napari_cardioseg.widgets.predict import LOAD_FILE, PredictWidget
@@ -63,6 +67,8 @@ def test_run_adds_labels_with_scale_and_translate(viewer, qtbot, home, rng):
     np.testing.assert_allclose(labels.scale, (0.05, 0.01, 0.02))
     np.testing.assert_allclose(labels.translate, (1, 2, 3))
     assert labels.data.dtype == np.uint8
+    assert labels.colormap.map(0)[3] == 0  # predicted background is transparent
+    np.testing.assert_allclose(labels.colormap.map(1), class_color(1))  # = scribble value 2
     prob = viewer.layers["em tiny probabilities"]
     np.testing.assert_allclose(prob.data, expected[1], atol=2e-5)
     np.testing.assert_allclose(prob.scale, (0.05, 0.01, 0.02))
@@ -92,6 +98,7 @@ def test_model_file_and_stop(viewer, qtbot, home, rng):
     # stopped before the end: no result layer
     assert not any(layer.name.startswith("big from file labels") for layer in viewer.layers)
     assert widget._run.enabled and not widget._stop.enabled
+    assert widget._status.value == "stopped: nothing was added" and widget._progress.value == 0
 
 
 def record_activity_bar(widget):
@@ -132,11 +139,34 @@ def test_bar_takes_the_new_total_after_an_out_of_memory_retry(viewer, qtbot, hom
     widget_pbar_state = record_activity_bar(widget)
     run_and_wait(widget, qtbot)
     assert count_tiles(image.shape, card.spec, 128, 0.25) == 1  # the total the run started with
-    retried = count_tiles(image.shape, card.spec, 26, 0.25)  # 120 -> 60 -> 26 px tiles
+    # 120 -> 60 -> 30 px tiles, the net's halo cut to the 4 px that fit 30 px tiles
+    retried = count_tiles(image.shape, card.spec, 30, 0.25, halo=4)
     assert widget._progress.max == widget._progress.value == retried > 1
     assert widget_pbar_state(widget) == (retried, retried)  # napari's activity bar too
-    assert widget._progress.tooltip == "out of cpu memory: retrying with tiles of 26×26 px"
+    assert widget._progress.tooltip == ("out of cpu memory: retrying with tiles of 30×30 px "
+                                        "and a halo of 4×4 px")
     assert widget._status.value == "done: cells tiny labels"
-    expected = predict_probabilities(image, model, card, tile=26, overlap=0.25, device="cpu")
+    expected = predict_probabilities(image, model, card, tile=30, overlap=0.25, device="cpu",
+                                     halo=4)
     np.testing.assert_array_equal(viewer.layers["cells tiny labels"].data,
                                   probabilities_to_labels(expected))
+
+
+def test_event_loop_keeps_ticking_while_predicting(viewer, qtbot, home, rng):
+    save_tiny(models.user_models_dir(create=True) / "tiny")
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    widget._model.value = str(models.user_models_dir() / "tiny.json")
+    widget._image.value = viewer.add_image(rng.normal(0, 1, (8, 256, 256)).astype(np.float32))
+    widget._tile.value, widget._device.value = 64, "cpu"
+    ticks = [time.perf_counter()]
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    run_and_wait(widget, qtbot)
+    timer.stop()
+    gaps = np.diff(ticks)
+    print(f"\nlargest event-loop gap while predicting {gaps.max() * 1000:.0f} ms "
+          f"over {len(gaps)} ticks")
+    assert widget._status.value.startswith("done") and gaps.max() < 1.0

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+from pathlib import Path
+
 import numpy as np
 import pytest
+from qtpy.QtCore import QTimer
 
+from napari_cardioseg.core.colors import BACKGROUND, class_color
+from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import PRETRAINED_DIR, list_models, user_models_dir
 from napari_cardioseg.core.nets import ARCHITECTURES, scratch_choices
 from napari_cardioseg.widgets.predict import PredictWidget
-from napari_cardioseg.widgets.train import LIVE, TrainWidget, start_choices
+from napari_cardioseg.widgets.train import (
+    LIVE,
+    TrainWidget,
+    smooth,
+    start_choices,
+    suggested_name,
+)
 from test_train import disks
 
 
@@ -18,6 +31,7 @@ def widget(viewer, monkeypatch, tmp_path):
     image, scribbles, _ = disks()
     viewer.add_image(image, name="cells", scale=(0.5, 0.25), translate=(3.0, 4.0))
     w = TrainWidget(viewer)
+    w._unit.value = "steps"  # budgets below count steps (the default is seconds)
     viewer.window.add_dock_widget(w)
     layer = w.new_scribbles()
     layer.data[:] = scribbles
@@ -28,7 +42,9 @@ def test_new_layer_train_live_preview_and_save(widget, viewer, qtbot):
     layer = viewer.layers["cells scribbles"]
     assert layer.data.shape == (64, 128) and tuple(layer.scale) == (0.5, 0.25)
     assert tuple(layer.translate) == (3.0, 4.0)
-    assert "1 = background" in widget._help.value and "2 = class 1" in widget._help.value
+    assert widget._init.value == ("init", str(PRETRAINED_DIR / "mito-em.json"))
+    assert "1 = background" in widget._help.value  # the card's names before any training
+    assert "2 = mitochondrion" in widget._help.value
     widget._budget.value = 4
     yielded = []
     widget.train()
@@ -51,7 +67,7 @@ def test_new_layer_train_live_preview_and_save(widget, viewer, qtbot):
     assert str(saved) in predict._model.choices  # the docked Predict widget was refreshed
     widget.predict_whole()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
-    labels = viewer.layers["cells labels"]
+    labels = viewer.layers["cells mine labels"]
     assert labels.data.shape == (64, 128) and tuple(labels.scale) == (0.5, 0.25)
 
 
@@ -67,8 +83,8 @@ def test_stop_keeps_best_model_and_retraining_continues(widget, viewer, qtbot):
     assert first is not None and first.card.training["steps"] >= 2
     widget._budget.value = 2
     widget.train()
-    assert widget.session.init_name == first.card.name  # continued from the trained model
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    assert widget.session.init_name == first.card.name  # continued from the trained model
     widget.reset()
     assert widget.result is None and not widget._save.enabled
 
@@ -77,10 +93,12 @@ def test_errors_are_reported_not_raised(widget, viewer, qtbot, monkeypatch):
     errors = []
     monkeypatch.setattr("napari_cardioseg.widgets._common.report_error", errors.append)
     viewer.layers["cells scribbles"].data[:] = 0
-    widget.train()
-    assert widget.worker is None and "empty" in str(errors[-1])
+    widget.train()  # checked in the worker: reported once it fails
+    qtbot.waitUntil(lambda: widget.worker is None and len(errors) == 1, timeout=30000)
+    assert "empty" in str(errors[-1]) and widget.result is None and widget._train.enabled
     viewer.layers["cells scribbles"].data[10, 10] = 1
     widget.train()
+    qtbot.waitUntil(lambda: widget.worker is None and len(errors) == 2, timeout=30000)
     assert "only one class" in str(errors[-1])
     np.testing.assert_array_equal(viewer.layers["cells scribbles"].data[10, 9:12], [0, 1, 0])
 
@@ -118,3 +136,70 @@ def test_start_from_lists_models_then_recommended_then_advanced_architectures(wi
     assert archs == recommended + advanced and archs[0] == "unet2d"
     assert set(archs) == set(ARCHITECTURES)  # every registry row offers training from scratch
     assert ("init", str(PRETRAINED_DIR / "mito-em.json")) in choices
+
+
+def test_scribble_value_k_plus_1_and_prediction_k_share_a_colour(widget, viewer, qtbot):
+    scribbles = viewer.layers["cells scribbles"]
+    widget._budget.value = 1
+    widget.train()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    live = viewer.layers[LIVE]
+    for k in (1, 2, 3):
+        np.testing.assert_allclose(scribbles.colormap.map(k + 1), live.colormap.map(k))
+        np.testing.assert_allclose(live.colormap.map(k), class_color(k))
+    np.testing.assert_allclose(scribbles.colormap.map(1), BACKGROUND)  # background strokes: grey
+    assert live.colormap.map(0)[3] == 0 and scribbles.colormap.map(0)[3] == 0  # transparent
+    assert not np.allclose(scribbles.colormap.map(1), live.colormap.map(1))  # the clash
+
+
+def test_stop_message_smoothed_loss_plot_and_event_loop_gaps(widget, viewer, qtbot):
+    ticks = [time.perf_counter()]
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    widget._budget.value = 10_000
+    t0 = time.perf_counter()
+    widget.train()
+    click = time.perf_counter() - t0
+    start = len(ticks)
+    qtbot.waitUntil(lambda: len(widget._smoothed) >= 15, timeout=60000)
+    gaps = np.diff(ticks[start:])
+    widget.stop()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=5000)
+    timer.stop()
+    losses = widget.session.losses
+    shown = widget._smoothed
+    expected = losses[0]
+    for loss in losses[1:len(shown)]:
+        expected = 0.9 * expected + 0.1 * loss  # the documented moving average
+    assert shown[-1] == pytest.approx(expected) and widget._plot.values == shown
+    assert smooth(None, 0.5) == 0.5 and smooth(1.0, 0.0) == pytest.approx(0.9)
+    assert widget._loss.value.startswith(f"stopped after {len(losses)} steps; best model kept")
+    assert (widget._progress.max, widget._progress.value) == (1, 1)  # not a busy bar any more
+    assert widget._train.enabled and not widget._stop.enabled and widget._save.enabled
+    print(f"\nclick Train blocks {click * 1000:.0f} ms; largest event-loop gap while training "
+          f"{gaps.max() * 1000:.0f} ms over {len(gaps)} ticks")
+    assert gaps.max() < 1.0
+
+
+def test_save_refuses_a_pretrained_name_and_suggests_a_finetuned_one(widget, qtbot, tmp_path,
+                                                                     monkeypatch):
+    widget._budget.value = 1
+    widget.train()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    assert widget.result.card.name == "mito-em"  # fine-tuned from the pretrained model
+    with pytest.raises(CardiosegError, match=r"pretrained model.*mito-em-finetuned-"):
+        widget.save_model(tmp_path / "mito-em.json")
+    assert not (tmp_path / "mito-em.json").exists()
+    offered = []
+
+    def dialog(_parent, _title, default, _filter):
+        offered.append(default)
+        return "", ""  # cancelled
+
+    monkeypatch.setattr("napari_cardioseg.widgets.train.QFileDialog.getSaveFileName", dialog)
+    widget._save_dialog()
+    day = datetime.now().strftime("%Y%m%d")
+    assert Path(offered[0]).name == f"mito-em-finetuned-{day}.json"
+    assert suggested_name("mine") == "mine"

@@ -14,7 +14,7 @@ MAX_SEED = 2**32 - 1  # NumPy and PyTorch both accept seeds in 0..2**32-1
 
 
 def positive_seconds(text: str) -> float:
-    """A finite number of seconds > 0 (``nan``, ``inf`` and ``0`` are refused)."""
+    """Parse a finite number of seconds > 0 (``nan``, ``inf`` and ``0`` are refused)."""
     try:
         value = float(text)
     except ValueError:
@@ -25,7 +25,7 @@ def positive_seconds(text: str) -> float:
 
 
 def seed(text: str) -> int:
-    """A whole number in ``0..2**32-1``."""
+    """Parse a whole number in ``0..2**32-1``."""
     try:
         value = int(text)
     except ValueError:
@@ -36,7 +36,7 @@ def seed(text: str) -> int:
 
 
 def model_name(text: str) -> str:
-    """A model name or a model file path: not empty, not a folder."""
+    """Check a model name or a model file path: not empty, not a folder."""
     if not text.strip() or Path(text).name in ("", ".", ".."):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a model: give a model name (see 'cardioseg models') or NAME.json"

@@ -1,6 +1,7 @@
 """``cardioseg demo``: napari with the sample data and the widgets, or the same pipeline headless.
 
-With a display, the viewer opens on the synthetic EM stack and Z-disk image with every widget docked.
+With a display, the viewer opens on the synthetic EM stack and Z-disk image with every widget docked,
+as tabs of one dock area so that the window fits a 1280×800 screen.
 Without one (or with ``--headless``) the pipeline runs through the CLI subcommands on the same samples
 and writes every result into ``--out``: enhanced images, predicted labels, measurements, evaluation.
 """
@@ -11,10 +12,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.errors import CardiosegError
 
-WIDGETS = ("Enhance contrast", "Predict", "Train from scribbles", "Measure")
+if TYPE_CHECKING:
+    import napari
+
+WIDGETS = ("Pixel size", "Enhance contrast", "Predict", "Train from scribbles", "Measure",
+           "Evaluate")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,13 +52,19 @@ def run_gui() -> int:
     import napari
     import torch  # noqa: F401  (import torch before OpenGL is up; see NAPARI-NOTES pitfall 1)
 
-    viewer = napari.Viewer(title="napari-cardioseg demo")
-    viewer.open_sample("napari-cardioseg", "zdisk")
-    viewer.open_sample("napari-cardioseg", "em")
-    for name in WIDGETS:
-        viewer.window.add_plugin_dock_widget("napari-cardioseg", name, tabify=True)
+    open_demo(napari.Viewer(title="napari-cardioseg demo"))
     napari.run()
     return 0
+
+
+def open_demo(viewer: napari.viewer.Viewer) -> list:
+    """Load both samples into ``viewer`` and dock every widget as a tab; returns the docks."""
+    viewer.open_sample("napari-cardioseg", "zdisk")
+    viewer.open_sample("napari-cardioseg", "em")
+    docks = [viewer.window.add_plugin_dock_widget("napari-cardioseg", name, tabify=True)[0]
+             for name in WIDGETS]
+    docks[0].raise_()  # the first tab shown: set the pixel size first
+    return docks
 
 
 def _write_samples(out: Path) -> dict[str, Path]:

@@ -48,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from ..core.train import TrainConfig, TrainSession
 
     output = Path(args.output)
-    from ..core.models import model_files
+    from ..core.models import check_save_name, model_files
 
+    check_save_name(output)
     inputs = [args.image, args.labels, *(model_files(args.init) if args.init else ())]
     check_outputs([*model_files(output), *([output] if output.is_dir() else [])], inputs)
     image = read_single(args.image, "image")

@@ -50,7 +50,7 @@ def eager_runner(model: torch.nn.Module, card: ModelCard) -> Runner:
 
 
 def torchscript_runner(model: torch.nn.Module, card: ModelCard) -> Runner:
-    """The model traced and frozen with TorchScript (``torch.jit.trace`` + ``freeze``)."""
+    """Run the model traced and frozen with TorchScript (``torch.jit.trace`` + ``freeze``)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.freeze(torch.jit.trace(model.eval(), _example(card), check_trace=False))
@@ -63,7 +63,7 @@ def torchscript_runner(model: torch.nn.Module, card: ModelCard) -> Runner:
 
 
 def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = None) -> Runner:
-    """The model exported to ONNX (in memory) and run by ONNX Runtime in float32."""
+    """Run the model exported to ONNX (in memory) with ONNX Runtime in float32."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -72,7 +72,10 @@ def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = N
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (_example(card),), buffer, dynamo=False, opset_version=17,
+        # the TorchScript-based exporter (dynamo=False) writes to a file object; torch annotates
+        # ``f`` with paths only
+        torch.onnx.export(model.eval(), (_example(card),), buffer,  # type: ignore[arg-type]
+                          dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch", **spatial},
                                         "logits": {0: "batch", **spatial}})
@@ -88,7 +91,7 @@ def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = N
 
 
 def make_runner(model: torch.nn.Module, card: ModelCard, backend: str = "auto") -> Runner:
-    """A function ``(B, *tile)`` normalised float32 → ``(B, C, *tile)`` probabilities.
+    """Return a function ``(B, *tile)`` normalised float32 → ``(B, C, *tile)`` probabilities.
 
     ``auto`` picks ONNX Runtime when it is installed (``CARDIOSEG_BACKEND`` overrides), else eager.
     The model must be on the CPU; GPU prediction keeps the eager path.

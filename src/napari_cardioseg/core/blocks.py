@@ -96,7 +96,7 @@ def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
 
 
 def fixed_normalization_card(card: ModelCard, volume: Any) -> ModelCard:
-    """A copy of ``card`` whose normalisation is the numbers fitted once on ``volume``.
+    """Return a copy of ``card`` whose normalisation is the numbers fitted once on ``volume``.
 
     A ``zscore`` fit becomes the equivalent ``fixed`` range ``[mean, mean + std]``.
     """
@@ -218,7 +218,8 @@ def measure_halo(model: torch.nn.Module, spec: dict, *, limit: int = 128, probes
                 x = torch.randn((1, int(spec["in_channels"]), *(size,) * ndim),
                                 generator=generator, requires_grad=True)
                 model(x)[patch].sum().backward()
-                seen |= (x.grad != 0).any(dim=1)[0]
+                if x.grad is not None:  # None only for a net whose output ignores its input
+                    seen |= (x.grad != 0).any(dim=1)[0]
     finally:
         model.train(was_training)
         model.zero_grad(set_to_none=True)

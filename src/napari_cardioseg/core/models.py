@@ -32,16 +32,6 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 MAX_IN_CHANNELS = 16
-# bounds on the size options of a spec, checked before any network is built (a card asking for
-# a 40-level U-Net would otherwise allocate gigabytes before the weights are compared with it)
-SPEC_BOUNDS: dict[str, dict[str, tuple[int, int]]] = {
-    "unet2d": {"depth": (1, 6), "base": (1, 128)},
-    "unet3d": {"depth": (1, 5), "base": (1, 64)},
-    "pix2pix": {"depth": (1, 8), "base": (1, 128)},
-    "highres3dzm": {"blocks": (1, 8)},
-}
-_SMP_BOUNDS = {"encoder_depth": (3, 5)}
-_HIGHRES_WIDTHS = (1, 256)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "weights"
 _log = logging.getLogger(__name__)
@@ -195,17 +185,15 @@ def _check_spec(spec: Any, name: str) -> None:
     integer("classes", 2, MAX_CLASSES, spec["classes"])
     integer("in_channels", 1, MAX_IN_CHANNELS, spec["in_channels"])
     arch = spec["arch"]
-    bounds = _SMP_BOUNDS if arch in nets.smp2d.SMP_NETS else SPEC_BOUNDS.get(arch, {})
-    for key, (low, high) in bounds.items():
-        if key in spec:
-            integer(key, low, high, spec[key])
+    try:  # the size options' bounds live in the registry rows (checked before any net is built)
+        nets.check_options(spec)
+    except CardiosegError as exc:
+        raise CardiosegError(f"model card {name!r}: {exc}") from exc
     if arch == "highres3dzm" and "channels" in spec:
         widths = spec["channels"]
         if not isinstance(widths, list) or len(widths) != 3:
             raise CardiosegError(f"model card {name!r}: spec 'channels' must be a list of 3 "
                                  f"widths, got {widths!r}")
-        for width in widths:
-            integer("channels", *_HIGHRES_WIDTHS, width)
 
 
 @dataclass
@@ -219,12 +207,28 @@ class ModelEntry:
 
 
 def user_models_dir(create: bool = False) -> Path:
-    """``$CARDIOSEG_HOME/models`` or ``~/.cardioseg/models`` (made only when ``create``)."""
+    """The folder of user models (made only when ``create``).
+
+    ``$CARDIOSEG_MODELS_DIR`` when set (point it at any folder of saved models to list them),
+    else ``$CARDIOSEG_HOME/models``, else ``~/.cardioseg/models``.
+    """
     home = os.environ.get("CARDIOSEG_HOME")
     path = (Path(home) if home else Path.home() / ".cardioseg") / "models"
+    path = Path(os.environ.get("CARDIOSEG_MODELS_DIR") or path).expanduser()
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_save_name(path: str | os.PathLike) -> None:
+    """Refuse to save a model under a pretrained model's name (it would hide or be hidden by it)."""
+    name = _stem(path).name
+    if (PRETRAINED_DIR / f"{name}.json").is_file():
+        day = datetime.now(UTC).strftime("%Y%m%d")
+        raise CardiosegError(
+            f"{name!r} is the name of a pretrained model; save under another name, "
+            f"e.g. {name}-finetuned-{day}"
+        )
 
 
 def _stem(path: str | os.PathLike) -> Path:

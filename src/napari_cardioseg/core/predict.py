@@ -2,10 +2,18 @@
 
 The image (``YX`` or ``ZYX``) is conceptually reflection-padded to a multiple of the net's stride
 and cut into tiles whose origins are multiples of that stride, so a tile sees exactly what the
-untiled net would see, apart from its cut edges. Overlapping tiles are blended with separable
-raised-cosine weights that are zero on the outer quarter of each overlap (the part spoiled by the
-cut edge) and normalised to sum to one, so probabilities are averaged, never rescaled. A 2D net on
-a 3D stack runs slice by slice; one batch may hold tiles from several slices.
+untiled net would see, apart from its cut edges. A cut edge spoils the outputs within about half
+the net's receptive field of it (the *halo*, ``receptive_field // 2`` per axis, from the model
+card), so neighbouring tiles overlap by at least both halos plus one stride, and the separable
+raised-cosine blending weights are zero on each halo (and on at least the outer quarter of the
+overlap) and normalised to sum to one: probabilities are averaged, never rescaled, and no spoiled
+output is used, so the result does not depend on the tile size. The user's ``overlap`` fraction
+is a minimum on top of that. Tiles are grown to at least twice the overlap the halo needs (so at
+least half of each tile is new), automatic 2D tiles to three times it; only when the device runs
+out of memory at that size is the halo cut down to what a smaller tile allows. Nets with global
+context (DeepLabV3+, FPN, EfficientNet encoders) have no finite receptive field and can never be
+tiled exactly; their halo is capped at :data:`MAX_HALO`. A 2D net on a 3D stack runs slice by
+slice; one batch may hold tiles from several slices.
 
 Tiles are read from the input one at a time (``image[z, y0:y1, x0:x1]``), so NumPy memmaps, zarr
 and dask arrays are never loaded whole; ``out`` may be any writable array-like too.
@@ -26,12 +34,13 @@ import torch
 from .device import choose_device
 from .errors import CardiosegError
 from .models import ModelCard
-from .nets import size_multiple, spec_ndim
+from .nets import receptive_field, size_multiple, spec_ndim
 from .normalize import apply_normalization, fit_normalization
 from .progress import Progress, drain
 from .validate import as_grey
 
-AUTO_TILE = {2: 512, 3: 96}  # tile edge when ``tile=None`` (whole image when smaller)
+AUTO_TILE = {2: 512, 3: 96}  # least tile edge when ``tile=None`` (see _auto_tile)
+MAX_HALO = {2: 256, 3: 64}  # largest halo (px per side) used, for nets with global context
 
 
 @dataclass(frozen=True)
@@ -60,12 +69,13 @@ def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
     return np.where(index >= n, period - index, index)
 
 
-def _ramp(length: int) -> np.ndarray:
+def _ramp(length: int, halo: int = 0) -> np.ndarray:
     """Weights over an overlap of ``length`` px seen from the tile that starts there.
 
-    Zero on the first quarter, a raised cosine, one on the last quarter; ``r + r[::-1] == 1``.
+    Zero on the first ``max(halo, length // 4)`` px (the part spoiled by the cut edge), a raised
+    cosine, one on as many last px; ``r + r[::-1] == 1``.
     """
-    halo = length // 4
+    halo = max(halo, length // 4)
     ramp = np.ones(length)
     if length == 0:
         return ramp
@@ -86,16 +96,26 @@ class _Axis:
     weights: list[np.ndarray]
 
 
-def _axis(n: int, tile: int, overlap: float, multiple: int) -> _Axis:
+def halo_overlap(halo: int, multiple: int) -> int:
+    """The least overlap (px) of two tiles whose cut edges spoil ``halo`` px each.
+
+    Both halos plus at least one stride to blend over, rounded up to the stride; 0 for no halo.
+    """
+    return 0 if halo <= 0 else math.ceil((2 * halo + multiple) / multiple) * multiple
+
+
+def _axis(n: int, tile: int, overlap: float, multiple: int, halo: int = 0) -> _Axis:
     """Tile an axis of ``n`` px with the fewest tiles of at most ``tile`` px, then shrink them.
 
-    The tiles are made as small as possible (a multiple of the stride) while still covering the
-    padded axis with at least the requested overlap, and spread evenly: less computation than
-    equal full-size tiles with the last one shifted back (e.g. 23% less for 1024² at 512/0.25).
+    ``tile`` is first grown to twice :func:`halo_overlap` when smaller. The tiles are made as
+    small as possible (a multiple of the stride) while still covering the padded axis with at
+    least the requested overlap (and the halos), and spread evenly: less computation than equal
+    full-size tiles with the last one shifted back (e.g. 23% less for 1024² at 512/0.25).
     """
     padded = math.ceil(n / multiple) * multiple
-    tile = min(math.ceil(tile / multiple) * multiple, padded)
-    min_overlap = min(round(overlap * tile / multiple) * multiple, tile - multiple)
+    least = halo_overlap(halo, multiple)
+    tile = min(max(math.ceil(tile / multiple) * multiple, 2 * least), padded)
+    min_overlap = min(max(round(overlap * tile / multiple) * multiple, least), tile - multiple)
     count = 1 if tile == padded else math.ceil((padded - min_overlap) / (tile - min_overlap))
     if count > 1:
         needed = (padded + (count - 1) * min_overlap) / count
@@ -107,10 +127,10 @@ def _axis(n: int, tile: int, overlap: float, multiple: int) -> _Axis:
         w = np.ones(tile)
         if i > 0:
             left = origins[i - 1] + tile - a
-            w[:left] = _ramp(left)
+            w[:left] = _ramp(left, halo)
         if i + 1 < len(origins):
             right = a + tile - origins[i + 1]
-            w[tile - right :] = np.minimum(w[tile - right :], _ramp(right)[::-1])
+            w[tile - right :] = np.minimum(w[tile - right :], _ramp(right, halo)[::-1])
         raw.append(w[: n - a])
     total = np.zeros(n)
     for a, w in zip(origins, raw, strict=True):
@@ -179,23 +199,64 @@ def _forward(model: torch.nn.Module, batch: np.ndarray, device: torch.device,
                                _forward(model, batch[half:], device, classes, flips)])
 
 
-def _plan(shape: tuple[int, ...], spec: dict, tile: Sequence[int],
-          overlap: float) -> tuple[list[_Axis], list[tuple[int | None, tuple[int, ...]]]]:
+def _plan(shape: tuple[int, ...], spec: dict, tile: Sequence[int], overlap: float,
+          halo: Sequence[int]) -> tuple[list[_Axis], list[tuple[int | None, tuple[int, ...]]]]:
     """Per-axis tilings and the list of ``(slice or None, tile index per axis)`` jobs."""
     ndim = spec_ndim(spec)
-    axes = [_axis(n, t, overlap, size_multiple(spec))
-            for n, t in zip(shape[-ndim:], tile, strict=True)]
+    axes = [_axis(n, t, overlap, size_multiple(spec), h)
+            for n, t, h in zip(shape[-ndim:], tile, halo, strict=True)]
     slices: list[int | None] = list(range(shape[0])) if len(shape) > ndim else [None]
     jobs = [(z, idx) for z in slices
             for idx in itertools.product(*(range(len(ax.origins)) for ax in axes))]
     return axes, jobs
 
 
+def default_halo(field: Sequence[int]) -> tuple[int, ...]:
+    """The halo (px per side and axis) of a net with receptive field ``field``: half of it,
+    at most :data:`MAX_HALO`."""
+    return tuple(min(int(f) // 2, MAX_HALO[len(field)]) for f in field)
+
+
+def _halo_shape(halo: int | Sequence[int] | None, spec: dict,
+                field: Sequence[int] | None) -> tuple[int, ...]:
+    """The halo asked for (one per spatial axis, checked), or :func:`default_halo` of the net."""
+    ndim = spec_ndim(spec)
+    if halo is None:
+        return default_halo(field if field is not None else receptive_field(spec))
+    halo = (halo,) * ndim if isinstance(halo, (int, np.integer)) else tuple(halo)
+    if len(halo) != ndim or any(int(h) < 0 for h in halo):
+        raise CardiosegError(f"halo must be a size >= 0 or {ndim} sizes, got {halo}")
+    return tuple(int(h) for h in halo)
+
+
+def _fitting_halo(tile: int, halo: int, multiple: int) -> int:
+    """The largest halo up to ``halo`` whose tiles need not be grown beyond ``tile`` px."""
+    while halo > 0 and 2 * halo_overlap(halo, multiple) > tile:
+        halo -= 1
+    return halo
+
+
+def _auto_tile(spec: dict, halo: Sequence[int]) -> tuple[int, ...]:
+    """Tile edges for ``tile=None``: :data:`AUTO_TILE`, and in 2D at least three times the halo
+    overlap, so the halos cost about what a 25% overlap does (3D tiles only grow to twice it:
+    their memory grows with the cube of the edge)."""
+    ndim, multiple = spec_ndim(spec), size_multiple(spec)
+    factor = 3 if ndim == 2 else 2
+    return tuple(max(AUTO_TILE[ndim], factor * halo_overlap(h, multiple)) for h in halo)
+
+
 def count_tiles(shape: Sequence[int], spec: dict, tile: int | Sequence[int] | None = None,
-                overlap: float = 0.25) -> int:
-    """How many tiles :func:`predict_generator` will run for an image of ``shape``."""
-    tile_shape = _tile_shape(tile, spec_ndim(spec))
-    return len(_plan(tuple(shape), spec, tile_shape, float(overlap))[1])
+                overlap: float = 0.25, *, halo: int | Sequence[int] | None = None,
+                receptive_field: Sequence[int] | None = None) -> int:
+    """How many tiles :func:`predict_generator` will run for an image of ``shape``.
+
+    ``halo`` as in :func:`predict_generator`; by default it comes from ``receptive_field``
+    (the card's, :meth:`ModelCard.receptive_field_px`), measured from ``spec`` when not given.
+    """
+    halo_shape = _halo_shape(halo, spec, receptive_field)
+    tile_shape = _tile_shape(tile, spec_ndim(spec)) if tile is not None else _auto_tile(
+        spec, halo_shape)
+    return len(_plan(tuple(shape), spec, tile_shape, float(overlap), halo_shape)[1])
 
 
 def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, out: Any,
@@ -224,10 +285,8 @@ def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, ou
         yield Progress(min(start + batch, len(jobs)), len(jobs), "predict", message)
 
 
-def _tile_shape(tile: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+def _tile_shape(tile: int | Sequence[int], ndim: int) -> tuple[int, ...]:
     """The tile edges asked for, one per spatial axis, checked."""
-    if tile is None:
-        return (AUTO_TILE[ndim],) * ndim
     tile = (tile,) * ndim if isinstance(tile, (int, np.integer)) else tuple(tile)
     if len(tile) != ndim or any(int(t) < 1 for t in tile):
         raise CardiosegError(f"tile must be a positive size or {ndim} sizes, got {tile}")
@@ -245,12 +304,14 @@ def predict_generator(
     device: str | torch.device = "auto",
     out: Any = None,
     flips: bool = False,
+    halo: int | Sequence[int] | None = None,
 ) -> Generator[Progress, None, Any]:
     """Predict class probabilities tile by tile, yielding progress after every batch.
 
     Each attempt first yields ``Progress(0, tiles)``. When the device runs out of memory even
-    for one tile, the tile edges are halved and the prediction starts again: the next
-    ``Progress`` carries the new total (and says why in its message).
+    for one tile, the tile edges are halved (and the halo cut down to what the smaller tiles
+    allow) and the prediction starts again: the next ``Progress`` carries the new total (and
+    says why in its message).
 
     Parameters
     ----------
@@ -262,10 +323,12 @@ def predict_generator(
         layout are restored).
     tile : int or sequence of int, optional
         Largest tile edge (rounded up to the net's stride); default 512 (2D) or 96 (3D), or the
-        whole image when smaller. Tiles are shrunk evenly to the smallest size that still
-        covers the image with the requested overlap.
+        whole image when smaller; in 2D at least three times the overlap the halo needs
+        (1008 px for the shipped models). Grown to twice the overlap the halo needs when smaller (see
+        :func:`halo_overlap`). Tiles are shrunk evenly to the smallest size that still covers
+        the image with the required overlap.
     overlap : float
-        Fraction of a tile shared with its neighbour, 0 to 0.5.
+        Least fraction of a tile shared with its neighbour, 0 to 0.5; the halos may need more.
     batch : int
         Tiles per forward pass.
     device : str
@@ -275,6 +338,10 @@ def predict_generator(
     flips : bool
         Test-time augmentation: average the probabilities of the tile as it is and flipped along
         x, y and both (4× the time; smoother, usually slightly more accurate masks).
+    halo : int or sequence of int, optional
+        Pixels per side (and axis) of a tile's cut edge whose outputs are spoiled and get no
+        weight; default :func:`default_halo` of the card's receptive field, which makes the
+        result independent of the tile size.
 
     Returns
     -------
@@ -289,7 +356,8 @@ def predict_generator(
         raise CardiosegError(f"overlap must be between 0 and 0.5, got {overlap}")
     if int(batch) < 1:
         raise CardiosegError(f"batch must be at least 1, got {batch}")
-    tile = _tile_shape(tile, ndim)
+    halo = _halo_shape(halo, card.spec, card.receptive_field_px() if halo is None else None)
+    tile = _tile_shape(tile, ndim) if tile is not None else _auto_tile(card.spec, halo)
     shape = (card.spec["classes"], *image.shape)
     if out is None:
         out = np.zeros(shape, dtype=np.float32)
@@ -304,7 +372,7 @@ def predict_generator(
     try:
         with torch.inference_mode():
             while True:
-                plan = _plan(tuple(image.shape), card.spec, tile, float(overlap))
+                plan = _plan(tuple(image.shape), card.spec, tile, float(overlap), halo)
                 try:
                     yield from _tiles(image, model, card, fitted, out, plan, int(batch), dev,
                                       bool(flips), message)
@@ -319,8 +387,13 @@ def predict_generator(
                     if dev.type == "cuda":
                         torch.cuda.empty_cache()
                     tile = tuple(max(multiple, t // 2) for t in used)
+                    fitting = tuple(_fitting_halo(t, h, multiple)
+                                    for t, h in zip(tile, halo, strict=True))
                     message = (f"out of {dev.type} memory: retrying with tiles of "
                                f"{'×'.join(map(str, tile))} px")
+                    if fitting != halo:
+                        halo = fitting
+                        message += f" and a halo of {'×'.join(map(str, halo))} px"
     finally:
         model.train(was_training).to(memory_format=torch.contiguous_format)
         if dev.type == "cuda":

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ProgressBar
 from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
 
+from ..core.colors import prediction_colors, scribble_colors
 from ..core.errors import CardiosegError
 
 if TYPE_CHECKING:
@@ -34,6 +36,16 @@ def spatial_scale(layer: Any) -> tuple[float, ...]:
 def output_layer_kwargs(source: Any, name: str) -> dict:
     """Keyword arguments that place a new layer exactly on top of ``source``."""
     return {"name": name, "scale": tuple(source.scale), "translate": tuple(source.translate)}
+
+
+def scribble_colormap() -> DirectLabelColormap:
+    """Colours of a scribbles layer (:func:`core.colors.scribble_colors`): value k+1 = class k."""
+    return DirectLabelColormap(color_dict=scribble_colors(), name="cardioseg scribbles")
+
+
+def prediction_colormap() -> DirectLabelColormap:
+    """Colours of predicted labels (:func:`core.colors.prediction_colors`): label k = class k."""
+    return DirectLabelColormap(color_dict=prediction_colors(), name="cardioseg classes")
 
 
 def result_name(source: Any, model: str, what: str) -> str:
@@ -137,8 +149,9 @@ def start_generator(
 
 
 __all__ = [
-    "output_layer_kwargs", "refresh_model_lists", "region_in_view", "report_error", "result_name",
-    "show_info", "show_progress", "spatial_scale", "start_generator", "widget_alive",
+    "output_layer_kwargs", "prediction_colormap", "refresh_model_lists", "region_in_view",
+    "report_error", "result_name", "scribble_colormap", "show_info", "show_progress", "spatial_scale",
+    "start_generator", "widget_alive",
 ]
 
 

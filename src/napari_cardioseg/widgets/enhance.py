@@ -103,7 +103,8 @@ class EnhanceWidget(Container):
         self.controls = {name: ParamControl(param) for name, param in all_params().items()}
         self._per_slice = CheckBox(text="per slice (3D stacks)", tooltip=_sentence(PER_SLICE_HELP))
         self._apply = PushButton(text="Apply", tooltip="Add the enhanced image as a new layer.")
-        self._progress = ProgressBar(label="progress", value=0, visible=False)
+        self._progress = ProgressBar(label="progress", value=0, visible=False,
+                                     tooltip="Slices enhanced so far.")
         widgets: list[Widget] = [self._image, self._method, *self.controls.values(), self._per_slice,
                                  self._apply, self._progress]
         super().__init__(widgets=widgets)

@@ -40,8 +40,10 @@ class EvaluateWidget(Container):
                                 value=None, tooltip="nonzero pixels are left out of every count")
         self._binary = CheckBox(text="foreground vs background",
                                 tooltip="score any object against background, not class by class")
-        self._run = PushButton(text="Evaluate")
-        self._export = PushButton(text="Export CSV")
+        self._run = PushButton(
+            text="Evaluate",
+            tooltip="Compare the prediction with the ground truth: overlap scores per class.")
+        self._export = PushButton(text="Export CSV", tooltip="Save the scores table as CSV.")
         super().__init__(widgets=[self._pred, self._truth, self._ignore, self._binary, self._run,
                                   self._export])
         self.model = TableModel()

@@ -60,20 +60,27 @@ class MeasureWidget(Container):
                               tooltip="; ".join(f"{k}: {v.description}" for k, v in KINDS.items()))
         self._units = Label(value="")
         self._mode = ComboBox(label="objects", choices=list(OBJECT_MODES), value="auto",
-                              tooltip="components: split a mask into connected pieces; labels: "
-                              "each label value is one object; auto: decide from the values")
+                              tooltip="How objects are found in the labels layer. components: "
+                              "touching pixels form one object (for a mask or a prediction); "
+                              "labels: each label value is one object, even if in pieces (for "
+                              "instance labels); auto: components when the layer has a single "
+                              "nonzero value (a mask), labels otherwise")
         self._min_size = SpinBox(label="min size (px, 0 = default)", value=0, min=0, max=10**9,
                                  tooltip="drop smaller objects; 0 = the kind's default (shapes: "
                                  "about a 0.2 µm sphere, or 27 voxels without a pixel size)")
         self._class = SpinBox(label="class (0 = all)", value=0, min=0, max=2**31 - 1,
                               tooltip="measure one class of a multi-class prediction, split into "
                                       "connected components")
-        self._run = PushButton(text="Measure")
+        self._run = PushButton(text="Measure", tooltip="Measure every object and fill the tables.")
         self._status = Label(value="")
         self._column = ComboBox(label="histogram", choices=[], tooltip="column to plot")
-        self._export_objects = PushButton(text="Export objects CSV")
-        self._export_summary = PushButton(text="Export summary CSV")
-        self._export_masks = PushButton(text="Export masks TIFF")
+        self._export_objects = PushButton(
+            text="Export objects CSV", tooltip="Save the table with one row per object.")
+        self._export_summary = PushButton(
+            text="Export summary CSV", tooltip="Save the summary table (counts, means, medians).")
+        self._export_masks = PushButton(
+            text="Export masks TIFF",
+            tooltip="Save the measured objects as a labels TIFF (calibrated only if the layer is).")
         super().__init__(widgets=[
             self._labels_layer, self._image, self._cell, self._kind, self._units, self._mode,
             self._min_size, self._class, self._run, self._status, self._column,

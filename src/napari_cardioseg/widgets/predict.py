@@ -32,6 +32,7 @@ from ..core.predict import Prediction, predict_steps
 from ..core.progress import Progress
 from ._common import (
     output_layer_kwargs,
+    prediction_colormap,
     report_error,
     result_name,
     show_progress,
@@ -50,23 +51,45 @@ class PredictWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
         self._files: dict[str, str] = {}  # label -> card path of models loaded from files
-        self._image = create_widget(annotation=Image, label="image")
-        self._model = ComboBox(label="model", choices=self._model_choices)
-        self._tile = SpinBox(label="tile (0 = auto)", value=0, min=0, max=4096, step=32)
-        self._overlap = FloatSpinBox(label="overlap", value=0.25, min=0.0, max=0.5, step=0.05)
-        self._batch = SpinBox(label="batch", value=4, min=1, max=256)
-        self._device = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self._image = create_widget(annotation=Image, label="image",
+                                    options={"tooltip": "The image layer to segment."})
+        self._model = ComboBox(
+            label="model", choices=self._model_choices,
+            tooltip="The trained network to run: shipped (pretrained) models, your saved (user) "
+                    "models, or a model file from disk.")
+        self._tile = SpinBox(
+            label="tile (0 = auto)", value=0, min=0, max=4096, step=32,
+            tooltip="Large images are cut into square tiles of this many pixels, predicted one "
+                    "by one and stitched; 0 picks a size that fits memory.")
+        self._overlap = FloatSpinBox(
+            label="overlap", value=0.25, min=0.0, max=0.5, step=0.05,
+            tooltip="Fraction of a tile shared with its neighbour; the overlaps are blended so "
+                    "tile edges do not show. More overlap: smoother, slower.")
+        self._batch = SpinBox(
+            label="batch", value=4, min=1, max=256,
+            tooltip="Tiles sent to the network at once: more is faster but needs more memory.")
+        self._device = ComboBox(
+            label="device", choices=list(DEVICES), value="auto",
+            tooltip="Where to compute: auto uses a graphics card (GPU) when there is one, else "
+                    "the processor (CPU).")
         self._flips = CheckBox(text="average over flips (4× slower)",
-                               tooltip="test-time augmentation: smoother, usually slightly better masks")
-        self._prob = CheckBox(text="add probability layer")
-        self._run = PushButton(text="Run")
-        self._stop = PushButton(text="Stop", enabled=False)
-        self._progress = ProgressBar(label="tiles", value=0, min=0, max=1)
-        self._status = Label(value="")
+                               tooltip="Predict the image also mirrored and average the results "
+                                       "(test-time augmentation): smoother, usually slightly "
+                                       "better masks.")
+        self._prob = CheckBox(
+            text="add probability layer",
+            tooltip="Also add the network's confidence (0 to 1) per pixel as an image layer.")
+        self._run = PushButton(text="Run", tooltip="Predict the image with the model.")
+        self._stop = PushButton(text="Stop", enabled=False,
+                                tooltip="Stop after the current batch of tiles; nothing is added.")
+        self._progress = ProgressBar(label="tiles", value=0, min=0, max=1,
+                                     tooltip="Tiles predicted so far.")
+        self._status = Label(value="", tooltip="What the prediction is doing.")
         super().__init__(widgets=[self._image, self._model, self._tile, self._overlap, self._batch,
                                   self._device, self._flips, self._prob, self._run, self._stop,
                                   self._progress, self._status])
         self.worker = None
+        self._stopping = False
         self._refreshing = False
         self._last_model = self._model.value
         self._model.changed.connect(self._on_model_changed)
@@ -136,6 +159,7 @@ class PredictWidget(Container):
     def stop(self) -> None:
         """Ask the running prediction to stop after its current batch."""
         if self.worker is not None:
+            self._stopping = True
             self.worker.quit()
 
     def _on_progress(self, progress: Progress) -> None:
@@ -144,12 +168,17 @@ class PredictWidget(Container):
             self._status.value = progress.message
 
     def _finished(self) -> None:
+        if self._stopping:
+            self._status.value = "stopped: nothing was added"
+            self._progress.max, self._progress.value = 1, 0
+        self._stopping = False
         self._run.enabled, self._stop.enabled = True, False
         self.worker = None
 
     def _add_result(self, layer: Image, model: str, result: Prediction) -> None:
+        self._stopping = False  # finished before a late Stop took effect
         self._status.value = f"done: {result_name(layer, model, 'labels')}"
-        self._viewer.add_labels(result.labels,
+        self._viewer.add_labels(result.labels, colormap=prediction_colormap(),
                                 **output_layer_kwargs(layer, result_name(layer, model, "labels")))
         if self._prob.value:
             prob = result.probabilities

@@ -8,28 +8,31 @@ Options per architecture: smp U-Net / UNet++ take ``encoder_depth`` (3-5); ``une
 take ``depth`` and ``base``; ``highres3dzm`` takes ``channels`` (3 widths) and ``blocks``;
 ``pix2pix`` takes ``depth`` and ``base``.
 
-Adding an architecture: write its module (a ``torch.nn.Module`` plus how to find its encoder and
-replace its head), add one :class:`Architecture` row to :data:`ARCHITECTURES`, and one subclass of
-the shared ``NetTester`` in ``tests/test_nets.py``.
+Adding an architecture: write its module (a ``torch.nn.Module``, a builder ``build(spec)`` and
+the functions ``encoder(model)`` and ``replace_head(model, classes)``), add one
+:class:`Architecture` row to :data:`ARCHITECTURES` naming the builder, and one subclass of the
+shared ``NetTester`` in ``tests/test_nets.py``.
+
+Importing this package is cheap: the rows hold what card validation and listings need (names,
+dimensions, strides, option bounds, descriptions) and name their builders by module, so torch and
+segmentation-models-pytorch are imported only when a net is built or its receptive field measured.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any
-
-import torch
-from torch import nn
+from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CardiosegError
 from . import smp2d
-from .highres3dzm import HighRes3DZMNet, ZeroMeanConv3d
-from .pix2pix import Pix2PixUNet
-from .unet import UNet
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: longest probe (px along one axis) used to measure a receptive field, for 2D and 3D nets
 PROBE_MAX = {2: 1024, 3: 256}
@@ -41,18 +44,22 @@ class Architecture:
 
     Attributes
     ----------
-    build : callable
-        ``build(spec) -> nn.Module`` with random weights (never downloads).
+    builder : str or callable
+        ``"module:function"``: ``function(spec) -> nn.Module`` in the submodule ``module`` of this
+        package builds the net with random weights (never downloads); the same submodule
+        defines ``encoder(model) -> list of nn.Module`` (what "freeze encoder" freezes) and
+        ``replace_head(model, classes)`` (a fresh ``classes``-way output layer, in place). It
+        is imported only when needed. Rows added at run time may give the function itself;
+        its module then defines ``encoder`` and ``replace_head``.
     ndim : int
         2 for ``YX`` nets, 3 for ``ZYX`` nets.
     size_multiple : callable
         ``size_multiple(spec) -> int``: every spatial input size must be a multiple of it.
-    encoder : callable
-        ``encoder(model) -> list of nn.Module``: what "freeze encoder" freezes.
-    replace_head : callable
-        ``replace_head(model, classes)``: a fresh ``classes``-way output layer, in place.
     description : str
         One line for lists.
+    bounds : mapping
+        Option name -> ``(low, high)``: the integer values (or every item of a list value) a spec
+        may give, checked before anything is built (see :func:`check_options`).
     scratch : mapping or None
         Options (besides ``in_channels``/``classes``) used when training it from scratch; None
         when it is not offered for training from scratch.
@@ -65,35 +72,26 @@ class Architecture:
         :func:`receptive_field` reports :data:`PROBE_MAX` for it.
     """
 
-    build: Callable[[dict], nn.Module]
+    builder: str | Callable[[dict], nn.Module]
     ndim: int
     size_multiple: Callable[[dict], int]
-    encoder: Callable[[nn.Module], list[nn.Module]]
-    replace_head: Callable[[nn.Module, int], None]
     description: str
+    bounds: Mapping[str, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))
     scratch: Mapping[str, Any] | None = field(default_factory=lambda: MappingProxyType({}))
     recommended: bool = False
     global_context: bool = False
 
+    def module(self) -> ModuleType:
+        """The module implementing the net (imported now: this imports torch)."""
+        if callable(self.builder):
+            return importlib.import_module(self.builder.__module__)
+        return importlib.import_module(f"{__name__}.{self.builder.partition(':')[0]}")
 
-def _unet(ndim: int) -> Callable[[dict], nn.Module]:
-    def build(spec: dict) -> nn.Module:
-        return UNet(ndim, int(spec["in_channels"]), int(spec["classes"]),
-                    depth=int(spec.get("depth", 3)), base=int(spec.get("base", 16)))
-    return build
-
-
-def _highres(spec: dict) -> nn.Module:
-    channels = tuple(int(c) for c in spec.get("channels", (16, 32, 64)))
-    if len(channels) != 3:
-        raise CardiosegError(f"highres3dzm: 'channels' needs 3 widths, got {list(channels)}")
-    return HighRes3DZMNet(int(spec["in_channels"]), int(spec["classes"]), channels,
-                          blocks=int(spec.get("blocks", 3)))
-
-
-def _pix2pix(spec: dict) -> nn.Module:
-    return Pix2PixUNet(int(spec["in_channels"]), int(spec["classes"]),
-                       depth=int(spec.get("depth", 6)), base=int(spec.get("base", 32)))
+    def build(self, spec: dict) -> nn.Module:
+        """A net for ``spec`` with random weights."""
+        if callable(self.builder):
+            return self.builder(spec)
+        return getattr(self.module(), self.builder.partition(":")[2])(spec)
 
 
 def _depth_multiple(default: int) -> Callable[[dict], int]:
@@ -103,8 +101,8 @@ def _depth_multiple(default: int) -> Callable[[dict], int]:
 def _smp(name: str) -> Architecture:
     arch, encoder = smp2d.SMP_NETS[name]
     return Architecture(
-        smp2d.build, 2, smp2d.size_multiple, smp2d.encoder, smp2d.replace_head,
-        f"smp {arch} with {encoder} encoder",
+        "smp2d:build", 2, smp2d.size_multiple, f"smp {arch} with {encoder} encoder",
+        bounds=MappingProxyType({"encoder_depth": (3, 5)}),
         recommended=name == "unet-mobilenet_v2",
         global_context=arch in ("deeplabv3plus", "fpn") or encoder.startswith("efficientnet"),
     )
@@ -112,20 +110,21 @@ def _smp(name: str) -> Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {
     "unet2d": Architecture(
-        _unet(2), 2, _depth_multiple(3), UNet.encoder_modules, UNet.replace_head,
-        "small plain 2D U-Net", scratch=MappingProxyType({"depth": 3, "base": 16}),
-        recommended=True),
+        "unet:build_2d", 2, _depth_multiple(3), "small plain 2D U-Net",
+        bounds=MappingProxyType({"depth": (1, 6), "base": (1, 128)}),
+        scratch=MappingProxyType({"depth": 3, "base": 16}), recommended=True),
     "unet3d": Architecture(
-        _unet(3), 3, _depth_multiple(3), UNet.encoder_modules, UNet.replace_head,
-        "3D U-Net (Çiçek et al. 2016)", scratch=MappingProxyType({"depth": 3, "base": 8}),
-        recommended=True),
+        "unet:build_3d", 3, _depth_multiple(3), "3D U-Net (Çiçek et al. 2016)",
+        bounds=MappingProxyType({"depth": (1, 5), "base": (1, 64)}),
+        scratch=MappingProxyType({"depth": 3, "base": 8}), recommended=True),
     **{name: _smp(name) for name in smp2d.SMP_NETS},
     "highres3dzm": Architecture(
-        _highres, 3, lambda spec: 1, HighRes3DZMNet.encoder_modules, HighRes3DZMNet.replace_head,
-        "HighRes3DZMNet, dilated residual 3D net with zero-mean input kernels"),
+        "highres3dzm:build", 3, lambda spec: 1,
+        "HighRes3DZMNet, dilated residual 3D net with zero-mean input kernels",
+        bounds=MappingProxyType({"blocks": (1, 8), "channels": (1, 256)})),
     "pix2pix": Architecture(
-        _pix2pix, 2, _depth_multiple(6), Pix2PixUNet.encoder_modules, Pix2PixUNet.replace_head,
-        "pix2pix U-Net generator (Isola et al. 2017)"),
+        "pix2pix:build", 2, _depth_multiple(6), "pix2pix U-Net generator (Isola et al. 2017)",
+        bounds=MappingProxyType({"depth": (1, 8), "base": (1, 128)})),
 }
 
 
@@ -145,9 +144,21 @@ def architecture(spec: dict) -> Architecture:
     return arch
 
 
+def check_options(spec: dict) -> Architecture:
+    """:func:`architecture`, then every bounded option of ``spec`` checked (nothing is built)."""
+    arch = architecture(spec)
+    for key, (low, high) in arch.bounds.items():
+        value = spec.get(key)
+        for item in value if isinstance(value, list) else [] if value is None else [value]:
+            if isinstance(item, bool) or not isinstance(item, int) or not low <= item <= high:
+                raise CardiosegError(f"{spec['arch']}: spec {key!r} must be an integer in "
+                                     f"{low}..{high}, got {item!r}")
+    return arch
+
+
 def build_model(spec: dict) -> nn.Module:
     """A freshly initialised model for ``spec`` (no downloads: smp encoders get no weights)."""
-    arch = architecture(spec)
+    arch = check_options(spec)
     try:
         return arch.build(spec)
     except CardiosegError:
@@ -182,7 +193,7 @@ def scratch_choices() -> tuple[list[str], list[str]]:
 
 def encoder_modules(model: nn.Module, spec: dict) -> list[nn.Module]:
     """The modules to freeze for "freeze encoder" (the head and decoder stay trainable)."""
-    return architecture(spec).encoder(model)
+    return architecture(spec).module().encoder(model)
 
 
 def replace_head(model: nn.Module, spec: dict, classes: int) -> tuple[nn.Module, dict]:
@@ -194,7 +205,7 @@ def replace_head(model: nn.Module, spec: dict, classes: int) -> tuple[nn.Module,
     arch = architecture(spec)
     new_spec = {**spec, "classes": int(classes)}
     architecture(new_spec)
-    arch.replace_head(model, int(classes))
+    arch.module().replace_head(model, int(classes))
     return model, new_spec
 
 
@@ -208,44 +219,14 @@ def receptive_field(spec: dict) -> tuple[int, ...]:
     :data:`PROBE_MAX`. The class count does not matter and is ignored.
     """
     architecture(spec)
-    key = json.dumps({**spec, "classes": 2}, sort_keys=True)
-    return _measured_field(key)
+    return _measured_field(json.dumps({**spec, "classes": 2}, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=32)
 def _measured_field(key: str) -> tuple[int, ...]:
-    spec = json.loads(key)
-    arch = architecture(spec)
-    longest = PROBE_MAX[arch.ndim]
-    if arch.global_context:
-        return (longest,) * arch.ndim
-    multiple = size_multiple(spec)
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():  # caller's random state kept
-        torch.manual_seed(0)
-        model = build_model(spec).eval()
-        # 2D nets here use square kernels (Y behaves as X); 3D nets are measured along Z and X
-        axes = [0] if arch.ndim == 2 else [0, arch.ndim - 1]
-        sizes = {axis: _probe_axis(model, arch.ndim, axis, multiple, longest) for axis in axes}
-    return (sizes[0],) * 2 if arch.ndim == 2 else (sizes[0], sizes[2], sizes[2])
+    from .probe import measure
 
-
-def _probe_axis(model: nn.Module, ndim: int, axis: int, multiple: int, longest: int) -> int:
-    """Gradient support along ``axis`` of the output pixel at the centre of a narrow probe."""
-    length = min(longest, max(2 * multiple, -(-longest // 4 // multiple) * multiple))
-    while True:
-        width = multiple if ndim == 3 else -(-32 // multiple) * multiple  # room for 2D kernels
-        shape = [width] * ndim
-        shape[axis] = length
-        x = torch.randn(2, 1, *shape, requires_grad=True)
-        centre = [width // 2] * ndim
-        centre[axis] = (length // 2) // multiple * multiple
-        model(x)[(slice(None), slice(None), *centre)].sum().backward()
-        profile = x.grad.abs().sum(dim=[d for d in range(ndim + 2) if d != axis + 2])
-        support = torch.nonzero(profile).flatten()
-        low, high = int(support.min()), int(support.max())
-        if (low > 0 and high < length - 1) or length >= longest:
-            return min(high - low + 1, longest)
-        length = min(2 * length, longest)
+    return measure(key)
 
 
 def zero_mean_constraint(model: nn.Module) -> None:
@@ -254,13 +235,15 @@ def zero_mean_constraint(model: nn.Module) -> None:
     The constraint already holds in every forward pass (parametrisation); projecting keeps the
     stored weights equal to the applied ones, so saved files hold zero-mean kernels.
     """
+    from .highres3dzm import ZeroMeanConv3d
+
     for module in model.modules():
         if isinstance(module, ZeroMeanConv3d):
             module.project()
 
 
 __all__ = [
-    "ARCHITECTURES", "PROBE_MAX", "Architecture", "architecture", "build_model",
+    "ARCHITECTURES", "PROBE_MAX", "Architecture", "architecture", "build_model", "check_options",
     "encoder_modules", "receptive_field", "replace_head", "scratch_choices", "scratch_spec",
     "size_multiple", "spec_ndim", "zero_mean_constraint",
 ]

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import CardiosegError
+
 
 class ZeroMeanConv3d(nn.Conv3d):
     """3D convolution whose every ``(out, in)`` kernel is used with its mean removed."""
@@ -86,3 +88,22 @@ class HighRes3DZMNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.post(self.stages(self.first(x))))
+
+
+def build(spec: dict) -> HighRes3DZMNet:
+    """The net of ``spec`` (options ``channels``, 3 widths, default 16, 32, 64; ``blocks``, 3)."""
+    channels = tuple(int(c) for c in spec.get("channels", (16, 32, 64)))
+    if len(channels) != 3:
+        raise CardiosegError(f"highres3dzm: 'channels' needs 3 widths, got {list(channels)}")
+    return HighRes3DZMNet(int(spec["in_channels"]), int(spec["classes"]), channels,
+                          blocks=int(spec.get("blocks", 3)))
+
+
+def encoder(model: HighRes3DZMNet) -> list[nn.Module]:
+    """The first layer and the dilated stages (what "freeze encoder" freezes)."""
+    return model.encoder_modules()
+
+
+def replace_head(model: HighRes3DZMNet, classes: int) -> None:
+    """A fresh gathering layer with ``classes`` outputs, in place."""
+    model.replace_head(classes)

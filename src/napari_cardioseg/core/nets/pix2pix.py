@@ -74,3 +74,19 @@ class Pix2PixUNet(nn.Module):
         if z.shape[1] == 1:
             return torch.cat([torch.zeros_like(z), z], dim=1)
         return z
+
+
+def build(spec: dict) -> Pix2PixUNet:
+    """The generator of ``spec`` (options ``depth``, default 6, and ``base``, default 32)."""
+    return Pix2PixUNet(int(spec["in_channels"]), int(spec["classes"]),
+                       depth=int(spec.get("depth", 6)), base=int(spec.get("base", 32)))
+
+
+def encoder(model: Pix2PixUNet) -> list[nn.Module]:
+    """The downsampling path (what "freeze encoder" freezes)."""
+    return model.encoder_modules()
+
+
+def replace_head(model: Pix2PixUNet, classes: int) -> None:
+    """A fresh output layer for ``classes`` classes, in place."""
+    model.replace_head(classes)

@@ -1,12 +1,17 @@
-"""2D segmentation nets from segmentation-models-pytorch (seed 000), never with downloaded weights."""
+"""2D segmentation nets from segmentation-models-pytorch (seed 000), never with downloaded weights.
+
+Importing this module is cheap: torch and segmentation-models-pytorch are imported only when a net
+is built or its head replaced, so the registry can read :data:`SMP_NETS` without them.
+"""
 
 from __future__ import annotations
 
-import segmentation_models_pytorch as smp
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import CardiosegError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: registry name -> (smp architecture, encoder)
 SMP_NETS = {
@@ -34,6 +39,8 @@ def encoder_depth(spec: dict) -> int:
 
 def build(spec: dict) -> nn.Module:
     """An smp model with random weights mapping ``(N, in, H, W)`` to ``(N, classes, H, W)`` logits."""
+    import segmentation_models_pytorch as smp
+
     arch, encoder = SMP_NETS[spec["arch"]]
     depth = encoder_depth(spec)
     kwargs: dict = {}
@@ -57,6 +64,9 @@ def encoder(model: nn.Module) -> list[nn.Module]:
 
 def replace_head(model: nn.Module, classes: int) -> None:
     """Swap the final convolution for a fresh one with ``classes`` outputs."""
+    import torch
+    from torch import nn
+
     old = model.segmentation_head[0]
     new = nn.Conv2d(old.in_channels, classes, old.kernel_size, padding=old.padding)
     with torch.no_grad():

@@ -73,3 +73,28 @@ class UNet(nn.Module):
             x = block(torch.cat([up(x), skip], dim=1))
         return self.head(x)
 
+
+def build_2d(spec: dict) -> UNet:
+    """The 2D U-Net of ``spec`` (options ``depth``, default 3, and ``base``, default 16)."""
+    return _build(2, spec)
+
+
+def build_3d(spec: dict) -> UNet:
+    """The 3D U-Net of ``spec`` (options ``depth``, default 3, and ``base``, default 16)."""
+    return _build(3, spec)
+
+
+def _build(ndim: int, spec: dict) -> UNet:
+    return UNet(ndim, int(spec["in_channels"]), int(spec["classes"]),
+                depth=int(spec.get("depth", 3)), base=int(spec.get("base", 16)))
+
+
+def encoder(model: UNet) -> list[nn.Module]:
+    """The contracting path (what "freeze encoder" freezes)."""
+    return model.encoder_modules()
+
+
+def replace_head(model: UNet, classes: int) -> None:
+    """A fresh ``classes``-way output convolution, in place."""
+    model.replace_head(classes)
+
