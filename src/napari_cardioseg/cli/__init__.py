@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "predict": "segment an image with a model (sliding window, CPU or GPU)",
     "train": "train a model from scribbles (0 unlabelled, 1 background, 2.. classes)",
     "measure": "measure Z-disks or 3D shapes; writes STATS.csv and STATS_summary.csv",
+    "report": "one-page HTML/PNG report of a label image: overlay, histograms, summary numbers",
     "evaluate": "compare predicted labels with ground truth (per-class metrics)",
     "models": "list pretrained and user models",
     "export": "export a model as a bioimage.io package (.zip) for other tools",

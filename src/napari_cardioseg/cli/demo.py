@@ -3,7 +3,8 @@
 With a display, the viewer opens on the synthetic EM stack and Z-disk image with every widget docked,
 as tabs of one dock area so that the window fits a 1280×800 screen.
 Without one (or with ``--headless``) the pipeline runs through the CLI subcommands on the same samples
-and writes every result into ``--out``: enhanced images, predicted labels, measurements, evaluation.
+and writes every result into ``--out``: enhanced images, predicted labels, measurements, evaluation
+and a one-page HTML/PNG report per sample.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _write_samples(out: Path) -> dict[str, Path]:
 
 
 def run_headless(out: Path) -> int:
-    """Run samples → enhance → predict (pretrained) → evaluate → measure, all through the CLI."""
+    """Run samples → enhance → predict (pretrained) → evaluate → measure → report, all through the CLI."""
     from . import main
 
     out.mkdir(parents=True, exist_ok=True)
@@ -100,6 +101,10 @@ def run_headless(out: Path) -> int:
          out / "zdisk_evaluation.csv"],
         ["measure", out / "zdisk_labels.tif", "--kind", "zdisk", "--image", paths["zdisk"],
          "-o", out / "zdisk_stats.csv"],
+        ["report", out / "em_mito.tif", "--kind", "shapes", "--image", paths["em"], "--model",
+         "mito-em", "-o", out / "em_report.html"],
+        ["report", out / "zdisk_labels.tif", "--kind", "zdisk", "--image", paths["zdisk"],
+         "--model", "zdisk-fluo", "-o", out / "zdisk_report.html"],
     ]
     for step in steps:
         argv = [str(a) for a in step]
