@@ -31,7 +31,7 @@ HOLDOUT_MARGIN = 32  # context (pixels) around a held-out stroke when it is pred
 
 
 def frozen_teacher(model: torch.nn.Module) -> torch.nn.Module:
-    """A frozen copy of ``model`` in evaluation mode (batch-norm statistics fixed)."""
+    """Return a frozen copy of ``model`` in evaluation mode (batch-norm statistics fixed)."""
     teacher = copy.deepcopy(model).eval()
     teacher.requires_grad_(False)
     return teacher
@@ -103,7 +103,7 @@ class Prior:
         return min(1.0, max(0.0, 2.0 * a - 1.0))
 
     def loss(self, logits: torch.Tensor, x: torch.Tensor, scribbles: torch.Tensor) -> torch.Tensor:
-        """The prior term for a batch: ``x`` the input, ``scribbles`` (0 unpainted, 1.. classes)."""
+        """Return the prior term for a batch: ``x`` the input, ``scribbles`` (0 unpainted, 1.. classes)."""
         with torch.no_grad():
             teacher_logits = self.teacher(x)
         painted = (scribbles > 0).float()
@@ -232,6 +232,7 @@ class HeldOut:
                 self.windows.append((img, lab))
 
     def __len__(self) -> int:
+        """Return the number of held-out windows."""
         return len(self.windows)
 
     @torch.no_grad()

@@ -7,7 +7,7 @@ import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .augment import AugmentConfig
 from .device import DEVICES
@@ -29,13 +29,13 @@ PRIOR_FINETUNE = 1.0  # distillation prior weight and encoder learning-rate scal
 ENCODER_LR_SCALE_FINETUNE = 0.1  # a model to strokes (train_init.adapts; else 0 and 1)
 
 
-def _integer(value: Any) -> bool:
+def _integer(value: Any) -> TypeGuard[int]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _positive_number(value: Any) -> bool:
+def _positive_number(value: Any) -> TypeGuard[float]:
     return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0)
+            and math.isfinite(value) and float(value) > 0)
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,7 @@ class TrainConfig:
     holdout: float = 0.0
 
     def __post_init__(self) -> None:
+        """Check every field; raise :class:`CardiosegError` naming the first bad one."""
         self._check_start()
         self._check_budget()
         self._check_optimiser()
@@ -174,14 +175,15 @@ class TrainConfig:
         if self.batch is not None and (not _integer(self.batch) or self.batch < 1):
             raise CardiosegError(f"batch must be an integer of at least 1, got {self.batch!r}")
         if self.patch_size is not None:
-            sizes = (self.patch_size,) if _integer(self.patch_size) else self.patch_size
+            given: Any = self.patch_size
+            sizes = (given,) if _integer(given) else given
             ok = isinstance(sizes, Sequence) and len(sizes) in (1, 2, 3) and all(
                 _integer(s) and s >= 1 for s in sizes)
             if not ok:
                 raise CardiosegError(f"patch_size must be a positive integer or 2-3 of them, got "
                                      f"{self.patch_size!r}")
-            if not _integer(self.patch_size):
-                self._set("patch_size", tuple(self.patch_size))
+            if not _integer(given):
+                self._set("patch_size", tuple(sizes))
         if not isinstance(self.augment, AugmentConfig):
             raise CardiosegError(f"augment must be an AugmentConfig, got {self.augment!r}")
 
@@ -213,8 +215,10 @@ class TrainConfig:
 
     @property
     def total_steps(self) -> int | None:
-        """The planned number of steps (``steps``, or 200 without any budget), or None when only
-        a time budget bounds training."""
+        """Return the planned number of steps.
+
+        ``steps``, or 200 without any budget; None when only a time budget bounds training.
+        """
         if self.steps is None and self.time_budget is None:
             return DEFAULT_STEPS
         return self.steps

@@ -1,5 +1,8 @@
-"""Where a training run starts: a fresh net, a model file or an in-memory model, with its head,
-frozen encoder and batch-norm statistics set up for the run."""
+"""Where a training run starts.
+
+A fresh net, a model file or an in-memory model, with its head, frozen encoder and batch-norm
+statistics set up for the run.
+"""
 
 from __future__ import annotations
 
@@ -101,7 +104,7 @@ def start_model(config: TrainConfig, counts: dict[int, int]) -> StartModel:
 
 
 def learning_rate(config: TrainConfig, start: StartModel) -> float:
-    """The configured rate, or a large step from scratch and a small one when fine-tuning."""
+    """Return the configured rate, or a large step from scratch and a small one when fine-tuning."""
     if config.lr is not None:
         return float(config.lr)
     return LR_SCRATCH if start.base_card is None else LR_FINETUNE
@@ -113,25 +116,33 @@ def keeps_norm_stats(config: TrainConfig, start: StartModel) -> bool:
 
 
 def adapts(config: TrainConfig, start: StartModel) -> bool:
-    """Whether the run adapts a model to strokes: it starts from ``init`` with the classes (and
-    head) that model was trained with and keeps its batch-norm statistics (dense-label training,
-    ``keep_norm_stats=False``, learns them as from scratch)."""
+    """Tell whether the run adapts a model to strokes.
+
+    It does when it starts from ``init`` with the classes (and head) that model was trained with
+    and keeps its batch-norm statistics (dense-label training, ``keep_norm_stats=False``, learns
+    them as from scratch).
+    """
     base = start.base_card
     return (base is not None and int(base.spec["classes"]) == int(start.spec["classes"])
             and keeps_norm_stats(config, start))
 
 
 def prior_weight(config: TrainConfig, start: StartModel) -> float:
-    """The configured prior weight, or :data:`PRIOR_FINETUNE` when the run :func:`adapts` a
-    model (a new head has nothing to keep) and 0 otherwise."""
+    """Return the configured prior weight.
+
+    By default :data:`PRIOR_FINETUNE` when the run :func:`adapts` a model (a new head has nothing
+    to keep) and 0 otherwise.
+    """
     if config.prior_weight is not None:
         return float(config.prior_weight)
     return PRIOR_FINETUNE if adapts(config, start) else 0.0
 
 
 def encoder_lr_scale(config: TrainConfig, start: StartModel) -> float:
-    """The configured encoder learning-rate scale, or :data:`ENCODER_LR_SCALE_FINETUNE` when
-    the run :func:`adapts` a model and 1 otherwise."""
+    """Return the configured encoder learning-rate scale.
+
+    By default :data:`ENCODER_LR_SCALE_FINETUNE` when the run :func:`adapts` a model, else 1.
+    """
     if config.encoder_lr_scale is not None:
         return float(config.encoder_lr_scale)
     return ENCODER_LR_SCALE_FINETUNE if adapts(config, start) else 1.0
