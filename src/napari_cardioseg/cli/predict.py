@@ -21,10 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="labels TIFF (uint8)")
     p.add_argument("--prob", help="probability TIFF (float32) of the foreground class; with more "
                    "than two classes one file per class, PROB-<class>.tif")
-    p.add_argument("--tile", type=int, help="tile edge in pixels (default: 512 in 2D, 96 in 3D)")
+    p.add_argument("--tile", type=int,
+                   help="tile edge in pixels (default: automatic from the model's receptive field)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap 0..0.5 (default 0.25)")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="default: auto")
+    p.add_argument("--backend", default="auto", choices=checked.BACKENDS,
+                   help="CPU inference engine; auto = ONNX Runtime when installed (default: auto)")
     p.add_argument("--flips", action="store_true",
                    help="average over in-plane flips (test-time augmentation, 4x slower)")
     p.set_defaults(func=run)
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         from ..core.run import predict_to_zarr
         steps = predict_to_zarr(args.input, args.model, args.output, tile=args.tile,
                                 overlap=args.overlap, batch=args.batch, device=args.device,
-                                prob_path=args.prob, flips=args.flips)
+                                prob_path=args.prob, flips=args.flips, backend=args.backend)
         print(f"wrote {drain_with_bar(steps, f'predict ({args.model})')}")
         return 0
     from ..core.io import check_outputs, read_single, write_tiff
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {args.input} has no pixel size; the model was trained at "
               f"{card.pixel_size} µm")
     steps = predict_steps(image.data, model, card, tile=args.tile, overlap=args.overlap,
-                          batch=args.batch, device=args.device, flips=args.flips)
+                          batch=args.batch, device=args.device, flips=args.flips,
+                          backend=args.backend)
     result = drain_with_bar(steps, f"predict ({card.name})")
     scale = image.scale if image.calibrated else None  # never invent a calibration
     write_tiff(args.output, result.labels, scale)

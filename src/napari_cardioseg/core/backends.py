@@ -8,15 +8,18 @@ that lost) on the shipped models.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import CardiosegError
+from .io import atomic_path
 from .models import ModelCard
 from .nets import size_multiple, spec_ndim
 
@@ -62,12 +65,32 @@ def torchscript_runner(model: torch.nn.Module, card: ModelCard) -> Runner:
     return run
 
 
-def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = None) -> Runner:
-    """The model exported to ONNX (in memory) and run by ONNX Runtime in float32."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise CardiosegError("the onnx back end needs onnxruntime: pip install onnxruntime") from exc
+#: exported ONNX graphs of this process, by :func:`_onnx_key`
+_ONNX_CACHE: dict[str, bytes] = {}
+
+
+def onnx_cache_dir() -> Path:
+    """Where exported ONNX graphs are kept between runs.
+
+    ``$CARDIOSEG_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/cardioseg`` (``~/.cache/cardioseg``),
+    in a subfolder ``onnx``.
+    """
+    base = os.environ.get("CARDIOSEG_CACHE_DIR")
+    if not base:
+        base = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cardioseg")
+    return Path(base).expanduser() / "onnx"
+
+
+def _onnx_key(card: ModelCard) -> str | None:
+    """A cache key for the card's weights, or None when the weights are not fixed (no sha256)."""
+    if not card.weights_sha256:
+        return None
+    tag = f"{card.weights_sha256}:{sorted(card.spec.items())}:{torch.__version__}"
+    return hashlib.sha256(tag.encode()).hexdigest()
+
+
+def _export_onnx(model: torch.nn.Module, card: ModelCard) -> bytes:
+    """The model as an ONNX graph (opset 17) with dynamic batch and spatial axes."""
     spatial = {i + 2: f"s{i}" for i in range(spec_ndim(card.spec))}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -76,15 +99,58 @@ def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = N
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch", **spatial},
                                         "logits": {0: "batch", **spatial}})
+    return buffer.getvalue()
+
+
+def onnx_bytes(model: torch.nn.Module, card: ModelCard) -> bytes:
+    """The exported graph, cached per weights sha256 in memory and in :func:`onnx_cache_dir`.
+
+    Models without a ``weights_sha256`` (being trained) are exported every time. The disk copy is
+    written atomically; an unreadable or unwritable cache folder only costs the export.
+    """
+    key = _onnx_key(card)
+    if key is None:
+        return _export_onnx(model, card)
+    if key in _ONNX_CACHE:
+        return _ONNX_CACHE[key]
+    path = onnx_cache_dir() / f"{key}.onnx"
+    try:
+        payload = path.read_bytes()
+    except OSError:
+        payload = _export_onnx(model, card)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(payload)
+        except (OSError, CardiosegError):
+            pass
+    _ONNX_CACHE[key] = payload
+    return payload
+
+
+def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = None) -> Runner:
+    """The model exported to ONNX (see :func:`onnx_bytes`) and run by ONNX Runtime in float32."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise CardiosegError("the onnx back end needs onnxruntime: pip install onnxruntime") from exc
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.log_severity_level = 3
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(onnx_bytes(model, card), options,
+                                   providers=["CPUExecutionProvider"])
 
     def run(batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch[:, None], dtype=np.float32)
         return _softmax_np(session.run(None, {"input": x})[0])
     return run
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` when it is one of :data:`BACKENDS`, else a clear error."""
+    if backend not in BACKENDS:
+        raise CardiosegError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend
 
 
 def make_runner(model: torch.nn.Module, card: ModelCard, backend: str = "auto") -> Runner:
@@ -93,9 +159,7 @@ def make_runner(model: torch.nn.Module, card: ModelCard, backend: str = "auto") 
     ``auto`` picks ONNX Runtime when it is installed (``CARDIOSEG_BACKEND`` overrides), else eager.
     The model must be on the CPU; GPU prediction keeps the eager path.
     """
-    if backend not in BACKENDS:
-        raise CardiosegError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "auto":
+    if check_backend(backend) == "auto":
         backend = os.environ.get("CARDIOSEG_BACKEND", "")
         if backend not in BACKENDS[1:]:
             try:
@@ -111,4 +175,16 @@ def make_runner(model: torch.nn.Module, card: ModelCard, backend: str = "auto") 
     return eager_runner(model, card)
 
 
-__all__ = ["BACKENDS", "eager_runner", "make_runner", "onnx_runner", "torchscript_runner"]
+def cpu_runner(model: torch.nn.Module, card: ModelCard, backend: str,
+               device: torch.device) -> Runner | None:
+    """:func:`make_runner` for a prediction run, or None where eager PyTorch runs as it is:
+    ``backend="eager"``, a CUDA/MPS ``device``, or an imported bioimage.io model (which already
+    runs its package's ONNX or TorchScript weights)."""
+    check_backend(backend)
+    if backend == "eager" or device.type != "cpu" or card.spec["arch"].startswith("bioimageio"):
+        return None
+    return make_runner(model, card, backend)
+
+
+__all__ = ["BACKENDS", "check_backend", "cpu_runner", "eager_runner", "make_runner", "onnx_bytes",
+           "onnx_cache_dir", "onnx_runner", "torchscript_runner"]

@@ -49,15 +49,20 @@ def _cannot_build(spec: dict) -> nn.Module:
     raise CardiosegError("a bioimage.io model is rebuilt from its package: use load_bioimageio(path)")
 
 
-def _cannot_replace_head(model: nn.Module, classes: int) -> None:
+def encoder(model: nn.Module) -> list[nn.Module]:
+    """Registry hook (see ``nets.Architecture``): an imported model has no encoder of ours."""
+    return []
+
+
+def replace_head(model: nn.Module, classes: int) -> None:
+    """Registry hook: an imported model cannot be fine-tuned here."""
     raise CardiosegError("a bioimage.io model cannot be fine-tuned here: its head is not ours")
 
 
 #: registry entries that let ModelCard and predict accept imported models (added on first load)
 REGISTRY = {
     name: nets.Architecture(
-        build=_cannot_build, ndim=ndim, size_multiple=lambda s: int(s.get("multiple", 1)),
-        encoder=lambda model: [], replace_head=_cannot_replace_head,
+        builder=_cannot_build, ndim=ndim, size_multiple=lambda s: int(s.get("multiple", 1)),
         description="bioimage.io package", scratch=None,
     )
     for ndim, name in ARCHS.items()
