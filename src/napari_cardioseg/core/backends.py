@@ -70,12 +70,14 @@ _ONNX_CACHE: dict[str, bytes] = {}
 
 
 def onnx_cache_dir() -> Path:
-    """Where exported ONNX graphs are kept between runs.
+    """Where exported ONNX graphs are kept between runs (subfolder ``onnx``).
 
-    ``$CARDIOSEG_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/cardioseg`` (``~/.cache/cardioseg``),
-    in a subfolder ``onnx``.
+    ``$CARDIOSEG_CACHE_DIR`` when set, else ``$CARDIOSEG_HOME/cache``, else
+    ``$XDG_CACHE_HOME/cardioseg`` (``~/.cache/cardioseg``).
     """
     base = os.environ.get("CARDIOSEG_CACHE_DIR")
+    if not base and os.environ.get("CARDIOSEG_HOME"):
+        base = str(Path(os.environ["CARDIOSEG_HOME"]) / "cache")
     if not base:
         base = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cardioseg")
     return Path(base).expanduser() / "onnx"
