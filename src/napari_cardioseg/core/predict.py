@@ -397,13 +397,13 @@ def predict_generator(
     dev = choose_device(device)
     multiple = size_multiple(card.spec)
     was_training = model.training
-    if callable(backend):
-        runner = backend if dev.type == "cpu" else None
-    else:
-        runner = cpu_runner(model, card, backend, dev)
-    model.eval().to(dev, memory_format=_memory_format(ndim, dev))
     message = ""
     try:
+        if callable(backend):
+            runner = backend if dev.type == "cpu" else None
+        else:  # built outside inference mode: exporting traces the model
+            runner = cpu_runner(model, card, backend, dev)
+        model.eval().to(dev, memory_format=_memory_format(ndim, dev))
         with torch.inference_mode():
             while True:
                 plan = _plan(tuple(image.shape), card.spec, tile, float(overlap), halo)
