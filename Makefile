@@ -1,5 +1,5 @@
 # Two commands: `make demo` (napari with the plugin and sample data; headless: the CLI pipeline)
-# and `make test` (the test suite under Xvfb). Both create .venv on first use.
+# and `make test` (the test suite under Xvfb, then ruff and mypy). Both create .venv on first use.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || \
 		$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,bioimageio,cluster]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,9 +22,11 @@ test: $(STAMP)
 	bash scripts/system_deps.sh
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy src/napari_cardioseg
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy src/napari_cardioseg
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[benchmark]"

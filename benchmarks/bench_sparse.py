@@ -20,7 +20,8 @@ the full volume, 512x512 window, contrast inverted, gamma 0.6, Gaussian blur 1; 
 slices, Dice on four) and ``sample-shift`` (the plugin's EM sample, inverted and blurred).
 
 Usage: ``python benchmarks/bench_sparse.py --init mito-em [--scenarios emnet lucchi-shift]
-[--rounds 4] [--round-steps 60] [--prior 1.0] [--encoder-lr-scale 0.1] [--dilate 1]``
+[--rounds 4] [--round-steps 60] [--prior 1.0] [--encoder-lr-scale 0.1] [--holdout 0.2]
+[--dilate 1]``
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def run(name: str, args: argparse.Namespace) -> None:
     for z in stroked:
         scribbles[z] = first_strokes(truth[z], rng, args.per_class, args.length)
     options = {"prior_weight": args.prior, "encoder_lr_scale": args.encoder_lr_scale,
+               "holdout": args.holdout,
                "threads": args.threads, "device": "cpu"}
     if args.lr is not None:
         options["lr"] = args.lr
@@ -145,7 +147,7 @@ def run(name: str, args: argparse.Namespace) -> None:
     print("| round | painted px bg / fg | steps (total) | train s (total) | net Dice | forest Dice "
           "| net - max(zero-shot, forest) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    total_steps, total_seconds, first_better = 0, 0.0, None
+    total_steps, total_seconds, first_better, held_scores = 0, 0.0, None, []
     for round_ in range(args.rounds):
         if round_ > 0:
             preds = predict(model, card, image, stroked)
@@ -165,6 +167,7 @@ def run(name: str, args: argparse.Namespace) -> None:
                 spent_eval += time.perf_counter() - t
         seconds = session.elapsed - spent_eval
         result = session.best()
+        held_scores.append(" ".join(f"{step}:{score:.3f}" for step, score in session.holdout_scores))
         model, card = result.model, result.card
         total_steps += len(session.losses)
         total_seconds += seconds
@@ -174,6 +177,9 @@ def run(name: str, args: argparse.Namespace) -> None:
         print(f"| {round_} | {counts[0]} / {counts[1]} | {len(session.losses)} ({total_steps}) | "
               f"{seconds:.0f} ({total_seconds:.0f}) | {net:.3f} | {rf:.3f} | "
               f"{net - max(zero_shot, rf):+.3f} |", flush=True)
+    if args.holdout > 0:
+        for round_, scores in enumerate(held_scores):
+            print(f"round {round_} held-out stroke accuracy (step:score): {scores}")
     if first_better is None:
         print(f"no probe in round 0 (steps {args.probe_steps}) beat zero-shot")
     else:
@@ -196,6 +202,8 @@ def main() -> None:
     parser.add_argument("--probe-steps", type=int, nargs="+", default=[1, 3, 5, 10, 20, 40])
     parser.add_argument("--prior", type=float, default=0.0, help="distillation weight (0 = off)")
     parser.add_argument("--encoder-lr-scale", type=float, default=1.0)
+    parser.add_argument("--holdout", type=float, default=0.0,
+                        help="share of strokes held out to pick each round's state (0 = off)")
     parser.add_argument("--dilate", type=int, default=0, help="stroke dilation radius (px)")
     parser.add_argument("--augment", choices=["default", "strong"], default="default")
     parser.add_argument("--lr", type=float, default=None)

@@ -151,3 +151,131 @@ def test_prior_needs_a_pretrained_model():
     scribbles[0, :4], scribbles[1, :4] = 1, 2
     with pytest.raises(CardiosegError, match="prior needs a pretrained model"):
         TrainSession([image], [scribbles], steps=1, prior_weight=1.0)
+
+
+def _lines(shape, rows, value, length=8):
+    s = np.zeros(shape, np.uint8)
+    for r in rows:
+        s[..., r, 2:2 + length] = value
+    return s
+
+
+def test_split_strokes_holds_whole_strokes_per_class():
+    s = _lines((40, 40), [2, 8, 14, 20, 26], 1) + _lines((40, 40), [32, 36], 2)
+    held = adapt.split_strokes(s, 0.2, np.random.default_rng(0))
+    # background: round(0.2 * 5) = 1 stroke; object: round(0.4) = 0, raised to 1 (2 strokes)
+    assert int(held[s == 1].sum()) == 8 and int(held[s == 2].sum()) == 8
+    for r in [2, 8, 14, 20, 26, 32, 36]:
+        assert held[r, 2:10].all() or not held[r, 2:10].any()  # never part of a stroke
+    assert not held[s == 0].any()
+    assert not adapt.split_strokes(s, 0.0, np.random.default_rng(0)).any()
+    single = _lines((40, 40), [2, 8], 1) + _lines((40, 40), [20], 2)
+    held = adapt.split_strokes(single, 0.5, np.random.default_rng(0))
+    assert int(held[single == 1].sum()) == 8 and not held[single == 2].any()  # one stroke kept
+
+
+def test_split_strokes_counts_slices_apart_on_a_stack():
+    s = np.zeros((2, 20, 20), np.uint8)
+    s[:, 5, 2:10] = 1  # same place in both slices: two strokes slice-wise, one in 3D
+    assert int(adapt.split_strokes(s, 0.5, np.random.default_rng(0)).sum()) == 8
+    assert int(adapt.split_strokes(s, 0.5, np.random.default_rng(0), slice_wise=False).sum()) == 0
+
+
+class _Sign(torch.nn.Module):
+    """Class 1 where the input is positive: logits (-x, x)."""
+
+    def forward(self, x):
+        return torch.cat([-x, x], dim=1)
+
+
+def test_held_out_score_is_balanced_accuracy():
+    image = -np.ones((30, 30), np.float32)
+    image[:, 15:] = 1.0
+    s = np.zeros((30, 30), np.uint8)
+    s[5, 2:10] = 1  # background stroke on negative pixels: recall 1
+    s[20, 11:19] = 2  # object stroke, half on positive pixels: recall 0.5
+    held = adapt.HeldOut([image], [s], [s > 0], net_ndim=2, multiple=4, n_classes=2, margin=2)
+    assert len(held) == 2
+    assert all(img.shape[0] % 4 == 0 and img.shape[1] % 4 == 0 for img, _ in held.windows)
+    assert held.score(_Sign()) == pytest.approx(0.75)
+    assert adapt.balanced_accuracy(np.zeros(2), np.zeros(2)) is None
+
+
+def test_held_out_strokes_are_not_trained_on():
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    s = _lines((32, 32), [4, 10], 1) + _lines((32, 32), [20, 26], 2)
+    session = TrainSession([image], [s], steps=1, device="cpu", holdout=0.5, threads=1)
+    assert int(session.held[0].sum()) == 16  # one stroke of each class
+    session.normalized = [image]
+    session.held = [np.ones_like(s, bool)]
+    _, y = session._batch(np.random.default_rng(0))
+    assert int(y.sum()) == 0
+
+
+def test_holdout_returns_the_best_scored_state():
+    from napari_cardioseg.core.models import ModelCard
+
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
+    card = ModelCard(name="t", spec=spec, class_names=["background", "object"],
+                     normalization={"method": "percentile", "low": 1.0, "high": 99.8}, pixel_size=None)
+    image = np.random.default_rng(1).random((48, 48)).astype(np.float32)
+    s = _lines((48, 48), [4, 12, 20], 1) + _lines((48, 48), [30, 38, 44], 2)
+    session = TrainSession([image], [s], init=(build_model(spec), card), steps=25, device="cpu",
+                           holdout=0.34, threads=1, lr=0.05)
+    for _ in session.run():
+        pass
+    assert [step for step, _ in session.holdout_scores] == [0, 10, 20, 25]
+    best = max(score for _, score in session.holdout_scores)
+    assert best >= session.holdout_scores[0][1]
+    assert session.holdout.score(session.best().model) == pytest.approx(best)
+
+
+def test_holdout_share_is_checked():
+    from napari_cardioseg.core.errors import CardiosegError
+    from napari_cardioseg.core.train_config import TrainConfig
+
+    for bad in (-0.1, 0.6, float("nan")):
+        with pytest.raises(CardiosegError, match="holdout"):
+            TrainConfig(holdout=bad)
+
+
+def _card(spec):
+    from napari_cardioseg.core.models import ModelCard
+
+    names = ["background", *[f"c{i}" for i in range(1, spec["classes"])]]
+    return ModelCard(name="t", spec=spec, class_names=names,
+                     normalization={"method": "percentile", "low": 1.0, "high": 99.8},
+                     pixel_size=None)
+
+
+def test_fine_tuning_defaults_to_the_prior_and_a_slow_encoder():
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    s = _lines((32, 32), [4], 1) + _lines((32, 32), [20], 2)
+    tuned = TrainSession([image], [s], init=(build_model(spec), _card(spec)), steps=1,
+                         device="cpu")
+    assert tuned.prior is not None and tuned.prior.weight == 1.0
+    assert [g["lr"] for g in tuned.optimizer.param_groups] == pytest.approx(
+        [tuned.lr, 0.1 * tuned.lr])
+    scratch = TrainSession([image], [s], steps=1, device="cpu")
+    assert scratch.prior is None
+    assert {g["lr"] for g in scratch.optimizer.param_groups} == {scratch.lr}
+    three = dict(spec, classes=3)  # a new head: nothing to keep, one learning rate
+    s3 = s.copy()
+    s3[28, 2:10] = 3
+    new_head = TrainSession([image], [s3], init=(build_model(spec), _card(spec)), classes=3,
+                            steps=1, device="cpu")
+    assert new_head.prior is None and int(new_head.spec["classes"]) == three["classes"]
+    assert {g["lr"] for g in new_head.optimizer.param_groups} == {new_head.lr}
+    off = TrainSession([image], [s], init=(build_model(spec), _card(spec)), steps=1,
+                       device="cpu", prior_weight=0, encoder_lr_scale=1)
+    assert off.prior is None and {g["lr"] for g in off.optimizer.param_groups} == {off.lr}
+
+
+def test_dense_training_from_a_model_keeps_the_plain_defaults():
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    s = _lines((32, 32), [4], 1) + _lines((32, 32), [20], 2)
+    dense = TrainSession([image], [s], init=(build_model(spec), _card(spec)), steps=1,
+                         device="cpu", keep_norm_stats=False)  # as the recipes train
+    assert dense.prior is None and {g["lr"] for g in dense.optimizer.param_groups} == {dense.lr}

@@ -290,3 +290,34 @@ def test_preview_is_the_sliding_window_prediction_of_the_crop():
     assert result.card.receptive_field == [92, 92]
     assert preview_region((slice(None), slice(0, 2000), slice(0, 2000)), (3, 1000, 900), 2) == (
         slice(1, 2), slice(244, 756), slice(194, 706))  # one slice, 512 px around the centre
+
+
+@pytest.mark.parametrize(("cores", "gui", "cli"), [(8, 4, 8), (16, 4, 16), (2, 1, 2), (1, 1, 1)])
+def test_gui_keeps_half_the_cores_and_the_cli_uses_all(monkeypatch, cores, gui, cli):
+    from napari_cardioseg.core import device
+
+    monkeypatch.setattr(device.os, "cpu_count", lambda: cores)
+    assert (device.train_threads(), device.train_threads(gui=False)) == (gui, cli)
+
+
+def test_cli_train_uses_every_core(monkeypatch, tmp_path):
+    from napari_cardioseg.cli import main
+    from napari_cardioseg.core import device
+    from napari_cardioseg.core import train as train_module
+    from napari_cardioseg.core.io import write_tiff
+
+    image, scribbles, _ = disks()
+    write_tiff(tmp_path / "img.tif", np.clip(image, 0, 255).astype(np.uint8))
+    write_tiff(tmp_path / "scr.tif", scribbles)
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 3)
+    seen = []
+    original = train_module.TrainSession.__init__
+
+    def spy(self, images, scribbles, config=None, **options):
+        seen.append(config.threads)
+        original(self, images, scribbles, config, **options)
+
+    monkeypatch.setattr(train_module.TrainSession, "__init__", spy)
+    assert main(["train", "--image", str(tmp_path / "img.tif"), "--labels",
+                 str(tmp_path / "scr.tif"), "--steps", "1", "-o", str(tmp_path / "m")]) == 0
+    assert seen == [3]

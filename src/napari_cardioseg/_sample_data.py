@@ -11,7 +11,7 @@ EM_SHAPE, EM_VOXEL, EM_SEED = (32, 256, 256), (0.02, 0.008, 0.008), 2
 
 
 def zdisk_sample() -> list[tuple]:
-    """A 2D fluorescence-like Z-disk image (uint16, 0.1 µm/px) and its Z-disk mask."""
+    """Return a 2D fluorescence-like Z-disk image (uint16, 0.1 µm/px) and its Z-disk mask."""
     s = zdisk_image(ZDISK_SHAPE, ZDISK_PARAMS, seed=ZDISK_SEED, dtype=np.uint16)
     scale = (s.pixel_size, s.pixel_size)
     meta = {"synthetic": True, "sarcomere_length_um": s.sarcomere_length,
@@ -23,7 +23,7 @@ def zdisk_sample() -> list[tuple]:
 
 
 def em_sample() -> list[tuple]:
-    """A 3D FIB-SEM-like stack (uint8, 20×8×8 nm voxels) and its mitochondria instance labels."""
+    """Return a 3D FIB-SEM-like stack (uint8, 20×8×8 nm voxels) and its mitochondria labels."""
     s = organelle_stack(EM_SHAPE, EM_VOXEL, seed=EM_SEED)
     meta = {"synthetic": True}
     return [

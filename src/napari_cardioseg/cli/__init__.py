@@ -29,7 +29,7 @@ SUBCOMMANDS = {
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The top-level parser; only ``command``'s module is imported to register its options.
+    """Build the top-level parser; only ``command``'s module is imported to register its options.
 
     The other subcommands are listed with their summaries but get no options, so parse
     only arguments meant for ``command`` (:func:`main` passes the first argument).

@@ -15,7 +15,7 @@ BACKENDS = ("auto", "eager", "torchscript", "onnx")  # core.backends.BACKENDS, w
 
 
 def positive_seconds(text: str) -> float:
-    """A finite number of seconds > 0 (``nan``, ``inf`` and ``0`` are refused)."""
+    """Parse a finite number of seconds > 0 (``nan``, ``inf`` and ``0`` are refused)."""
     try:
         value = float(text)
     except ValueError:
@@ -26,7 +26,7 @@ def positive_seconds(text: str) -> float:
 
 
 def seed(text: str) -> int:
-    """A whole number in ``0..2**32-1``."""
+    """Parse a whole number in ``0..2**32-1``."""
     try:
         value = int(text)
     except ValueError:
@@ -37,8 +37,10 @@ def seed(text: str) -> int:
 
 
 def model_name(text: str) -> str:
-    """A model name, a model file path, or a bioimage.io package (``.zip``, ``rdf.yaml`` or the
-    folder holding it): not empty, not another folder."""
+    """Check a model name, model file path or bioimage.io package: not empty, no other folder.
+
+    A package is a ``.zip``, an ``rdf.yaml`` or the folder holding it.
+    """
     if not text.strip() or Path(text).name in ("", ".", ".."):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a model: give a model name (see 'cardioseg models') or NAME.json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.contrast import DEFAULT_METHOD, METHODS, PER_SLICE_HELP, all_params, check_params
+from . import batch as batch_args
 from .progress import drain_with_bar
 
 
@@ -26,8 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Enhance the contrast of a 2D/3D greyscale TIFF. The output keeps the input's dtype "
         "(spanning its full range; floats 0..1, float16 written as float32) and pixel size.",
     )
-    p.add_argument("input", help="greyscale TIFF / OME-TIFF (YX or ZYX)")
-    p.add_argument("-o", "--output", required=True, help="output TIFF")
+    p.add_argument("input", nargs="+", help="greyscale TIFF / OME-TIFF (YX or ZYX); several files, "
+                   "folders or globs for a batch")
+    p.add_argument("-o", "--output", required=True,
+                   help="output TIFF; with several inputs a folder receiving NAME_enhanced.tif")
     # checked by the core (one-line error listing the names) rather than argparse's choices
     p.add_argument("--method", default=DEFAULT_METHOD, metavar="{" + ",".join(METHODS) + "}",
                    help=f"enhancement method (default: {DEFAULT_METHOD}); {methods}".replace("%", "%%"))
@@ -36,20 +39,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(param.flag, dest=param.name, type=param.type, metavar=param.name.upper(),
                        help=_flag_help(param.name, param.describe()))
     p.add_argument("--per-slice", action="store_true", help=PER_SLICE_HELP)
+    batch_args.add_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the parameters, read, enhance with a progress bar, write with the same pixel size."""
-    from ..core.contrast import enhance_steps
-    from ..core.io import check_outputs, read_single, write_tiff
+    """Check the parameters, read, enhance with a progress bar, write with the same pixel size.
+
+    Several files (or a folder, or a glob): ``-o`` is a folder receiving ``NAME_enhanced.tif``.
+    """
+    from ..core.batch import enhance_file, is_batch
 
     params = {name: getattr(args, name) for name in all_params() if getattr(args, name) is not None}
     check_params(args.method, params)  # before reading: a bad value costs nothing
-    check_outputs([args.output], [args.input])
-    image = read_single(args.input)
-    steps = enhance_steps(image.data, args.method, per_slice=args.per_slice, **params)
-    result = drain_with_bar(steps, f"enhance ({args.method})")
-    write_tiff(args.output, result, image.scale if image.calibrated else None)
-    print(f"wrote {args.output}")
+    options = {"method": args.method, "params": params, "per_slice": args.per_slice}
+    if is_batch(args.input):
+        from ..core.batch import TIFF_SUFFIXES, expand_inputs, make_jobs, output_folder, output_paths
+        from .batch import run_jobs
+
+        inputs = expand_inputs(args.input, TIFF_SUFFIXES)
+        outputs = output_paths(inputs, output_folder(args.output), "_enhanced.tif")
+        return run_jobs(make_jobs("enhance", inputs, outputs, options), "enhance", args)
+    steps = enhance_file(args.input[0], args.output, **options)
+    for path in drain_with_bar(steps, f"enhance ({args.method})"):
+        print(f"wrote {path}")
     return 0

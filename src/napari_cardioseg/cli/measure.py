@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..core.errors import CardiosegError
 from . import args as checked
+from . import batch as batch_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "components). Writes the per-object table to -o and the per-image summary next to it. "
         "Without a pixel size (in the file or --pixel-size) every column is in pixels.",
     )
-    p.add_argument("labels", type=Path, nargs="?", help="label image or mask (TIFF, 2D or 3D)")
+    p.add_argument("labels", nargs="*", help="label image or mask (TIFF, 2D or 3D); several files, "
+                   "folders or globs for a batch")
     p.add_argument("--kind", help="which measurements: zdisk or shapes (see --list-columns)")
     p.add_argument("--list-columns", action="store_true",
                    help="print every column (name, unit, description) of --kind, or of all "
@@ -49,24 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--period-range", type=float, nargs=2, default=None,
                    metavar=("MIN", "MAX"), help="sarcomere lengths searched (default 1 4 µm, or "
                    "5 50 px without a pixel size)")
-    p.add_argument("-o", "--output", type=Path, help="per-object CSV to write")
+    p.add_argument("-o", "--output", type=Path, help="per-object CSV to write; with several inputs "
+                   "a folder receiving NAME.csv and NAME_summary.csv")
+    batch_args.add_arguments(p)
     p.set_defaults(func=run)
-
-
-def summary_path(output: Path) -> Path:
-    """``STATS.csv`` → ``STATS_summary.csv`` beside it."""
-    return output.with_name(f"{output.stem}_summary{output.suffix or '.csv'}")
-
-
-def resolve_pixel_size(given: list[float] | None, scale: tuple[float, ...], calibrated: bool,
-                       ndim: int) -> tuple[float, ...] | None:
-    """The pixel size from ``--pixel-size``, else from the file; None when neither has one."""
-    if given is None:
-        return tuple(scale) if calibrated else None
-    if len(given) != ndim:
-        raise CardiosegError(f"--pixel-size needs {ndim} values ({'Z Y X' if ndim == 3 else 'Y X'}) "
-                             f"for a {ndim}D image, got {len(given)}")
-    return tuple(given)
 
 
 def print_columns(kind: str | None) -> None:
@@ -82,31 +70,39 @@ def print_columns(kind: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read, measure with a progress bar, write both CSVs."""
+    """Read, measure with a progress bar, write both CSVs (per file with several inputs)."""
     if args.list_columns:
         print_columns(args.kind)
         return 0
-    if args.labels is None or args.output is None or args.kind is None:
+    if not args.labels or args.output is None or args.kind is None:
         raise CardiosegError("give a label image, --kind and -o (or --list-columns)")
-    from ..core.io import check_outputs, read_single
-    from ..core.measure import get_kind, measure_iter
+    from ..core.batch import is_batch, measure_file
     from .progress import drain_with_bar
 
-    get_kind(args.kind)
-    summary = summary_path(args.output)
-    check_outputs([args.output, summary], [args.labels, args.image, args.cell_mask])
-    labels = read_single(args.labels, "labels")
-    spacing = resolve_pixel_size(args.pixel_size, labels.scale, labels.calibrated,
-                                 labels.data.ndim)
-    image = read_single(args.image, "image").data if args.image else None
-    cell_mask = read_single(args.cell_mask, "cell mask").data if args.cell_mask else None
-    gen = measure_iter(labels.data, spacing, args.kind, image=image, cell_mask=cell_mask,
-                       mode=args.objects, connectivity=args.connectivity,
-                       min_size=args.min_size, period_range=args.period_range,
-                       class_value=args.class_value, min_length=args.min_length)
-    result = drain_with_bar(gen, "measure")
-    result.objects.write_csv(args.output)
-    result.summary.write_csv(summary)
+    options = {"kind": args.kind, "pixel_size": args.pixel_size, "objects": args.objects,
+               "connectivity": args.connectivity, "min_size": args.min_size,
+               "min_length": args.min_length, "class_value": args.class_value,
+               "period_range": args.period_range}
+    if is_batch(args.labels):
+        return _run_many(args, options)
+    steps = measure_file(args.labels[0], args.output, image=args.image, cell_mask=args.cell_mask,
+                         **options)
+    result = drain_with_bar(steps, "measure")
     units = "µm" if result.calibrated else "pixels (no pixel size: give --pixel-size for µm)"
-    print(f"{len(result.objects)} objects in {units} -> {args.output}; summary -> {summary}")
+    print(f"{result.count} objects in {units} -> {result.objects}; summary -> {result.summary}")
     return 0
+
+
+def _run_many(args: argparse.Namespace, options: dict) -> int:
+    """``-o`` is a folder receiving ``NAME.csv`` and ``NAME_summary.csv`` per label image."""
+    from ..core.batch import TIFF_SUFFIXES, expand_inputs, make_jobs, output_folder, output_paths
+    from ..core.measure import get_kind
+    from .batch import run_jobs
+
+    if args.image or args.cell_mask:
+        raise CardiosegError("--image and --cell-mask name one file; with several label images "
+                             "measure each one with its own command")
+    get_kind(args.kind)  # a bad --kind fails once, not once per file
+    inputs = expand_inputs(args.labels, TIFF_SUFFIXES)
+    outputs = output_paths(inputs, output_folder(args.output), ".csv")
+    return run_jobs(make_jobs("measure", inputs, outputs, options), "measure", args)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..core.device import DEVICES
 from . import args as checked
+from . import batch as batch_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,12 +16,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict", description="Predict labels (0 background, 1 first class, ...) for a 2D/3D "
         "greyscale TIFF. Outputs keep the input's pixel size.",
     )
-    p.add_argument("input", help="greyscale TIFF / OME-TIFF (YX or ZYX)")
+    p.add_argument("input", nargs="+", help="greyscale TIFF / OME-TIFF / OME-Zarr (YX or ZYX); "
+                   "several files, folders or globs for a batch")
     p.add_argument("--model", required=True, type=checked.model_name,
                    help="pretrained or user model name, or a path to NAME.json/.safetensors")
-    p.add_argument("-o", "--output", required=True, help="labels TIFF (uint8)")
+    p.add_argument("-o", "--output", required=True, help="labels TIFF (uint8) or .zarr (streamed); with "
+                   "several inputs a folder receiving NAME_labels.tif")
     p.add_argument("--prob", help="probability TIFF (float32) of the foreground class; with more "
-                   "than two classes one file per class, PROB-<class>.tif")
+                   "than two classes one file per class, PROB-<class>.tif; with several inputs a "
+                   "folder receiving NAME_prob.tif")
     p.add_argument("--tile", type=int,
                    help="tile edge in pixels (default: automatic from the model's receptive field)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap 0..0.5 (default 0.25)")
@@ -30,49 +34,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="CPU inference engine; auto = ONNX Runtime when installed (default: auto)")
     p.add_argument("--flips", action="store_true",
                    help="average over in-plane flips (test-time augmentation, 4x slower)")
+    batch_args.add_arguments(p)
     p.set_defaults(func=run)
 
 
-def _prob_paths(prob: str, class_names: list[str]) -> list[tuple[int, Path]]:
-    """Where ``--prob`` writes each foreground class: the path itself for one class."""
-    path = Path(prob)
-    if len(class_names) == 2:
-        return [(1, path)]
-    return [(c, path.with_name(f"{path.stem}-{name}{path.suffix or '.tif'}"))
-            for c, name in enumerate(class_names) if c > 0]
-
-
 def run(args: argparse.Namespace) -> int:
-    """Read, predict with a progress bar, write labels (and probabilities) calibrated."""
+    """One file: predict with a progress bar, write labels (and probabilities) calibrated.
+
+    Several files (or a folder, or a glob): one job per file, see :mod:`.batch`.
+    """
+    from ..core.batch import is_batch, predict_file
     from .progress import drain_with_bar
 
-    if args.output.rstrip("/\\").lower().endswith(".zarr"):  # stream blockwise into OME-Zarr
-        from ..core.run import predict_to_zarr
-        steps = predict_to_zarr(args.input, args.model, args.output, tile=args.tile,
-                                overlap=args.overlap, batch=args.batch, device=args.device,
-                                prob_path=args.prob, flips=args.flips, backend=args.backend)
-        print(f"wrote {drain_with_bar(steps, f'predict ({args.model})')}")
-        return 0
-    from ..core.io import check_outputs, read_single, write_tiff
-    from ..core.models import load_model
-    from ..core.predict import predict_steps
-
-    model, card = load_model(args.model)
-    probs = _prob_paths(args.prob, card.class_names) if args.prob else []
-    check_outputs([args.output, *(path for _, path in probs)], [args.input])
-    image = read_single(args.input)
-    if card.pixel_size and not image.calibrated:
-        print(f"note: {args.input} has no pixel size; the model was trained at "
-              f"{card.pixel_size} µm")
-    steps = predict_steps(image.data, model, card, tile=args.tile, overlap=args.overlap,
-                          batch=args.batch, device=args.device, flips=args.flips,
-                          backend=args.backend)
-    result = drain_with_bar(steps, f"predict ({card.name})")
-    scale = image.scale if image.calibrated else None  # never invent a calibration
-    write_tiff(args.output, result.labels, scale)
-    print(f"wrote {args.output}")
-    if args.prob:
-        for c, path in _prob_paths(args.prob, card.class_names):
-            write_tiff(path, result.probabilities[c], scale)
-            print(f"wrote {path}")
+    if is_batch(args.input):
+        return _run_many(args)
+    steps = predict_file(args.input[0], args.output, model=args.model, prob=args.prob,
+                         tile=args.tile, overlap=args.overlap, batch=args.batch,
+                         device=args.device, flips=args.flips, note=print,
+                         backend=args.backend)
+    for path in drain_with_bar(steps, f"predict ({args.model})"):
+        print(f"wrote {path}")
     return 0
+
+
+def _run_many(args: argparse.Namespace) -> int:
+    """``-o`` (and ``--prob``) are folders: ``NAME_labels.tif`` (and ``NAME_prob.tif``).
+
+    OME-Zarr inputs stream into ``NAME_labels.zarr`` (and ``NAME_prob.zarr``).
+    """
+    from ..core.batch import expand_inputs, make_jobs, output_folder, output_paths
+    from .batch import run_jobs
+
+    inputs = expand_inputs(args.input)
+    outputs = output_paths(inputs, output_folder(args.output), "_labels.tif", "_labels.zarr")
+    per_file = None
+    if args.prob:
+        probs = output_paths(inputs, output_folder(args.prob), "_prob.tif", "_prob.zarr")
+        per_file = [{"prob": str(p)} for p in probs]
+    model = args.model
+    if Path(model).suffix in (".json", ".safetensors") and Path(model).is_file():
+        model = str(Path(model).resolve())  # workers load it from the same path
+    options = {"model": model, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
+               "device": args.device, "flips": args.flips, "backend": args.backend}
+    jobs = make_jobs("predict", inputs, outputs, options, per_file)
+    return run_jobs(jobs, f"predict ({args.model})", args)

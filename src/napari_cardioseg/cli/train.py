@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Train and save the model; returns the exit code."""
     import numpy as np
 
+    from ..core.device import train_threads
     from ..core.io import check_outputs, read_single
     from ..core.train import TrainConfig, TrainSession
 
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         init=args.init, arch=args.arch, steps=args.steps, time_budget=args.time_budget,
         freeze_encoder=args.freeze_encoder, seed=args.seed, device=args.device,
+        threads=train_threads(gui=False),
         pixel_size=image.scale if image.calibrated else None,
     )
     session = TrainSession([image.data], [labels.data], config)

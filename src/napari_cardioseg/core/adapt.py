@@ -9,6 +9,9 @@ what it learnt from dense labels wherever no stroke was painted. Three tools cou
 - :func:`param_groups`: a smaller learning rate for the encoder than for the decoder and head
   (discriminative fine-tuning, Howard & Ruder 2018).
 - :func:`dilate_strokes`: thicker strokes, grown only into unpainted pixels.
+- :func:`split_strokes` and :class:`HeldOut`: a share of the strokes is kept out of training and
+  used to pick the state to return (early stopping, Prechelt 1998), so a round of training never
+  returns a net that does worse on unseen strokes than the one it started from.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from . import nets as _nets
+from .sampling import extract
+
+HOLDOUT_EVERY = 10  # training steps between two scores on the held-out strokes
+HOLDOUT_MARGIN = 32  # context (pixels) around a held-out stroke when it is predicted
 
 
 def frozen_teacher(model: torch.nn.Module) -> torch.nn.Module:
@@ -144,3 +151,102 @@ def dilate_strokes(scribbles: np.ndarray, radius: int) -> np.ndarray:
     free = (scribbles == 0) & (reach == 1)
     out[free] = grown[free]
     return out
+
+
+def _stroke_structure(ndim: int, slice_wise: bool) -> np.ndarray:
+    """Full connectivity; for ``slice_wise`` 3D arrays, only within a Z slice."""
+    structure = ndi.generate_binary_structure(ndim, ndim)
+    if slice_wise and ndim == 3:
+        structure[0] = structure[2] = False
+    return structure
+
+
+def split_strokes(scribbles: np.ndarray, share: float, rng: np.random.Generator,
+                  slice_wise: bool = True) -> np.ndarray:
+    """Mask of the strokes held out of training: ``round(share * n)`` of the ``n`` strokes of each class.
+
+    A stroke is a connected component of one painted value (per Z slice when ``slice_wise``).
+    A class with at least two strokes holds out at least one and keeps at least one for
+    training; a class with one stroke keeps it.
+    """
+    scribbles = np.asarray(scribbles)
+    held = np.zeros(scribbles.shape, bool)
+    if share <= 0:
+        return held
+    structure = _stroke_structure(scribbles.ndim, slice_wise)
+    for value in np.unique(scribbles[scribbles > 0]):
+        components, n = ndi.label(scribbles == value, structure)
+        k = min(n - 1, max(1, round(share * n))) if n >= 2 else 0
+        if k:
+            chosen = rng.choice(np.arange(1, n + 1), size=k, replace=False)
+            held |= np.isin(components, chosen)
+    return held
+
+
+def balanced_accuracy(correct: np.ndarray, total: np.ndarray) -> float | None:
+    """Mean recall over the classes with ``total > 0`` (None when no class has a pixel)."""
+    seen = total > 0
+    if not seen.any():
+        return None
+    return float(np.mean(correct[seen] / total[seen]))
+
+
+class HeldOut:
+    """The held-out strokes, cut into windows that are predicted whole to score a net.
+
+    Each held-out stroke gets one window: its bounding box plus ``margin`` pixels per side,
+    rounded up to the net's ``multiple`` (a single Z slice for a 2D net on a stack).
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        Normalised images.
+    scribbles, held : sequence of numpy.ndarray
+        The scribbles (0 unpainted, 1.. classes) and the masks of their held-out strokes.
+    net_ndim : int
+        2 or 3, the net's spatial axes.
+    multiple : int
+        Window sizes are multiples of this (the net's stride).
+    n_classes : int
+        Classes of the net, background included.
+    """
+
+    def __init__(self, images, scribbles, held, net_ndim: int, multiple: int, n_classes: int,
+                 margin: int = HOLDOUT_MARGIN) -> None:
+        self.n_classes = n_classes
+        self.windows: list[tuple[np.ndarray, np.ndarray]] = []
+        for image, scribble, mask in zip(images, scribbles, held, strict=True):
+            target = np.where(mask, scribble, 0)
+            slice_wise = net_ndim == 2 and image.ndim == 3
+            components, _ = ndi.label(mask, _stroke_structure(image.ndim, slice_wise))
+            for box in ndi.find_objects(components):
+                centre = [(sl.start + sl.stop) // 2 for sl in box]
+                shape = [-(-(sl.stop - sl.start + 2 * margin) // multiple) * multiple
+                         for sl in box]
+                if slice_wise:
+                    shape[0] = 1
+                img = extract(image, centre, shape).astype(np.float32)
+                lab = extract(target, centre, shape, fill=0).astype(np.int64)
+                if slice_wise:
+                    img, lab = img[0], lab[0]
+                self.windows.append((img, lab))
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    @torch.no_grad()
+    def score(self, model: torch.nn.Module, device: torch.device | str = "cpu") -> float | None:
+        """Balanced accuracy of ``model`` (switched to evaluation mode) on the held-out strokes."""
+        model.eval()
+        correct = np.zeros(self.n_classes)
+        total = np.zeros(self.n_classes)
+        for img, lab in self.windows:
+            x = torch.from_numpy(img)[None, None].to(device)
+            guess = model(x)[0].argmax(0).cpu().numpy()
+            painted = lab > 0
+            truth = lab[painted] - 1
+            keep = truth < self.n_classes
+            truth, right = truth[keep], (guess[painted] == lab[painted] - 1)[keep]
+            np.add.at(total, truth, 1)
+            np.add.at(correct, truth, right)
+        return balanced_accuracy(correct, total)

@@ -22,7 +22,7 @@ class AugmentConfig:
     Attributes
     ----------
     scale : float
-        Maximum relative zoom (0.1 = up to ±10 %, as in seed 002).
+        Maximum relative zoom (0.1 = up to ±10 %, as in Žerovnik Mekuč et al. 2020).
     elastic : float
         Standard deviation in pixels of the smooth elastic displacement.
     elastic_prob : float
@@ -58,7 +58,7 @@ def _coordinates(
     in_shape: Sequence[int], out_shape: Sequence[int], rng: np.random.Generator,
     config: AugmentConfig,
 ) -> np.ndarray:
-    """Sampling coordinates (ndim, *out_shape) of a zoomed and warped centre crop."""
+    """Return the sampling coordinates (ndim, *out_shape) of a zoomed and warped centre crop."""
     zoom = 1.0 + rng.uniform(-config.scale, config.scale)
     grids = np.meshgrid(
         *[(np.arange(o) - (o - 1) / 2) * zoom + (i - 1) / 2

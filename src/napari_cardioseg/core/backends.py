@@ -53,7 +53,7 @@ def eager_runner(model: torch.nn.Module, card: ModelCard) -> Runner:
 
 
 def torchscript_runner(model: torch.nn.Module, card: ModelCard) -> Runner:
-    """The model traced and frozen with TorchScript (``torch.jit.trace`` + ``freeze``)."""
+    """Run the model traced and frozen with TorchScript (``torch.jit.trace`` + ``freeze``)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.freeze(torch.jit.trace(model.eval(), _example(card), check_trace=False))
@@ -70,7 +70,7 @@ _ONNX_CACHE: dict[str, bytes] = {}
 
 
 def onnx_cache_dir() -> Path:
-    """Where exported ONNX graphs are kept between runs (subfolder ``onnx``).
+    """Return the folder where exported ONNX graphs are kept between runs (subfolder ``onnx``).
 
     ``$CARDIOSEG_CACHE_DIR`` when set, else ``$CARDIOSEG_HOME/cache``, else
     ``$XDG_CACHE_HOME/cardioseg`` (``~/.cache/cardioseg``).
@@ -84,7 +84,7 @@ def onnx_cache_dir() -> Path:
 
 
 def _onnx_key(card: ModelCard) -> str | None:
-    """A cache key for the card's weights, or None when the weights are not fixed (no sha256)."""
+    """Return a cache key for the card's weights, or None when they are not fixed (no sha256)."""
     if not card.weights_sha256:
         return None
     tag = f"{card.weights_sha256}:{sorted(card.spec.items())}:{torch.__version__}"
@@ -92,12 +92,15 @@ def _onnx_key(card: ModelCard) -> str | None:
 
 
 def _export_onnx(model: torch.nn.Module, card: ModelCard) -> bytes:
-    """The model as an ONNX graph (opset 17) with dynamic batch and spatial axes."""
+    """Export the model as an ONNX graph (opset 17) with dynamic batch and spatial axes."""
     spatial = {i + 2: f"s{i}" for i in range(spec_ndim(card.spec))}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (_example(card),), buffer, dynamo=False, opset_version=17,
+        # the TorchScript-based exporter (dynamo=False) writes to a file object; torch annotates
+        # ``f`` with paths only
+        torch.onnx.export(model.eval(), (_example(card),), buffer,  # type: ignore[arg-type]
+                          dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch", **spatial},
                                         "logits": {0: "batch", **spatial}})
@@ -105,10 +108,11 @@ def _export_onnx(model: torch.nn.Module, card: ModelCard) -> bytes:
 
 
 def onnx_bytes(model: torch.nn.Module, card: ModelCard) -> bytes:
-    """The exported graph, cached per weights sha256 in memory and in :func:`onnx_cache_dir`.
+    """Return the exported graph, cached per weights sha256 in memory and on disk.
 
     Models without a ``weights_sha256`` (being trained) are exported every time. The disk copy is
-    written atomically; an unreadable or unwritable cache folder only costs the export.
+    written atomically to :func:`onnx_cache_dir`; an unreadable or unwritable cache folder only
+    costs the export.
     """
     key = _onnx_key(card)
     if key is None:
@@ -131,7 +135,7 @@ def onnx_bytes(model: torch.nn.Module, card: ModelCard) -> bytes:
 
 
 def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = None) -> Runner:
-    """The model exported to ONNX (see :func:`onnx_bytes`) and run by ONNX Runtime in float32."""
+    """Run the model exported to ONNX (see :func:`onnx_bytes`) with ONNX Runtime in float32."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -149,14 +153,14 @@ def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = N
 
 
 def check_backend(backend: str) -> str:
-    """``backend`` when it is one of :data:`BACKENDS`, else a clear error."""
+    """Return ``backend`` when it is one of :data:`BACKENDS`, else raise a clear error."""
     if backend not in BACKENDS:
         raise CardiosegError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     return backend
 
 
 def make_runner(model: torch.nn.Module, card: ModelCard, backend: str = "auto") -> Runner:
-    """A function ``(B, *tile)`` normalised float32 → ``(B, C, *tile)`` probabilities.
+    """Return a function ``(B, *tile)`` normalised float32 → ``(B, C, *tile)`` probabilities.
 
     ``auto`` picks ONNX Runtime when it is installed (``CARDIOSEG_BACKEND`` overrides), else eager.
     The model must be on the CPU; GPU prediction keeps the eager path.
@@ -179,9 +183,11 @@ def make_runner(model: torch.nn.Module, card: ModelCard, backend: str = "auto") 
 
 def cpu_runner(model: torch.nn.Module, card: ModelCard, backend: str,
                device: torch.device) -> Runner | None:
-    """:func:`make_runner` for a prediction run, or None where eager PyTorch runs as it is:
-    ``backend="eager"``, a CUDA/MPS ``device``, or an imported bioimage.io model (which already
-    runs its package's ONNX or TorchScript weights)."""
+    """Build :func:`make_runner` for a prediction run, or None where eager PyTorch runs as is.
+
+    That is for ``backend="eager"``, a CUDA/MPS ``device``, or an imported bioimage.io model
+    (which already runs its package's ONNX or TorchScript weights).
+    """
     check_backend(backend)
     if backend == "eager" or device.type != "cpu" or card.spec["arch"].startswith("bioimageio"):
         return None

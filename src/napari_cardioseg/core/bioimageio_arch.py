@@ -26,7 +26,7 @@ DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
 
 def build(arch: str, in_channels: int, classes: int, **options: int) -> nn.Module:
-    """A randomly initialised net mapping ``(N, in_channels, [D,] H, W)`` to class logits.
+    """Build a randomly initialised net mapping ``(N, in_channels, [D,] H, W)`` to class logits.
 
     Parameters
     ----------

@@ -69,7 +69,7 @@ def _require_spec() -> Any:
 
 
 def spdx_license(card: ModelCard, override: str | None = None) -> str:
-    """The SPDX licence id to declare: ``override``, else the first known id in ``card.license``."""
+    """Return the SPDX licence id to declare: ``override``, else the first known id in ``card.license``."""
     if override:
         return override
     for spdx in KNOWN_LICENSES:
@@ -178,8 +178,11 @@ def readme(card: ModelCard, citations: list[tuple[str, str]], lic: str) -> str:
 
 
 def citations(card: ModelCard) -> list[tuple[str, str]]:
-    """(text, DOI) of the papers the model follows: U-Net (3D U-Net for 3D nets) and, for a
-    model trained on cardiac EM data, the EM-net / CardioVinci papers."""
+    """Return ``(text, DOI)`` of the papers the model follows.
+
+    U-Net (3D U-Net for 3D nets) and, for a model trained on cardiac EM data, the EM-net /
+    CardioVinci papers.
+    """
     refs = [_CITE_3D if spec_ndim(card.spec) == 3 else _CITE_UNET]
     data = str(card.training.get("data", "")) if isinstance(card.training, dict) else ""
     if "EM-net" in data:
@@ -188,7 +191,7 @@ def citations(card: ModelCard) -> list[tuple[str, str]]:
 
 
 def default_test_image(card: ModelCard) -> np.ndarray | None:
-    """The plugin's sample image for the shipped models (a middle slice for EM), else None."""
+    """Return the plugin's sample image for the shipped models (a middle slice for EM), else None."""
     from .. import _sample_data
 
     if card.name == "zdisk-fluo":
@@ -200,7 +203,7 @@ def default_test_image(card: ModelCard) -> np.ndarray | None:
 
 
 def _test_image(card: ModelCard, image: np.ndarray | None, size: int) -> np.ndarray:
-    """A 2D/3D test image whose sides are valid input sizes (a centred crop, or synthetic)."""
+    """Return a 2D/3D test image whose sides are valid input sizes (a centred crop, or synthetic)."""
     ndim = spec_ndim(card.spec)
     multiple = size_multiple(card.spec)
     if image is None:
@@ -392,7 +395,7 @@ def _identifier(name: str) -> str:
 
 
 def _display_name(name: str) -> str:
-    """A bioimage.io name: 5-128 characters from letters, digits, ``_+- ()``."""
+    """Make a bioimage.io name: 5-128 characters from letters, digits, ``_+- ()``."""
     cleaned = re.sub(r"[^A-Za-z0-9_+\- ()]", "-", name)
     return cleaned if len(cleaned) >= 5 else f"cardioseg {cleaned}"
 
@@ -411,7 +414,7 @@ def _tags(card: ModelCard) -> list[str]:
 
 
 def _jsonable(card: ModelCard) -> dict:
-    """The card as plain JSON values (NaN → null)."""
+    """Return the card as plain JSON values (NaN → null)."""
     return json.loads(card.to_json())
 
 

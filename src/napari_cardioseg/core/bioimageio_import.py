@@ -49,16 +49,6 @@ def _cannot_build(spec: dict) -> nn.Module:
     raise CardiosegError("a bioimage.io model is rebuilt from its package: use load_bioimageio(path)")
 
 
-def encoder(model: nn.Module) -> list[nn.Module]:
-    """Registry hook (see ``nets.Architecture``): an imported model has no encoder of ours."""
-    return []
-
-
-def replace_head(model: nn.Module, classes: int) -> None:
-    """Registry hook: an imported model cannot be fine-tuned here."""
-    raise CardiosegError("a bioimage.io model cannot be fine-tuned here: its head is not ours")
-
-
 #: registry entries that let ModelCard and predict accept imported models (added on first load)
 REGISTRY = {
     name: nets.Architecture(
@@ -76,7 +66,7 @@ def register() -> None:
 
 
 def is_bioimageio(path: str | os.PathLike) -> bool:
-    """True for a ``.zip`` file, an ``rdf.yaml`` / ``*.bioimageio.yaml`` or a folder holding one."""
+    """Tell whether ``path`` is a ``.zip``, an ``rdf.yaml`` / ``*.bioimageio.yaml`` or a folder with one."""
     p = Path(path)
     if p.is_dir():
         return (p / "rdf.yaml").is_file() or any(p.glob("*bioimageio.yaml"))
@@ -89,8 +79,9 @@ def _unsupported(what: str) -> CardiosegError:
 
 
 def _elementwise(op: Any, where: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A per-pixel function for one processing step (None for dtype steps)."""
-    kind, kw = op.id, getattr(op, "kwargs", None)
+    """Return a per-pixel function for one processing step (None for dtype steps)."""
+    kind = op.id
+    kw: Any = getattr(op, "kwargs", None)  # None for steps without arguments (sigmoid)
     if kind == "ensure_dtype":
         return None
     if kind == "clip":
@@ -120,7 +111,7 @@ def _per_channel(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def _normalisation(ops: Sequence[Any]) -> tuple[dict, list[Callable]]:
-    """The card's normalisation (first statistics step) and the element-wise steps after it."""
+    """Return the card's normalisation (first statistics step) and the element-wise steps after it."""
     norm = {"method": "fixed", "min": 0.0, "max": 1.0}  # identity
     after: list[Callable] = []
     for op in ops:
@@ -197,7 +188,7 @@ class BioimageioNet(nn.Module):
 
     def __init__(self, runner: _Runner, in_perm: dict, out_perm: dict, rules: list[tuple[int, int]],
                  halo: list[int], pre: list[Callable], post: list[Callable], output_kind: str,
-                 spatial: list[str]) -> None:
+                 spatial: Sequence[str]) -> None:
         super().__init__()
         self.runner, self.in_perm, self.out_perm = runner, in_perm, out_perm
         self.rules, self.halo, self.pre, self.post = rules, halo, pre, post
@@ -286,7 +277,7 @@ def _output_kind(test_output: np.ndarray, channel_axis: int | None) -> str:
 
 def load_bioimageio(path: str | os.PathLike, weight_format: str | None = None,
                     device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
-    """A bioimage.io package as ``(module, card)`` for :func:`predict.predict_generator`.
+    """Load a bioimage.io package as ``(module, card)`` for :func:`predict.predict_generator`.
 
     Parameters
     ----------
@@ -370,6 +361,8 @@ def load_bioimageio(path: str | os.PathLike, weight_format: str | None = None,
         fn = _elementwise(op, "postprocessing")
         if fn is not None:
             post.append(fn)
+    if out.test_tensor is None:
+        raise _unsupported("no test output (needed to tell probabilities from logits)")
     test_out = np.load(out.test_tensor.get_reader())
     kind = _output_kind(test_out, out_ids.index("channel") if "channel" in out_ids else None)
     channels = len(out_axes["channel"].channel_names) if "channel" in out_axes else 1

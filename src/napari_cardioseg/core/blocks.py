@@ -98,7 +98,7 @@ def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
 
 
 def fixed_normalization_card(card: ModelCard, volume: Any) -> ModelCard:
-    """A copy of ``card`` whose normalisation is the numbers fitted once on ``volume``.
+    """Return a copy of ``card`` whose normalisation is the numbers fitted once on ``volume``.
 
     A ``zscore`` fit becomes the equivalent ``fixed`` range ``[mean, mean + std]``.
     """
@@ -201,9 +201,11 @@ def predict_blocks(
 
 
 def card_halo(card: ModelCard) -> tuple[int, ...]:
-    """Halo per net axis from the card's receptive field: ``ceil(rf / 2)``, at most
-    :data:`predict.MAX_HALO` (nets with global context); :func:`block_geometry` rounds it up to
-    the stride."""
+    """Return the halo per net axis from the card's receptive field: ``ceil(rf / 2)``.
+
+    At most :data:`predict.MAX_HALO` (nets with global context); :func:`block_geometry` rounds it
+    up to the stride.
+    """
     field = card.receptive_field_px()
     return tuple(min(math.ceil(f / 2), MAX_HALO[len(field)]) for f in field)
 
@@ -232,7 +234,8 @@ def measure_halo(model: torch.nn.Module, spec: dict, *, limit: int = 128, probes
                 x = torch.randn((1, int(spec["in_channels"]), *(size,) * ndim),
                                 generator=generator, requires_grad=True)
                 model(x)[patch].sum().backward()
-                seen |= (x.grad != 0).any(dim=1)[0]
+                if x.grad is not None:  # None only for a net whose output ignores its input
+                    seen |= (x.grad != 0).any(dim=1)[0]
     finally:
         model.train(was_training)
         model.zero_grad(set_to_none=True)

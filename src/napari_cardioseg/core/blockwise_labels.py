@@ -43,7 +43,7 @@ class Instances:
     boxes: np.ndarray
 
     def box(self, label: int) -> tuple[slice, ...]:
-        """The bounding box of object ``label`` as slices."""
+        """Return the bounding box of object ``label`` as slices."""
         start, stop = self.boxes[label - 1]
         return tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
 

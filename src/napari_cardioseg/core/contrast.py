@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -48,6 +49,9 @@ Transfer = Callable[[np.ndarray], np.ndarray]
 
 Fit = Callable[[np.ndarray], Transfer]
 """Builds a :data:`Transfer` from the statistics of an image (or slice)."""
+
+D = TypeVar("D")
+"""Type of a parameter's default: ``float``, ``int``, or ``int | None`` (None: automatic)."""
 
 DEFAULT_METHOD = "agcwd"
 """The method used when none is named."""
@@ -65,7 +69,7 @@ def _shown(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class Param:
+class Param(Generic[D]):
     """One parameter of a contrast method: everything a face needs to offer and check it.
 
     Attributes
@@ -92,7 +96,7 @@ class Param:
 
     name: str
     type: type
-    default: float | int | None
+    default: D
     low: float
     high: float
     help: str
@@ -156,7 +160,7 @@ class Method:
     check: Callable[..., None] | None = None
 
     def bind(self, params: Mapping[str, object]) -> dict[str, float | int | None]:
-        """Checked values of every parameter: the given ones, defaults for the rest."""
+        """Check the values of every parameter: the given ones, defaults for the rest."""
         names = [p.name for p in self.params]
         unknown = sorted(set(params) - set(names))
         if unknown:
@@ -169,13 +173,16 @@ class Method:
 
 
 def _finite(data: np.ndarray) -> np.ndarray:
-    """The finite values of ``data`` as a 1D array."""
+    """Return the finite values of ``data`` as a 1D array."""
     flat = data.reshape(-1)
     return flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
 
 
 def _unit(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``(data - lo) / (hi - lo)`` clipped to ``[0, 1]`` in float64; a step at ``lo`` when ``hi <= lo``."""
+    """Return ``(data - lo) / (hi - lo)`` clipped to ``[0, 1]`` in float64.
+
+    A step at ``lo`` when ``hi <= lo``.
+    """
     x = data.astype(np.float64)
     if hi > lo:
         half = 1.0 if math.isfinite(hi - lo) else 0.5  # near the float64 limits hi - lo overflows
@@ -241,7 +248,7 @@ def fit_agcwd(data: np.ndarray, alpha: float, bins: int | None) -> Transfer:
 
 
 def fit_agcwd_extended(data: np.ndarray, alpha: float, n_sigma: float, bins: int | None) -> Transfer:
-    """Extended AGCWD curve: AGCWD of the values within ``n_sigma`` σ (see :func:`agcwd_extended`)."""
+    """Fit the extended AGCWD curve: AGCWD of the values within ``n_sigma`` σ (see :func:`agcwd_extended`)."""
     values = _finite(data)
     if values.size == 0:
         return _all_nan
@@ -271,24 +278,24 @@ def _check_percentiles(low: float, high: float) -> None:
         raise CardiosegError(f"percentiles need 0 <= low < high <= 100, got low={low:g}, high={high:g}")
 
 
-ALPHA = Param(
+ALPHA: Param[float] = Param(
     "alpha", float, 0.5, 0.0, 1.0, low_open=True, step=0.05,
     help="how much the histogram is evened out before the gamma curve is built: smaller values let rare "
     "grey levels count almost as much as common ones (stronger enhancement of faint detail); 1 uses the "
     "histogram as it is",
 )
-BINS = Param(
+BINS: Param[int | None] = Param(
     "bins", int, None, 2, MAX_BINS, auto="one per grey level for 8/16-bit images, else 65536",
     help="number of histogram bins the grey levels are counted in",
 )
-N_SIGMA = Param(
+N_SIGMA: Param[float] = Param(
     "n_sigma", float, 3.5, 1.0, 100.0, step=0.5, unit="σ",
     help="grey levels further than this many standard deviations from the mean are treated as outliers: "
     "they are left out of the histogram and set to black or white",
 )
-LOW = Param("low", float, 5.0, 0.0, 100.0, step=0.5, unit="%",
+LOW: Param[float] = Param("low", float, 5.0, 0.0, 100.0, step=0.5, unit="%",
             help="lower percentile: this share of the pixels (the darkest) becomes black")
-HIGH = Param("high", float, 98.0, 0.0, 100.0, step=0.5, unit="%",
+HIGH: Param[float] = Param("high", float, 98.0, 0.0, 100.0, step=0.5, unit="%",
              help="upper percentile: the pixels brighter than this share of all pixels become white")
 
 METHODS: dict[str, Method] = {
@@ -316,7 +323,7 @@ def all_params() -> dict[str, Param]:
 
 
 def get_method(method: str) -> Method:
-    """The registry row named ``method``; an unknown name raises :class:`CardiosegError` listing the names."""
+    """Return the registry row named ``method``; an unknown name raises :class:`CardiosegError`."""
     if method not in METHODS:
         raise CardiosegError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     return METHODS[method]
@@ -334,7 +341,7 @@ def _make_fit(method: str, params: Mapping[str, object]) -> Fit:
 
 
 def output_dtype(dtype: np.dtype | type, as_float: bool = False) -> np.dtype:
-    """The dtype an enhanced image of input ``dtype`` has: the same, float32 for float16 or ``as_float``."""
+    """Return the dtype of an enhanced image: ``dtype``, float32 for float16 or ``as_float``."""
     dtype = np.dtype(dtype)
     if as_float or (dtype.kind == "f" and dtype.itemsize < 4):
         return np.dtype(np.float32)
@@ -342,7 +349,7 @@ def output_dtype(dtype: np.dtype | type, as_float: bool = False) -> np.dtype:
 
 
 def output_limits(dtype: np.dtype | type, as_float: bool = False) -> tuple[float, float]:
-    """The ``(0, top)`` range an enhanced image of input ``dtype`` spans (for contrast limits)."""
+    """Return the ``(0, top)`` range an enhanced image of input ``dtype`` spans (for contrast limits)."""
     dtype = output_dtype(dtype, as_float)
     if dtype.kind == "f":
         return 0.0, 1.0
@@ -409,7 +416,8 @@ def enhance_steps(
     return out
 
 
-def enhance(image: np.ndarray, method: str, **params: float | int | bool | None) -> np.ndarray:
+def enhance(image: np.ndarray, method: str, *, per_slice: bool = False, as_float: bool = False,
+            **params: float | int | None) -> np.ndarray:
     """Run the method named ``method`` (a key of :data:`METHODS`) with its keyword parameters.
 
     ``per_slice`` and ``as_float`` are accepted as in :func:`enhance_steps`.
@@ -420,7 +428,7 @@ def enhance(image: np.ndarray, method: str, **params: float | int | bool | None)
         For an unknown method (the message lists the valid names), unknown or invalid parameters, and
         invalid images.
     """
-    return drain(enhance_steps(image, method, **params))
+    return drain(enhance_steps(image, method, per_slice=per_slice, as_float=as_float, **params))
 
 
 def agcwd(
@@ -474,7 +482,7 @@ def agcwd_extended(
     bins: int | None = BINS.default,
     as_float: bool = False,
 ) -> np.ndarray:
-    """Extended AGCWD (Žerovnik Mekuč et al. 2020, eq. 5): AGCWD that ignores outliers.
+    """Enhance with extended AGCWD (Žerovnik Mekuč et al. 2020, eq. 5): AGCWD that ignores outliers.
 
     How eq. 5 is read here (the paper leaves these open):
 

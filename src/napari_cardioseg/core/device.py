@@ -40,10 +40,11 @@ def choose_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def train_threads() -> int:
-    """CPU threads for training: half the cores (at most 4), leaving the rest to the GUI.
+def train_threads(gui: bool = True) -> int:
+    """CPU threads for training: half the cores (at most 4) in the GUI, every core elsewhere.
 
-    More threads than free cores make PyTorch's CPU kernels many times slower when the
-    machine is busy, so this errs on the low side.
+    The GUI leaves the rest to the viewer: more threads than free cores make PyTorch's CPU
+    kernels many times slower when the machine is busy, so the GUI errs on the low side.
     """
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+    cores = os.cpu_count() or 2
+    return max(1, min(4, cores // 2)) if gui else max(1, cores)

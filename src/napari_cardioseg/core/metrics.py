@@ -55,8 +55,10 @@ def evaluate(
     classes: Sequence[int] | None = None,
     binary: bool = False,
 ) -> Table:
-    """Metrics table, one row per class plus a ``mean`` row (class -1): summed counts, and
-    metrics averaged over the classes (NaN entries left out).
+    """Compute the metrics table: one row per class plus a ``mean`` row (class -1).
+
+    The ``mean`` row has the summed counts and the metrics averaged over the classes (NaN
+    entries left out).
 
     Parameters
     ----------
@@ -103,7 +105,7 @@ def evaluate(
 
 
 def format_table(table: Table) -> str:
-    """The metrics table as aligned text (``mean`` for class -1)."""
+    """Format the metrics table as aligned text (``mean`` for class -1)."""
     lines = ["  ".join(f"{n:>11}" for n in table.names)]
     for i in range(len(table)):
         cells = []

@@ -74,8 +74,8 @@ def open_lazy(path: str | os.PathLike) -> Iterator[tuple[Any, tuple[float, ...],
             raise CardiosegError(f"{path}: cannot read axes {series.axes!r} as a 2D or 3D stack")
         sizes = (_ome_pixel_size(tif.ome_metadata) if tif.is_ome and tif.ome_metadata
                  else _imagej_pixel_size(tif) if tif.is_imagej else {})
-        with series.aszarr() as store:
-            array = _spatial(zarr.open(store, mode="r"), axes, str(path))
+        with series.aszarr() as tiff_store:
+            array = _spatial(zarr.open(tiff_store, mode="r"), axes, str(path))
             spatial = "".join(a for a in axes if a in "ZYX")
             x = sizes.get("X", sizes.get("Y", 1.0))
             scale = {"Z": sizes.get("Z", x), "Y": sizes.get("Y", x), "X": x}
@@ -157,12 +157,13 @@ def predict_to_zarr(
                "shape": list(volume.shape), "model": card.name, "weights": card.weights_sha256,
                "block": list(block), "halo": list(full_halo), "flips": bool(flips),
                "prob": str(prob_path) if prob_path else None, "prob_dtype": prob_dtype}
-        stores = [(out_path, np.uint8, tuple(volume.shape), block, True)]
+        stores = [(out_path, np.dtype(np.uint8), tuple(volume.shape), block, True)]
         if prob_path is not None:
             stores.append((Path(prob_path), encoding, (card.spec["classes"] - 1, *volume.shape),
                            (1, *block), False))
-        groups = [zarr_io.open_incomplete(p, run) if resume else None for p, *_ in stores]
-        if any(g is None for g in groups):
+        opened = [zarr_io.open_incomplete(p, run) if resume else None for p, *_ in stores]
+        groups = [g for g in opened if g is not None]
+        if len(groups) < len(stores):
             groups = [zarr_io.create_ome_zarr(p, shape, dtype, scale, chunks=chunks, labels=lab,
                                               axes=("C" if not lab else "") + "ZYX"[-volume.ndim:],
                                               name=card.name, run=run)
@@ -177,8 +178,8 @@ def predict_to_zarr(
             on_block_done=lambda index: zarr_io.mark_block_done(out_path, index))
         blocks = 0
         for p in steps:
-            blocks = p.total
-            yield Progress(p.done, p.total + level_total, p.stage, p.message)
+            blocks = p.total or 0  # predict_blocks always knows its total
+            yield Progress(p.done, blocks + level_total, p.stage, p.message)
         done = blocks
         for group in groups[::-1]:  # the labels store is marked complete last
             for p in zarr_io.build_levels(group):

@@ -1,4 +1,4 @@
-"""Class-balanced window sampling around labelled pixels (seed 002, eq. 6); scribble checks.
+"""Class-balanced window sampling around labelled pixels (Žerovnik Mekuč et al. 2020, eq. 6); scribble checks.
 
 Each window is placed around one labelled pixel. The class of that pixel is drawn first:
 background (scribble value 1) with probability ``background_share`` (0.2 in eq. 6) and the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class ScribbleIndex:
         return True
 
     def counts(self) -> dict[int, int]:
-        """Number of labelled pixels per scribble value."""
+        """Count the labelled pixels per scribble value."""
         return {v: int(sum(len(a) for a in per)) for v, per in sorted(self.flat.items())}
 
     def class_probabilities(self, background_share: float = 0.2) -> dict[int, float]:
@@ -92,14 +93,18 @@ class ScribbleIndex:
 def window_centre(
     point: Sequence[int], window: Sequence[int], rng: np.random.Generator
 ) -> tuple[int, ...]:
-    """A window centre near ``point`` so that the point falls in the window's central half."""
+    """Pick a window centre near ``point`` so that the point falls in the window's central half."""
     return tuple(
         int(p + rng.integers(-(w // 4), w // 4 + 1)) for p, w in zip(point, window, strict=True)
     )
 
 
+#: :func:`numpy.pad` modes that :func:`extract` accepts as ``fill``
+PadMode = Literal["symmetric", "reflect", "edge", "wrap"]
+
+
 def extract(
-    array: np.ndarray, centre: Sequence[int], shape: Sequence[int], fill: str | int = "symmetric"
+    array: np.ndarray, centre: Sequence[int], shape: Sequence[int], fill: PadMode | int = "symmetric"
 ) -> np.ndarray:
     """Copy the window of ``shape`` centred at ``centre``; outside the array, pad.
 
@@ -110,7 +115,8 @@ def extract(
     centre, shape : sequence of int
         Window centre and size per axis.
     fill : str or int
-        ``"symmetric"`` mirrors the image at its borders (for intensities); an int pads with
+        ``"symmetric"`` mirrors the image at its borders (for intensities; the other
+        :data:`PadMode` values are :func:`numpy.pad` modes too); an int pads with
         that constant (0 = unlabelled, for scribbles).
     """
     starts = [c - s // 2 for c, s in zip(centre, shape, strict=True)]

@@ -1,6 +1,6 @@
 """A simulated user who paints strokes from a known mask, for benchmarks and tests.
 
-Scribble convention (DESIGN.md): 0 unpainted, 1 background, 2 object. First strokes are short
+Scribble convention (CONTRIBUTING.md): 0 unpainted, 1 background, 2 object. First strokes are short
 pieces of the objects' skeletons and short straight lines in the background; corrections are
 skeleton pieces of the largest wrong regions of a prediction (false positives painted as
 background, false negatives as object), as a person correcting a preview would paint them.
@@ -14,14 +14,17 @@ from skimage.morphology import disk, skeletonize
 
 
 def _piece(points: np.ndarray, centre: np.ndarray, length: int) -> np.ndarray:
-    """The ``points`` within ``length // 2`` (chessboard distance) of ``centre``."""
+    """Return the ``points`` within ``length // 2`` (chessboard distance) of ``centre``."""
     return points[np.abs(points - centre).max(axis=1) <= length // 2]
 
 
 def first_strokes(mask: np.ndarray, rng: np.random.Generator, per_class: int = 6,
                   length: int = 15) -> np.ndarray:
-    """Scribbles for one 2D slice: ``per_class`` skeleton pieces inside objects (2) and short
-    background lines (1), each about ``length`` pixels long and kept off the object borders."""
+    """Paint the first scribbles of one 2D slice.
+
+    ``per_class`` skeleton pieces inside objects (2) and short background lines (1), each about
+    ``length`` pixels long and kept off the object borders.
+    """
     mask = np.asarray(mask, bool)
     out = np.zeros(mask.shape, np.uint8)
     skeleton = np.argwhere(skeletonize(ndi.binary_erosion(mask, disk(2).astype(bool))))
@@ -45,7 +48,7 @@ def first_strokes(mask: np.ndarray, rng: np.random.Generator, per_class: int = 6
 def correction_strokes(pred: np.ndarray, truth: np.ndarray, painted: np.ndarray,
                        rng: np.random.Generator, per_kind: int = 4, length: int = 15,
                        min_size: int = 20) -> np.ndarray:
-    """New strokes on the largest wrong regions of a 2D prediction.
+    """Paint new strokes on the largest wrong regions of a 2D prediction.
 
     Parameters
     ----------

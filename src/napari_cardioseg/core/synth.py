@@ -6,9 +6,11 @@ deterministic for a given ``seed``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage as ndi
 from scipy.special import erf
 
@@ -111,14 +113,15 @@ class SyntheticZdisk:
     orientation: float
 
 
-def _smooth_noise(shape: tuple[int, ...], sigma: float, rng: np.random.Generator) -> np.ndarray:
+def _smooth_noise(shape: tuple[int, ...], sigma: float | Sequence[float], rng: np.random.Generator
+                  ) -> np.ndarray:
     """Gaussian-filtered white noise scaled to unit standard deviation."""
     field = ndi.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
     return field / (field.std() + 1e-12)
 
 
 def _cell_mask(shape: tuple[int, int], fill: float, angle: float, rng: np.random.Generator) -> np.ndarray:
-    """A smooth, elongated blob covering about ``fill`` of the field (everything when fill >= 1)."""
+    """Draw a smooth, elongated blob covering about ``fill`` of the field (everything when fill >= 1)."""
     if fill >= 0.999:
         return np.ones(shape, bool)
     yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
@@ -177,14 +180,15 @@ def zdisk_image(
     v = xx * np.sin(theta) + yy * np.cos(theta)
     v = v + p.curvature * np.sin(2 * np.pi * u / p.curvature_wavelength + rng.uniform(0, 2 * np.pi))
     half = 0.75 * np.hypot(h, w) * p.pixel_size
-    starts, widths = [], []
+    start_list: list[float] = []
+    width_list: list[float] = []
     pos = -half
     while pos < half:
         width = rng.uniform(*p.fibril_width)
-        starts.append(pos)
-        widths.append(width)
+        start_list.append(pos)
+        width_list.append(width)
         pos += width + rng.uniform(0.3, 1.7) * p.fibril_gap
-    starts, widths = np.array(starts), np.array(widths)
+    starts, widths = np.array(start_list), np.array(width_list)
     n = len(starts)
     idx = np.clip(np.searchsorted(starts, v) - 1, 0, n - 1)
     across = v - starts[idx]
@@ -232,7 +236,8 @@ def zdisk_image(
     weights = fibrils.sum()
     true_sl = float(np.sum(sl[idx][fibrils]) / weights) if weights else float(p.sarcomere_length)
     # the mask is the disks' half-maximum band after the blur: the visible band an annotator (or
-    # ilastik, as for the seed-000 ground truth) draws, never thinner than the optics show it
+    # ilastik, as for the ground truth of Croitor Ibrahim et al. 2024) draws, never thinner than
+    # the optics show it
     seen = ndi.gaussian_filter(disks.astype(np.float32), sigma)
     band_peak = erf(p.disk_thickness / (2 * np.sqrt(2) * p.psf_sigma))
     return SyntheticZdisk(
@@ -245,7 +250,7 @@ def zdisk_image(
     )
 
 
-def _to_dtype(values: np.ndarray, dtype: type, saturated: float = 0.0) -> np.ndarray:
+def _to_dtype(values: np.ndarray, dtype: npt.DTypeLike, saturated: float = 0.0) -> np.ndarray:
     """Scale float values (robustly, 0.01 % to 99.99 % or ``100 - saturated`` %) into ``dtype``."""
     dtype = np.dtype(dtype)
     lo, hi = np.percentile(values, (0.01, min(99.99, 100 - saturated)))
@@ -285,7 +290,7 @@ class SyntheticEM:
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
-    """A random 3D rotation matrix."""
+    """Draw a random 3D rotation matrix."""
     q, r = np.linalg.qr(rng.standard_normal((3, 3)))
     return q * np.sign(np.diag(r))
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import CardiosegError
 from .io import atomic_path
@@ -18,18 +19,18 @@ class Table:
 
     Parameters
     ----------
-    columns : mapping of str to sequence
+    columns : mapping of str to array-like
         Column name → values. Names carry their unit (``length_um``, ``volume_um3``).
     """
 
-    def __init__(self, columns: Mapping[str, Sequence] | None = None) -> None:
+    def __init__(self, columns: Mapping[str, npt.ArrayLike] | None = None) -> None:
         self.columns: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in (columns or {}).items()}
         lengths = {len(v) for v in self.columns.values()}
         if len(lengths) > 1:
             raise CardiosegError(f"table columns have different lengths {sorted(lengths)}")
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, float]], names: Sequence[str]) -> Table:
+    def from_rows(cls, rows: Iterable[Mapping[str, float | str]], names: Sequence[str]) -> Table:
         """Build a table from row dicts; ``names`` fixes the columns (even with no rows).
 
         Columns of strings (notes) stay text; every other column becomes float.
@@ -44,12 +45,15 @@ class Table:
 
     @property
     def names(self) -> list[str]:
+        """Column names in order."""
         return list(self.columns)
 
     def __len__(self) -> int:
+        """Return the number of rows."""
         return len(next(iter(self.columns.values()))) if self.columns else 0
 
     def __getitem__(self, name: str) -> np.ndarray:
+        """Return the column ``name``."""
         return self.columns[name]
 
     def row(self, index: int) -> dict[str, float | str]:

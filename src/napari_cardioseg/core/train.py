@@ -46,9 +46,11 @@ from .train_config import (
 from .train_init import (
     StartModel,
     default_class_names,
+    encoder_lr_scale,
     fixed_norm_layers,
     freeze_encoder,
     learning_rate,
+    prior_weight,
     start_model,
 )
 
@@ -160,7 +162,7 @@ class TrainSession:
     preview : tuple of slice or callable, optional
         Region of image 1 to preview, or a callable returning one (or None) when asked.
     prior_model : torch.nn.Module, optional
-        Teacher of the distillation prior (``config.prior_weight > 0``); default: the start
+        Teacher of the distillation prior (when its weight is > 0); default: the start
         model as it was before training.
     """
 
@@ -206,17 +208,25 @@ class TrainSession:
         self.batch = config.batch or (4 if self.ndim == 2 else 2)
         self.model.to(self.device)
         self.frozen = freeze_encoder(self.start) if config.freeze_encoder else []
-        params = _adapt.param_groups(self.model, self.spec, self.lr, config.encoder_lr_scale)
+        params = _adapt.param_groups(self.model, self.spec, self.lr,
+                                     encoder_lr_scale(config, self.start))
         self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=1e-4)
-        if config.prior_weight > 0 and self.start.base_card is None and prior_model is None:
+        weight = prior_weight(config, self.start)
+        if weight > 0 and self.start.base_card is None and prior_model is None:
             raise CardiosegError("a prior needs a pretrained model to start from (init)")
-        self.prior = (_adapt.Prior(prior_model or self.model, config.prior_weight)
-                      if config.prior_weight > 0 else None)
+        self.prior = _adapt.Prior(prior_model or self.model, weight) if weight > 0 else None
         if self.prior is not None:
             self.prior.teacher.to(self.device)
+        slice_wise = self.ndim == 2
+        split = np.random.default_rng(config.seed + 1)  # its own stream: windows stay as without
+        self.held = ([_adapt.split_strokes(s, config.holdout, split, slice_wise)
+                      for s in self.scribbles] if config.holdout > 0 else None)
+        self.holdout: _adapt.HeldOut | None = None
+        self.holdout_scores: list[tuple[int, float]] = []  # (step, held-out balanced accuracy)
         self.losses: list[float] = []
         self.elapsed = 0.0
         self._best_loss = float("inf")
+        self._best_score = -1.0
         self._best_state: dict[str, torch.Tensor] | None = None
 
     @property
@@ -232,11 +242,16 @@ class TrainSession:
         for _ in range(self.batch):
             i, point = self.index.sample(rng)
             image, scribble = self.normalized[i], self.scribbles[i]
+            point_slice = None
             if self.ndim == 2 and image.ndim == 3:
+                point_slice = point[0]
                 image, scribble, point = image[point[0]], scribble[point[0]], point[1:]
             centre = window_centre(point, self.patch, rng)
             img = extract(image, centre, context)
             lab = extract(scribble, centre, context, fill=0)
+            if self.held is not None:  # adapt hook: held-out strokes are not trained on
+                held = self.held[i][point_slice] if point_slice is not None else self.held[i]
+                lab[extract(held, centre, context, fill=0)] = 0
             img, lab = augment_pair(img, lab, self.patch, rng, self.config.augment)
             lab = lab.astype(np.int64)
             lab[lab > n_classes] = 0  # labels painted beyond the model's classes are ignored
@@ -259,6 +274,19 @@ class TrainSession:
         self.optimizer.step()
         _nets.zero_mean_constraint(self.model)
         return float(loss.detach())
+
+    def _keep_state(self) -> None:
+        self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _score_holdout(self, step: int) -> None:
+        """Score the held-out strokes; keep the state when it is at least as good as the best."""
+        score = self.holdout.score(self.model, self.device)
+        if score is None:
+            return
+        self.holdout_scores.append((step, score))
+        if score >= self._best_score:
+            self._best_score = score
+            self._keep_state()
 
     def _preview(self) -> tuple[np.ndarray, Region] | None:
         """Labels for the region requested now, or None when none is requested."""
@@ -293,6 +321,12 @@ class TrainSession:
         norm = self.start.normalization
         self.normalized = [apply_normalization(image, fit_normalization(image, norm))
                            for image in self.images]
+        if self.held is not None:
+            self.holdout = _adapt.HeldOut(
+                self.normalized, self.scribbles, self.held, self.ndim,
+                _nets.size_multiple(self.spec), int(self.spec["classes"])) or None
+        if self.holdout is not None:
+            self._score_holdout(0)
         last_preview = None
         step = 0
         smoothed = 0.0
@@ -304,8 +338,11 @@ class TrainSession:
             smoothed = loss if step == 1 else 0.9 * smoothed + 0.1 * loss
             if smoothed <= self._best_loss:
                 self._best_loss = smoothed
-                self._best_state = {k: v.detach().clone() for k, v in
-                                    self.model.state_dict().items()}
+                if self.holdout is None:
+                    self._keep_state()
+            self.elapsed = time.perf_counter() - start
+            if self.holdout is not None and (step % _adapt.HOLDOUT_EVERY == 0 or self._done(step)):
+                self._score_holdout(step)
             preview = None
             now = time.perf_counter()
             if last_preview is None or now - last_preview >= self.config.preview_every:
@@ -328,7 +365,8 @@ class TrainSession:
         return _nets.receptive_field(self.spec)
 
     def best(self) -> TrainResult:
-        """The model with the lowest smoothed loss so far (a copy) and its card."""
+        """The model with the lowest smoothed loss so far (with ``holdout``: the best held-out
+        score) as a copy, and its card."""
         model = copy.deepcopy(self.model).cpu().eval()
         if self._best_state is not None:
             model.load_state_dict(self._best_state)

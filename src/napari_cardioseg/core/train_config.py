@@ -25,6 +25,8 @@ DEFAULT_ARCH = "unet2d"  # small plain U-Net: fast enough to train live on a CPU
 DEFAULT_STEPS = 200  # when neither a step count nor a time budget is given
 LR_SCRATCH = 5e-3  # learning rates (AdamW) when none is given: training from scratch,
 LR_FINETUNE = 2.5e-4  # and fine-tuning a pretrained or previously trained model
+PRIOR_FINETUNE = 1.0  # distillation prior weight and encoder learning-rate scale when adapting
+ENCODER_LR_SCALE_FINETUNE = 0.1  # a model to strokes (train_init.adapts; else 0 and 1)
 
 
 def _integer(value: Any) -> bool:
@@ -82,11 +84,19 @@ class TrainConfig:
         Seconds between live previews (one also follows the first step).
     pixel_size : sequence of float, optional
         µm per axis of the images, recorded in the model card.
-    prior_weight : float
+    prior_weight : float, optional
         Weight (>= 0) of the distillation prior that keeps the start model's answer on
-        unpainted pixels (:class:`core.adapt.Prior`); 0 turns it off. Needs ``init``.
-    encoder_lr_scale : float
+        unpainted pixels (:class:`core.adapt.Prior`); 0 turns it off. Needs ``init``. Default:
+        :data:`PRIOR_FINETUNE` when fine-tuning ``init`` with its own head and batch-norm
+        statistics (``train_init.adapts``), else 0.
+    encoder_lr_scale : float, optional
         The encoder learns at ``lr * encoder_lr_scale`` (0 < scale <= 1; 1: one learning rate).
+        Default: :data:`ENCODER_LR_SCALE_FINETUNE` when ``train_init.adapts``, else 1.
+    holdout : float
+        Share of each class's strokes (0 <= share <= 0.5) kept out of training to choose the
+        state returned: the best held-out balanced accuracy, scored before the first step and
+        every :data:`core.adapt.HOLDOUT_EVERY` steps, never one worse than the start. 0: the
+        lowest smoothed loss.
 
     Notes
     -----
@@ -110,8 +120,9 @@ class TrainConfig:
     refresh_every: float = 1.0
     preview_every: float = 2.0
     pixel_size: tuple[float, ...] | None = None
-    prior_weight: float = 0.0
-    encoder_lr_scale: float = 1.0
+    prior_weight: float | None = None
+    encoder_lr_scale: float | None = None
+    holdout: float = 0.0
 
     def __post_init__(self) -> None:
         self._check_start()
@@ -190,11 +201,15 @@ class TrainConfig:
                 raise CardiosegError(f"pixel_size must be 2-3 finite positive numbers (µm per "
                                      f"axis), got {self.pixel_size!r}")
             self._set("pixel_size", tuple(float(v) for v in sizes))
-        if not (_positive_number(self.prior_weight) or self.prior_weight == 0):
+        if self.prior_weight is not None and not (_positive_number(self.prior_weight)
+                                                  or self.prior_weight == 0):
             raise CardiosegError(f"prior_weight must be a finite number >= 0, got "
                                  f"{self.prior_weight!r}")
-        if not (_positive_number(self.encoder_lr_scale) and self.encoder_lr_scale <= 1):
+        if self.encoder_lr_scale is not None and not (_positive_number(self.encoder_lr_scale)
+                                                      and self.encoder_lr_scale <= 1):
             raise CardiosegError(f"encoder_lr_scale must be in (0, 1], got {self.encoder_lr_scale!r}")
+        if not ((_positive_number(self.holdout) or self.holdout == 0) and self.holdout <= 0.5):
+            raise CardiosegError(f"holdout must be a share in [0, 0.5], got {self.holdout!r}")
 
     @property
     def total_steps(self) -> int | None:

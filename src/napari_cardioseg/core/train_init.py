@@ -12,7 +12,14 @@ from . import models as _models
 from . import nets as _nets
 from .errors import CardiosegError
 from .sampling import check_classes
-from .train_config import DEFAULT_ARCH, LR_FINETUNE, LR_SCRATCH, TrainConfig
+from .train_config import (
+    DEFAULT_ARCH,
+    ENCODER_LR_SCALE_FINETUNE,
+    LR_FINETUNE,
+    LR_SCRATCH,
+    PRIOR_FINETUNE,
+    TrainConfig,
+)
 
 DEFAULT_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
 
@@ -100,14 +107,43 @@ def learning_rate(config: TrainConfig, start: StartModel) -> float:
     return LR_SCRATCH if start.base_card is None else LR_FINETUNE
 
 
+def keeps_norm_stats(config: TrainConfig, start: StartModel) -> bool:
+    """``keep_norm_stats``, by default True only when fine-tuning from ``init``."""
+    return start.base_card is not None if config.keep_norm_stats is None else config.keep_norm_stats
+
+
+def adapts(config: TrainConfig, start: StartModel) -> bool:
+    """Whether the run adapts a model to strokes: it starts from ``init`` with the classes (and
+    head) that model was trained with and keeps its batch-norm statistics (dense-label training,
+    ``keep_norm_stats=False``, learns them as from scratch)."""
+    base = start.base_card
+    return (base is not None and int(base.spec["classes"]) == int(start.spec["classes"])
+            and keeps_norm_stats(config, start))
+
+
+def prior_weight(config: TrainConfig, start: StartModel) -> float:
+    """The configured prior weight, or :data:`PRIOR_FINETUNE` when the run :func:`adapts` a
+    model (a new head has nothing to keep) and 0 otherwise."""
+    if config.prior_weight is not None:
+        return float(config.prior_weight)
+    return PRIOR_FINETUNE if adapts(config, start) else 0.0
+
+
+def encoder_lr_scale(config: TrainConfig, start: StartModel) -> float:
+    """The configured encoder learning-rate scale, or :data:`ENCODER_LR_SCALE_FINETUNE` when
+    the run :func:`adapts` a model and 1 otherwise."""
+    if config.encoder_lr_scale is not None:
+        return float(config.encoder_lr_scale)
+    return ENCODER_LR_SCALE_FINETUNE if adapts(config, start) else 1.0
+
+
 def fixed_norm_layers(config: TrainConfig, start: StartModel) -> list[torch.nn.Module]:
     """Batch-norm layers whose statistics stay fixed (by default only when fine-tuning).
 
     Fine-tuning with a few strokes keeps the pretrained statistics, so that the strokes correct
     the model instead of overwriting what it learned from dense labels.
     """
-    keep = start.base_card is not None if config.keep_norm_stats is None else config.keep_norm_stats
-    if not keep:
+    if not keeps_norm_stats(config, start):
         return []
     return [m for m in start.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 

@@ -21,7 +21,7 @@ _UNITS = {"": 1.0, "µm": 1.0, "μm": 1.0, "um": 1.0, "nm": 1e-3}  # micro sign 
 
 
 def parse_length(text: str, what: str = "pixel size") -> float:
-    """A positive, finite length in µm from text such as ``0.1``, ``0,1``, ``.5``, ``1e-2 µm`` or ``8 nm``.
+    """Parse a positive, finite length in µm from text such as ``0.1``, ``0,1``, ``1e-2 µm`` or ``8 nm``.
 
     A decimal comma is read like a decimal point; thousands separators are not accepted. Without a
     unit the number is in µm.

@@ -39,7 +39,7 @@ _MIN_LEVEL_EDGE = 256  # stop adding levels once Y and X are at most this
 
 
 def is_zarr_path(path: str | os.PathLike) -> bool:
-    """True when ``path`` names a Zarr store by its suffix (``.zarr`` / ``.ome.zarr``)."""
+    """Tell whether ``path`` names a Zarr store by its suffix (``.zarr`` / ``.ome.zarr``)."""
     return str(path).rstrip("/\\").lower().endswith(ZARR_SUFFIXES)
 
 
@@ -122,7 +122,7 @@ def create_ome_zarr(
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     # mark incomplete before any data exists, so a crash at any point later is visible
     group.attrs["cardioseg"] = {"complete": False, "labels": bool(labels), "run": run or {}}
-    datasets = []
+    datasets: list[dict[str, Any]] = []
     for k, level_shape in enumerate(level_shapes(shape, levels)):
         group.create_array(str(k), shape=level_shape, dtype=dtype, fill_value=0,
                            chunks=tuple(min(int(c), n) for c, n in zip(chunks, level_shape,
@@ -141,6 +141,19 @@ def create_ome_zarr(
     return group
 
 
+def _attr(group: zarr.Group, key: str) -> Any:
+    """Return the JSON attribute ``key`` of ``group`` (None when absent); callers check its shape."""
+    return group.attrs.get(key)
+
+
+def _array(group: zarr.Group, key: str, what: str = "the store") -> zarr.Array:
+    """Return the array ``key`` of ``group``; a sub-group there is a :class:`CardiosegError`."""
+    array = group[key]
+    if not isinstance(array, zarr.Array):
+        raise CardiosegError(f"{what}: level {key} is a group, not an array")
+    return array
+
+
 def _done_dir(path: str | os.PathLike) -> Path:
     return Path(path).joinpath(*_DONE)
 
@@ -157,7 +170,7 @@ def mark_block_done(path: str | os.PathLike, index: Sequence[int]) -> None:
 
 
 def done_blocks(path: str | os.PathLike) -> set[tuple[int, ...]]:
-    """Indices of the blocks marked done in the store at ``path``."""
+    """Return the indices of the blocks marked done in the store at ``path``."""
     folder = _done_dir(path)
     if not folder.is_dir():
         return set()
@@ -171,8 +184,10 @@ def done_blocks(path: str | os.PathLike) -> set[tuple[int, ...]]:
 
 
 def open_incomplete(path: str | os.PathLike, run: dict) -> zarr.Group | None:
-    """The store at ``path`` opened for writing if an unfinished or finished run with exactly
-    the same ``run`` description made it; else None (start afresh)."""
+    """Open the store at ``path`` for writing if a run with exactly the same ``run`` made it.
+
+    The earlier run may be unfinished or finished; None when there is no such store (start afresh).
+    """
     path = Path(path)
     if not (path / ".zgroup").is_file():
         return None
@@ -180,7 +195,7 @@ def open_incomplete(path: str | os.PathLike, run: dict) -> zarr.Group | None:
         group = zarr.open_group(str(path), mode="r+", zarr_format=2)
     except (OSError, ValueError, KeyError):
         return None
-    info = group.attrs.get("cardioseg")
+    info = _attr(group, "cardioseg")
     if not isinstance(info, dict) or info.get("run") != run:
         return None
     return group
@@ -188,7 +203,7 @@ def open_incomplete(path: str | os.PathLike, run: dict) -> zarr.Group | None:
 
 def mark_complete(group: zarr.Group) -> None:
     """Set the store's ``complete`` flag (after every block and level is written)."""
-    info = dict(group.attrs["cardioseg"])
+    info = dict(_attr(group, "cardioseg"))
     info["complete"] = True
     group.attrs["cardioseg"] = info
 
@@ -214,8 +229,8 @@ def _chunk_regions(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tupl
 
 
 def _level_jobs(group: zarr.Group) -> list[tuple[zarr.Array, zarr.Array]]:
-    paths = [d["path"] for d in group.attrs["multiscales"][0]["datasets"]]
-    return [(group[a], group[b]) for a, b in itertools.pairwise(paths)]
+    paths = [d["path"] for d in _attr(group, "multiscales")[0]["datasets"]]
+    return [(_array(group, a), _array(group, b)) for a, b in itertools.pairwise(paths)]
 
 
 def level_chunk_count(group: zarr.Group) -> int:
@@ -226,7 +241,7 @@ def level_chunk_count(group: zarr.Group) -> int:
 
 def build_levels(group: zarr.Group) -> Generator[Progress, None, None]:
     """Fill levels 1, 2, ... from level 0, one chunk of the target level at a time."""
-    info = group.attrs["cardioseg"]
+    info = _attr(group, "cardioseg")
     jobs = _level_jobs(group)
     total = level_chunk_count(group)
     done = 0
@@ -295,7 +310,7 @@ def read_ome_zarr(path: str | os.PathLike) -> OmeZarr:
         group = zarr.open_group(str(path), mode="r")
     except (OSError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as exc:
         raise CardiosegError(f"{path}: not a readable Zarr group ({exc})") from exc
-    multiscales = group.attrs.get("multiscales")
+    multiscales = _attr(group, "multiscales")
     if not multiscales:
         raise CardiosegError(f"{path}: no OME-Zarr 'multiscales' metadata")
     meta = multiscales[0]
@@ -307,13 +322,13 @@ def read_ome_zarr(path: str | os.PathLike) -> OmeZarr:
     calibrated = True
     for a in axes_meta:
         if str(a.get("name", "")).upper() in "ZYX":
-            unit = a.get("unit")
+            unit = str(a.get("unit", ""))
             calibrated = calibrated and unit in NGFF_UNITS_UM
             factors.append(NGFF_UNITS_UM.get(unit, 1.0))
     spatial = [i for i, a in enumerate(axes) if a in "ZYX"]
     levels, level_scales = [], []
     for dataset in meta.get("datasets", []):
-        array = group[dataset["path"]]
+        array = _array(group, dataset["path"], str(path))
         if array.ndim != len(axes):
             raise CardiosegError(f"{path}: level {dataset['path']} has {array.ndim} axes, "
                                  f"the metadata names {len(axes)}")
@@ -322,7 +337,7 @@ def read_ome_zarr(path: str | os.PathLike) -> OmeZarr:
         level_scales.append(tuple(values[i] * f for i, f in zip(spatial, factors, strict=True)))
     if not levels:
         raise CardiosegError(f"{path}: the multiscales metadata lists no datasets")
-    info = group.attrs.get("cardioseg")
+    info = _attr(group, "cardioseg")
     complete = bool(info.get("complete")) if isinstance(info, dict) else None
     return OmeZarr(levels, axes, level_scales[0], calibrated, complete, level_scales)
 
@@ -345,7 +360,7 @@ def write_ome_zarr(
                              for a, n in zip(axes, data.shape, strict=False))
     group = create_ome_zarr(path, data.shape, data.dtype, scale, chunks=chunks, axes=axes,
                             levels=levels, labels=labels, name=name)
-    group["0"][...] = data
+    _array(group, "0")[...] = data
     for _ in build_levels(group):
         pass
     mark_complete(group)

@@ -46,7 +46,7 @@ class MeasureResult:
 
 
 def get_kind(name: str) -> Kind:
-    """The registered kind ``name``; an unknown name raises with the list of kinds."""
+    """Return the registered kind ``name``; an unknown name raises with the list of kinds."""
     if name not in KINDS:
         raise CardiosegError(f"unknown measurement kind {name!r}; choose one of {', '.join(KINDS)}")
     return KINDS[name]
@@ -80,7 +80,7 @@ def _check_image(array: np.ndarray | None, shape: tuple[int, ...], what: str) ->
 
 
 def _one_class(labels: np.ndarray, value: int, mode: str) -> tuple[np.ndarray, str]:
-    """The mask of one class and the object mode for it (always connected components)."""
+    """Return the mask of one class and the object mode for it (always connected components)."""
     if mode not in ("auto", "components"):
         raise CardiosegError(f"one class is split into connected components; objects mode {mode!r} "
                              "does not apply to it")
@@ -124,8 +124,9 @@ def measure_iter(
     class_value: int | None = None,
     min_length: float | None = None,
 ) -> Generator[Progress, None, MeasureResult]:
-    """Measure every object; yields :class:`~napari_cardioseg.core.progress.Progress`, returns a
-    :class:`MeasureResult`.
+    """Measure every object.
+
+    Yields :class:`~napari_cardioseg.core.progress.Progress` and returns a :class:`MeasureResult`.
 
     Parameters
     ----------
@@ -157,7 +158,7 @@ def measure_iter(
     spec = get_kind(kind)
     labels = check_labels(labels)
     calibrated = spacing is not None
-    spacing = check_spacing(spacing if calibrated else (1.0,) * labels.ndim, labels.ndim)
+    spacing = check_spacing(spacing if spacing is not None else (1.0,) * labels.ndim, labels.ndim)
     options = _options(calibrated, period_range, min_length)
     if class_value is not None:
         labels, mode = _one_class(labels, int(class_value), mode)

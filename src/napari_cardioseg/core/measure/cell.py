@@ -1,4 +1,4 @@
-"""Whole-cell features from a cell mask (after Gerbin et al. 2021, as used by SarcNet, seed 003).
+"""Whole-cell features from a cell mask (after Gerbin et al. 2021, as used by SarcNet, Le et al. 2024).
 
 * cell area and aspect ratio (major / minor axis of the inertia ellipse);
 * the periodicity profile: the grey-level co-occurrence (GLCM) correlation ``C(d, θ)`` of the
@@ -8,7 +8,7 @@
   strongest Fourier period inside the cell) the first *peak* after the first trough gives the
   *peak height* (peak − trough correlation) and *peak distance* (µm).
 
-The seed names these features but not their exact recipe; this is our reading, stated here
+Le et al. name these features but not their exact recipe; this is our reading, stated here
 so that the numbers can be interpreted.
 """
 
@@ -27,7 +27,7 @@ N_LEVELS = 32
 
 def _isotropic_crop(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float]
                     ) -> tuple[np.ndarray, np.ndarray, float]:
-    """The cell's bounding box, resampled to square pixels of the smaller pixel size."""
+    """Crop the cell's bounding box and resample it to square pixels of the smaller pixel size."""
     rows, cols = np.nonzero(mask)
     crop = np.s_[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     img, msk = np.array(image[crop], dtype=float), np.array(mask[crop], dtype=bool)
@@ -79,9 +79,11 @@ def max_cv_of(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float],
 
 def axis_profile(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float],
                  axis: float, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
-    """GLCM correlation along the direction ``axis`` (display degrees) for offsets up to
-    ``max_distance`` µm: ``(distances_um, corr)``. The cell is rotated so that the axis is
-    horizontal, which keeps every offset an exact whole number of pixels."""
+    """GLCM correlation along the direction ``axis`` (display degrees): ``(distances_um, corr)``.
+
+    Offsets go up to ``max_distance`` µm. The cell is rotated so that the axis is horizontal,
+    which keeps every offset an exact whole number of pixels.
+    """
     img, msk, step = _isotropic_crop(image, mask, spacing)
     img = rotate(img, -axis, resize=True, order=1, preserve_range=True)
     msk = rotate(msk.astype(float), -axis, resize=True, order=0, preserve_range=True) > 0.5
@@ -105,6 +107,13 @@ def first_peak(distances: np.ndarray, corr: np.ndarray, prominence: float = 0.05
     return float(c[k] - c[:k].min()), float(distances[k])
 
 
+def _cell_mask(ctx: ZdiskSlice) -> np.ndarray:
+    """Return the slice's cell mask (the registry runs these measures only when there is one)."""
+    if ctx.cell_mask is None:
+        raise ValueError("cell features need a cell mask")
+    return ctx.cell_mask
+
+
 def _profile(ctx: ZdiskSlice) -> tuple[float, float]:
     """Peak height and distance of the slice, computed once and kept in ``ctx.cache``."""
     if "periodicity" not in ctx.cache:
@@ -113,7 +122,7 @@ def _profile(ctx: ZdiskSlice) -> tuple[float, float]:
         image = ctx.image if ctx.image is not None else ctx.fourier_mask
         axis = fft_period(image, ctx.spacing, ctx.cell_mask, ctx.period_range)[1]
         if np.isfinite(axis):
-            profile = axis_profile(image, ctx.cell_mask, ctx.spacing, axis, ctx.period_range[1])
+            profile = axis_profile(image, _cell_mask(ctx), ctx.spacing, axis, ctx.period_range[1])
             ctx.cache["periodicity"] = first_peak(*profile)
         else:
             ctx.cache["periodicity"] = (0.0, float("nan"))
@@ -129,7 +138,7 @@ def cell_aspect_ratio(ctx: ZdiskSlice) -> float:
     """Major over minor axis of the cell's inertia ellipse."""
     if not ctx.analysed_area > 0:
         return float("nan")
-    coords = np.argwhere(ctx.cell_mask) * np.asarray(ctx.spacing)
+    coords = np.argwhere(_cell_mask(ctx)) * np.asarray(ctx.spacing)
     centred = coords - coords.mean(axis=0)
     cov = centred.T @ centred / len(coords) + np.diag(np.square(ctx.spacing)) / 12.0
     values = np.linalg.eigvalsh(cov)
@@ -141,7 +150,7 @@ def max_cv(ctx: ZdiskSlice) -> float:
     if not ctx.analysed_area > 0:
         return float("nan")
     image = ctx.image if ctx.image is not None else ctx.fourier_mask
-    return max_cv_of(image, ctx.cell_mask, ctx.spacing, ctx.period_range[1])
+    return max_cv_of(image, _cell_mask(ctx), ctx.spacing, ctx.period_range[1])
 
 
 def peak_height(ctx: ZdiskSlice) -> float:

@@ -101,7 +101,8 @@ def _zdisk_build(plane: Plane) -> tuple[list[Any], Any]:
         keep = np.isin(plane.labels, [o.region.label for o in kept])
         plane.labels[~keep] = 0
     ctx = zdisk.ZdiskSlice(
-        kept, labels=plane.labels, spacing=plane.spacing[-2:], z=plane.z, image=plane.image,
+        kept, labels=plane.labels, spacing=(plane.spacing[-2], plane.spacing[-1]), z=plane.z,
+        image=plane.image,
         cell_mask=plane.cell_mask, period_range=plane.options.period_range, segmented=segmented,
     )
     return kept, ctx

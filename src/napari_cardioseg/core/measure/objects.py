@@ -61,8 +61,10 @@ def resolve_mode(labels: np.ndarray, mode: str) -> str:
 
 
 def compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(compact, ids)``: labels renumbered 1..n in increasing order, and ``ids[k]`` the
-    original value of compact label ``k`` (``ids[0] == 0``)."""
+    """Renumber labels 1..n in increasing order: ``(compact, ids)``.
+
+    ``ids[k]`` is the original value of compact label ``k`` (``ids[0] == 0``).
+    """
     ids, inverse = np.unique(labels, return_inverse=True)
     inverse = inverse.reshape(labels.shape)
     if ids[0] != 0:  # no background: shift so that 0 stays background

@@ -18,12 +18,12 @@ from . import cell, shapes, zdisk
 
 
 def column_name(name: str, calibrated: bool) -> str:
-    """A calibrated column name, renamed to pixels when the image is uncalibrated."""
+    """Return a calibrated column name, renamed to pixels when the image is uncalibrated."""
     return name if calibrated else re.sub(r"_um(\d?)$", r"_px\1", name)
 
 
 def column_text(text: str, calibrated: bool) -> str:
-    """A unit or description, with µm replaced by px when the image is uncalibrated."""
+    """Return a unit or description, with µm replaced by px when the image is uncalibrated."""
     return text if calibrated else text.replace("µm", "px")
 
 
@@ -48,20 +48,22 @@ class Measurement:
     summarise: bool = True
 
     def column(self, calibrated: bool = True) -> str:
-        """Column name for a calibrated or an uncalibrated image."""
+        """Return the column name for a calibrated or an uncalibrated image."""
         return column_name(self.name, calibrated)
 
     def unit_for(self, calibrated: bool = True) -> str:
-        """Unit for a calibrated or an uncalibrated image."""
+        """Return the unit for a calibrated or an uncalibrated image."""
         return column_text(self.unit, calibrated)
 
     def description_for(self, calibrated: bool = True) -> str:
-        """Description for a calibrated or an uncalibrated image."""
+        """Return the description for a calibrated or an uncalibrated image."""
         return column_text(self.description, calibrated)
 
 
 def _m(name: str, unit: str, func: Callable, kind: str, level: str,
        ndim: tuple[int, ...] = (2, 3), description: str | None = None, **kw: Any) -> Measurement:
+    # The first docstring line of a measurement function is its column description (a noun
+    # phrase, hence the few `noqa: D401` on them).
     text = description or (func.__doc__ or "").strip().splitlines()[0]
     return Measurement(name, unit, text, func, kind, level, ndim, **kw)
 
@@ -135,7 +137,10 @@ MEASUREMENTS: tuple[Measurement, ...] = (
 
 def measurements(kind: str, level: str, ndim: int, available: tuple[str, ...] = ("cell_mask",)
                  ) -> list[Measurement]:
-    """Registry entries of an analysis ``kind`` at ``level`` for ``ndim``-D objects (images);
-    entries that require an input not in ``available`` are left out."""
+    """Return the registry entries of an analysis ``kind`` at ``level`` for ``ndim``-D objects.
+
+    ``level`` is ``"object"`` or ``"image"``; entries that require an input not in ``available``
+    are left out.
+    """
     return [m for m in MEASUREMENTS if m.kind == kind and m.level == level and ndim in m.ndim
             and (not m.requires or m.requires in available)]

@@ -98,10 +98,12 @@ class ShapeObject:
 
     @cached_property
     def coords(self) -> np.ndarray:
+        """Pixel (voxel) centres in µm from the image origin, shape ``(n, ndim)``."""
         return self.region.coords_um()
 
     @cached_property
     def pixels(self) -> int:
+        """Number of pixels (voxels) in the object."""
         return int(np.count_nonzero(self.region.mask))
 
     @cached_property
@@ -323,16 +325,17 @@ class ShapeImage:
 
     @property
     def image_size(self) -> float:
+        """Volume (3D) or area (2D) of the whole image."""
         return float(np.prod(self.shape) * np.prod(self.spacing))
 
 
 def count(ctx: ShapeImage) -> float:
-    """Number of objects."""
+    """Number of objects."""  # noqa: D401 (a column description, see registry.py)
     return float(len(ctx.objects))
 
 
 def total_size(ctx: ShapeImage) -> float:
-    """Summed object volume (3D, µm³) or area (2D, µm²)."""
+    """Summed object volume (3D, µm³) or area (2D, µm²)."""  # noqa: D401 (column description)
     return float(sum(o.size for o in ctx.objects))
 
 

@@ -7,6 +7,7 @@ orientation; the sarcomere length is the Z-disk period along it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -19,7 +20,7 @@ from .objects import Region
 from .shapes import max_pairwise_distance
 
 
-def skeleton_length(skeleton: np.ndarray, spacing: tuple[float, float]) -> float:
+def skeleton_length(skeleton: np.ndarray, spacing: Sequence[float]) -> float:
     """Path length of an 8-connected 2D skeleton in µm.
 
     Horizontal and vertical steps count one pixel size, diagonal steps the pixel diagonal.
@@ -49,7 +50,7 @@ def angle_of(vector_yx: np.ndarray) -> float:
 
 
 def direction_of(angle_deg: float) -> np.ndarray:
-    """Unit (y, x) vector for a display angle (inverse of :func:`angle_of`)."""
+    """Return the unit (y, x) vector of a display angle (inverse of :func:`angle_of`)."""
     t = np.radians(angle_deg)
     return np.array([-np.sin(t), np.cos(t)])
 
@@ -64,18 +65,22 @@ class ZdiskObject:
 
     @cached_property
     def skeleton(self) -> np.ndarray:
+        """One-pixel-wide skeleton of the object mask."""
         return skeletonize(self.region.mask)
 
     @cached_property
     def coords(self) -> np.ndarray:
+        """Pixel centres in µm from the image origin, shape ``(n, 2)``."""
         return self.region.coords_um()
 
     @cached_property
     def length(self) -> float:
+        """Skeleton path length (µm)."""
         return skeleton_length(self.skeleton, self.region.spacing)
 
     @cached_property
     def orientation(self) -> float:
+        """Long-axis display angle (degrees; NaN for an object without a long axis)."""
         values, vectors = principal_axes(self.coords)
         if values[0] - values[1] <= 1e-9 * (values[0] + 1e-30):
             return float("nan")
@@ -154,6 +159,7 @@ class ZdiskSlice:
     _orientation: tuple[float, float] = field(init=False, default=(np.nan, 0.0))
 
     def __post_init__(self) -> None:
+        """Compute the length-weighted dominant orientation and pass the axis to the objects."""
         angles = np.array([o.orientation for o in self.objects], dtype=float)
         weights = np.array([max(o.length, min(self.spacing)) for o in self.objects])
         ok = np.isfinite(angles)
@@ -165,12 +171,15 @@ class ZdiskSlice:
 
     @property
     def myofibril_axis(self) -> float:
+        """Myofibril axis: perpendicular to the dominant Z-disk orientation (degrees)."""
         return (self._orientation[0] + 90.0) % 180.0
 
     @cached_property
     def sarcomere(self) -> tuple[float, float, str]:
-        """``(from spacing, from Fourier, note)``: both sarcomere-length estimates, checked
-        against each other (see :func:`compare_periods`)."""
+        """``(from spacing, from Fourier, note)``: both sarcomere-length estimates.
+
+        The two are checked against each other (see :func:`compare_periods`).
+        """
         spacing = spacing_period(self)
         source = self.image if self.image is not None else self.fourier_mask
         fft, _, note = fft_peak(source, self.spacing, self.cell_mask, self.period_range)
@@ -178,18 +187,21 @@ class ZdiskSlice:
 
     @property
     def fourier_mask(self) -> np.ndarray:
-        """The segmented pixels for the Fourier period: ``segmented`` if given (all objects,
-        short fragments included), else the Z-disk labels."""
+        """The segmented pixels for the Fourier period.
+
+        ``segmented`` if given (all objects, short fragments included), else the Z-disk labels.
+        """
         return self.segmented if self.segmented is not None else self.labels > 0
 
     @cached_property
     def analysed_area(self) -> float:
+        """Area of the cell mask if given, else of the image (µm²)."""
         pixels = self.labels.size if self.cell_mask is None else np.count_nonzero(self.cell_mask)
         return float(pixels * np.prod(self.spacing))
 
 
 def count(ctx: ZdiskSlice) -> float:
-    """Number of Z-disks."""
+    """Number of Z-disks."""  # noqa: D401 (a column description, see registry.py)
     return float(len(ctx.objects))
 
 
@@ -255,8 +267,11 @@ def forward_gaps(ctx: ZdiskSlice) -> np.ndarray:
 
 
 def fundamental(gaps: np.ndarray, rounds: int = 10) -> float:
-    """Median gap, with gaps that span several sarcomeres (a Z-disk missed in between)
-    divided by their whole number of sarcomeres: ``median(g / k)``, ``k = round(g / median)``."""
+    """Return the median gap, counting gaps over a missed Z-disk as several sarcomeres.
+
+    A gap that spans several sarcomeres is divided by its whole number of sarcomeres:
+    ``median(g / k)``, ``k = round(g / median)``, iterated until the median settles.
+    """
     if gaps.size == 0:
         return float("nan")
     period = float(np.median(gaps))
@@ -275,8 +290,11 @@ def spacing_period(ctx: ZdiskSlice) -> float:
 
 
 def compare_periods(spacing: float, fft: float, note: str = "") -> tuple[float, float, str]:
-    """Check the two estimates against each other; a Fourier value that is a whole multiple
-    or fraction of the spacing (a harmonic) becomes NaN, and the note says why."""
+    """Check the two sarcomere-length estimates against each other.
+
+    A Fourier value that is a whole multiple or fraction of the spacing (a harmonic) becomes
+    NaN, and the note says why.
+    """
     if note or not (np.isfinite(spacing) and np.isfinite(fft)):
         return spacing, fft, note
     ratio = fft / spacing
@@ -290,14 +308,18 @@ def compare_periods(spacing: float, fft: float, note: str = "") -> tuple[float, 
 
 
 def sarcomere_length_spacing(ctx: ZdiskSlice) -> float:
-    """Sarcomere length from the distances between neighbouring Z-disks along the myofibril
-    axis: their median, with gaps over a missed Z-disk counted as several sarcomeres (µm)."""
+    """Sarcomere length from the spacing of neighbouring Z-disks along the myofibril axis (µm).
+
+    The median distance, with gaps over a missed Z-disk counted as several sarcomeres.
+    """
     return ctx.sarcomere[0]
 
 
 def sarcomere_length_fft(ctx: ZdiskSlice) -> float:
-    """Dominant period of the intensity image (or of the mask) inside the period range (µm);
-    NaN when the peak lies on the range bound or on a harmonic of the Z-disk spacing."""
+    """Dominant period of the intensity image (or of the mask) inside the period range (µm).
+
+    NaN when the peak lies on the range bound or on a harmonic of the Z-disk spacing.
+    """
     return ctx.sarcomere[1]
 
 
@@ -312,8 +334,10 @@ def fft_period(
     mask: np.ndarray | None = None,
     period_range: tuple[float, float] = (1.0, 4.0),
 ) -> tuple[float, float]:
-    """Dominant period (µm) and its axis (display degrees) of a 2D image: the first two
-    values of :func:`fft_peak` (NaN period when no peak lies inside the range)."""
+    """Return the dominant period (µm) and its axis (display degrees) of a 2D image.
+
+    The first two values of :func:`fft_peak` (NaN period when no peak lies inside the range).
+    """
     return fft_peak(image, spacing, mask, period_range)[:2]
 
 
