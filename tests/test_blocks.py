@@ -10,6 +10,7 @@ import torch
 from napari_cardioseg.core import nets, zarr_io
 from napari_cardioseg.core.blocks import (
     block_geometry,
+    card_halo,
     fixed_normalization_card,
     measure_halo,
     plan_blocks,
@@ -189,3 +190,16 @@ def test_geometry_rounds_to_the_stride(net2d, net3d):
         block_geometry(card3.spec, (30, 30), 16, 0)
     with pytest.raises(CardiosegError, match="block must be"):
         block_geometry(card2.spec, (30, 30), 0, 0)
+
+
+@pytest.mark.parametrize("which", ["net2d", "net3d"])
+def test_card_halo_covers_the_measured_receptive_field(which, request):
+    _model, card, measured = request.getfixturevalue(which)
+    halo = card_halo(card)
+    field = card.receptive_field_px()
+    assert halo == tuple(-(-f // 2) for f in field)  # ceil(rf / 2) per axis
+    assert min(halo) >= measured > 0
+    ndim = nets.spec_ndim(card.spec)
+    shape = (40,) * ndim
+    _block, full = block_geometry(card.spec, shape, 16, halo)
+    assert all(h % nets.size_multiple(card.spec) == 0 and h >= measured for h in full)

@@ -24,10 +24,11 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def save_tiny(path, name="tiny") -> tuple[torch.nn.Module, models.ModelCard]:
+def save_tiny(path, name="tiny", license="") -> tuple[torch.nn.Module, models.ModelCard]:
     torch.manual_seed(0)
     model = nets.build_model(SPEC).eval()
-    card = models.ModelCard(name, SPEC, ["background", "zdisk"], {"method": "zscore"}, None)
+    card = models.ModelCard(name, SPEC, ["background", "zdisk"], {"method": "zscore"}, None,
+                            license=license)
     models.save_model(model, card, path)
     return model, card
 
@@ -131,6 +132,7 @@ def test_bar_takes_the_new_total_after_an_out_of_memory_retry(viewer, qtbot, hom
     model, card = save_tiny(home / "oom")
     monkeypatch.setattr("napari_cardioseg.widgets.predict.load_model",
                         lambda path: (_OutOfMemoryAbove(model, 40), card))
+    monkeypatch.setattr("napari_cardioseg.widgets.predict.BACKEND", "eager")  # OOM is eager's
     widget = PredictWidget(viewer)
     widget.load_model_file(home / "oom.json")
     image = rng.normal(0, 1, (120, 120)).astype(np.float32)
@@ -170,3 +172,39 @@ def test_event_loop_keeps_ticking_while_predicting(viewer, qtbot, home, rng):
     print(f"\nlargest event-loop gap while predicting {gaps.max() * 1000:.0f} ms "
           f"over {len(gaps)} ticks")
     assert widget._status.value.startswith("done") and gaps.max() < 1.0
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning",  # bioimageio.spec leaves zip files open
+                            "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_export_to_bioimageio(viewer, qtbot, home, rng, monkeypatch):
+    pytest.importorskip("bioimageio.spec")
+    from napari_cardioseg.core.bioimageio_import import REGISTRY, load_bioimageio
+
+    for name, arch in REGISTRY.items():  # imported architectures for this test only
+        monkeypatch.setitem(nets.ARCHITECTURES, name, arch)
+    model, card = save_tiny(home / "mine", name="mine", license="MIT")
+    target = home / "exported"  # the dialog's answer lacks the suffix: .zip is added
+    monkeypatch.setattr("napari_cardioseg.widgets.predict.QFileDialog.getSaveFileName",
+                        lambda *a, **k: (str(target), ""))
+    widget = PredictWidget(viewer)
+    widget.load_model_file(home / "mine.json")
+    widget._export.native.click()
+    qtbot.waitUntil(lambda: widget.export_worker is not None, timeout=5000)
+    qtbot.waitUntil(lambda: widget._export.enabled, timeout=120000)
+    package = home / "exported.zip"
+    assert package.is_file() and widget._status.value == "exported exported.zip"
+    net, imported = load_bioimageio(package)
+    image = rng.normal(0, 1, (40, 48)).astype(np.float32)
+    ref = predict_probabilities(image, model, card, device="cpu")
+    got = predict_probabilities(image, net, imported, device="cpu")
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_export_without_a_model_is_a_clear_error(viewer, monkeypatch):
+    reported = []
+    monkeypatch.setattr("napari_cardioseg.widgets.predict.report_error", reported.append)
+    widget = PredictWidget(viewer)
+    widget._refreshing = True  # choosing LOAD_FILE must not open the dialog here
+    widget._model.value = LOAD_FILE
+    widget.export()
+    assert [str(e) for e in reported] == ["choose a model to export"]

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 MAX_SEED = 2**32 - 1  # NumPy and PyTorch both accept seeds in 0..2**32-1
+BACKENDS = ("auto", "eager", "torchscript", "onnx")  # core.backends.BACKENDS, without torch
 
 
 def positive_seconds(text: str) -> float:
@@ -36,13 +37,19 @@ def seed(text: str) -> int:
 
 
 def model_name(text: str) -> str:
-    """Check a model name or a model file path: not empty, not a folder."""
+    """Check a model name, model file path or bioimage.io package: not empty, no other folder.
+
+    A package is a ``.zip``, an ``rdf.yaml`` or the folder holding it.
+    """
     if not text.strip() or Path(text).name in ("", ".", ".."):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a model: give a model name (see 'cardioseg models') or NAME.json"
         )
-    if Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a model name or NAME.json")
+    folder = Path(text)
+    if folder.is_dir() and not ((folder / "rdf.yaml").is_file()
+                                or any(folder.glob("*bioimageio.yaml"))):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a folder; give a model name, NAME.json or a bioimage.io package (.zip)")
     return text
 
 

@@ -25,10 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prob", help="probability TIFF (float32) of the foreground class; with more "
                    "than two classes one file per class, PROB-<class>.tif; with several inputs a "
                    "folder receiving NAME_prob.tif")
-    p.add_argument("--tile", type=int, help="tile edge in pixels (default: 512 in 2D, 96 in 3D)")
+    p.add_argument("--tile", type=int,
+                   help="tile edge in pixels (default: automatic from the model's receptive field)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap 0..0.5 (default 0.25)")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="default: auto")
+    p.add_argument("--backend", default="auto", choices=checked.BACKENDS,
+                   help="CPU inference engine; auto = ONNX Runtime when installed (default: auto)")
     p.add_argument("--flips", action="store_true",
                    help="average over in-plane flips (test-time augmentation, 4x slower)")
     batch_args.add_arguments(p)
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_many(args)
     steps = predict_file(args.input[0], args.output, model=args.model, prob=args.prob,
                          tile=args.tile, overlap=args.overlap, batch=args.batch,
-                         device=args.device, flips=args.flips, note=print)
+                         device=args.device, flips=args.flips, note=print,
+                         backend=args.backend)
     for path in drain_with_bar(steps, f"predict ({args.model})"):
         print(f"wrote {path}")
     return 0
@@ -71,6 +75,6 @@ def _run_many(args: argparse.Namespace) -> int:
     if Path(model).suffix in (".json", ".safetensors") and Path(model).is_file():
         model = str(Path(model).resolve())  # workers load it from the same path
     options = {"model": model, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
-               "device": args.device, "flips": args.flips}
+               "device": args.device, "flips": args.flips, "backend": args.backend}
     jobs = make_jobs("predict", inputs, outputs, options, per_file)
     return run_jobs(jobs, f"predict ({args.model})", args)

@@ -8,15 +8,18 @@ that lost) on the shipped models.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import CardiosegError
+from .io import atomic_path
 from .models import ModelCard
 from .nets import size_multiple, spec_ndim
 
@@ -62,12 +65,34 @@ def torchscript_runner(model: torch.nn.Module, card: ModelCard) -> Runner:
     return run
 
 
-def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = None) -> Runner:
-    """Run the model exported to ONNX (in memory) with ONNX Runtime in float32."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise CardiosegError("the onnx back end needs onnxruntime: pip install onnxruntime") from exc
+#: exported ONNX graphs of this process, by :func:`_onnx_key`
+_ONNX_CACHE: dict[str, bytes] = {}
+
+
+def onnx_cache_dir() -> Path:
+    """Return the folder where exported ONNX graphs are kept between runs (subfolder ``onnx``).
+
+    ``$CARDIOSEG_CACHE_DIR`` when set, else ``$CARDIOSEG_HOME/cache``, else
+    ``$XDG_CACHE_HOME/cardioseg`` (``~/.cache/cardioseg``).
+    """
+    base = os.environ.get("CARDIOSEG_CACHE_DIR")
+    if not base and os.environ.get("CARDIOSEG_HOME"):
+        base = str(Path(os.environ["CARDIOSEG_HOME"]) / "cache")
+    if not base:
+        base = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cardioseg")
+    return Path(base).expanduser() / "onnx"
+
+
+def _onnx_key(card: ModelCard) -> str | None:
+    """Return a cache key for the card's weights, or None when they are not fixed (no sha256)."""
+    if not card.weights_sha256:
+        return None
+    tag = f"{card.weights_sha256}:{sorted(card.spec.items())}:{torch.__version__}"
+    return hashlib.sha256(tag.encode()).hexdigest()
+
+
+def _export_onnx(model: torch.nn.Module, card: ModelCard) -> bytes:
+    """Export the model as an ONNX graph (opset 17) with dynamic batch and spatial axes."""
     spatial = {i + 2: f"s{i}" for i in range(spec_ndim(card.spec))}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -79,15 +104,59 @@ def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = N
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch", **spatial},
                                         "logits": {0: "batch", **spatial}})
+    return buffer.getvalue()
+
+
+def onnx_bytes(model: torch.nn.Module, card: ModelCard) -> bytes:
+    """Return the exported graph, cached per weights sha256 in memory and on disk.
+
+    Models without a ``weights_sha256`` (being trained) are exported every time. The disk copy is
+    written atomically to :func:`onnx_cache_dir`; an unreadable or unwritable cache folder only
+    costs the export.
+    """
+    key = _onnx_key(card)
+    if key is None:
+        return _export_onnx(model, card)
+    if key in _ONNX_CACHE:
+        return _ONNX_CACHE[key]
+    path = onnx_cache_dir() / f"{key}.onnx"
+    try:
+        payload = path.read_bytes()
+    except OSError:
+        payload = _export_onnx(model, card)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(payload)
+        except (OSError, CardiosegError):
+            pass
+    _ONNX_CACHE[key] = payload
+    return payload
+
+
+def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = None) -> Runner:
+    """Run the model exported to ONNX (see :func:`onnx_bytes`) with ONNX Runtime in float32."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise CardiosegError("the onnx back end needs onnxruntime: pip install onnxruntime") from exc
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.log_severity_level = 3
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(onnx_bytes(model, card), options,
+                                   providers=["CPUExecutionProvider"])
 
     def run(batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch[:, None], dtype=np.float32)
         return _softmax_np(session.run(None, {"input": x})[0])
     return run
+
+
+def check_backend(backend: str) -> str:
+    """Return ``backend`` when it is one of :data:`BACKENDS`, else raise a clear error."""
+    if backend not in BACKENDS:
+        raise CardiosegError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend
 
 
 def make_runner(model: torch.nn.Module, card: ModelCard, backend: str = "auto") -> Runner:
@@ -96,9 +165,7 @@ def make_runner(model: torch.nn.Module, card: ModelCard, backend: str = "auto") 
     ``auto`` picks ONNX Runtime when it is installed (``CARDIOSEG_BACKEND`` overrides), else eager.
     The model must be on the CPU; GPU prediction keeps the eager path.
     """
-    if backend not in BACKENDS:
-        raise CardiosegError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "auto":
+    if check_backend(backend) == "auto":
         backend = os.environ.get("CARDIOSEG_BACKEND", "")
         if backend not in BACKENDS[1:]:
             try:
@@ -114,4 +181,18 @@ def make_runner(model: torch.nn.Module, card: ModelCard, backend: str = "auto") 
     return eager_runner(model, card)
 
 
-__all__ = ["BACKENDS", "eager_runner", "make_runner", "onnx_runner", "torchscript_runner"]
+def cpu_runner(model: torch.nn.Module, card: ModelCard, backend: str,
+               device: torch.device) -> Runner | None:
+    """Build :func:`make_runner` for a prediction run, or None where eager PyTorch runs as is.
+
+    That is for ``backend="eager"``, a CUDA/MPS ``device``, or an imported bioimage.io model
+    (which already runs its package's ONNX or TorchScript weights).
+    """
+    check_backend(backend)
+    if backend == "eager" or device.type != "cpu" or card.spec["arch"].startswith("bioimageio"):
+        return None
+    return make_runner(model, card, backend)
+
+
+__all__ = ["BACKENDS", "check_backend", "cpu_runner", "eager_runner", "make_runner", "onnx_bytes",
+           "onnx_cache_dir", "onnx_runner", "torchscript_runner"]

@@ -145,6 +145,7 @@ def predict_file(
     device: str = "auto",
     flips: bool = False,
     note: Note | None = None,
+    backend: str = "eager",
 ) -> Generator[Progress, None, list[Path]]:
     """Predict one file into labels (and probabilities); returns the files written.
 
@@ -155,7 +156,8 @@ def predict_file(
         from .run import predict_to_zarr
 
         out = yield from predict_to_zarr(input_path, model, output, tile=tile, overlap=overlap,
-                                         batch=batch, device=device, prob_path=prob, flips=flips)
+                                         batch=batch, device=device, prob_path=prob, flips=flips,
+                                         backend=backend)
         return [out, *([Path(prob)] if prob else [])]
     from .io import check_outputs, read_single, write_tiff
     from .models import load_model
@@ -168,7 +170,8 @@ def predict_file(
     if card.pixel_size and not image.calibrated and note is not None:
         note(f"note: {input_path} has no pixel size; the model was trained at {card.pixel_size} µm")
     result = yield from predict_steps(image.data, net, card, tile=tile, overlap=overlap,
-                                      batch=batch, device=device, flips=flips)
+                                      batch=batch, device=device, flips=flips,
+                                      backend=backend)
     scale = image.scale if image.calibrated else None  # never invent a calibration
     written = [write_tiff(output, result.labels, scale)]
     for c, path in probs:

@@ -24,11 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .backends import cpu_runner
+from .device import choose_device
 from .errors import CardiosegError
 from .models import ModelCard
 from .nets import size_multiple, spec_ndim
 from .normalize import fit_normalization
-from .predict import predict_probabilities, probabilities_to_labels
+from .predict import MAX_HALO, predict_probabilities, probabilities_to_labels
 from .progress import Progress
 from .validate import as_grey
 
@@ -125,6 +127,7 @@ def predict_blocks(
     skip: Collection[tuple[int, ...]] = (),
     on_block_done: Callable[[tuple[int, ...]], None] | None = None,
     flips: bool = False,
+    backend: str = "eager",
 ) -> Generator[Progress, None, int]:
     """Predict ``volume`` block by block into ``labels`` (and ``probabilities``), yielding progress.
 
@@ -153,6 +156,8 @@ def predict_blocks(
         Called with a block's index after its outputs are written (e.g. to leave a marker).
     flips : bool
         Test-time augmentation (see :func:`predict.predict_generator`).
+    backend : str
+        CPU inference engine (see :func:`predict.predict_generator`), built once for all blocks.
 
     Returns
     -------
@@ -174,13 +179,14 @@ def predict_blocks(
     yield Progress(done, len(plan), "predict", "fitting the normalisation")
     card = fixed_normalization_card(card, volume)
     ndim = spec_ndim(card.spec)
+    runner = cpu_runner(model, card, backend, choose_device(device)) or "eager"
     predicted = 0
     for b in plan:
         if b.index in skip:
             continue
         region = np.asarray(volume[b.region])
         prob = predict_probabilities(region, model, card, tile=region.shape[-ndim:], overlap=0.0,
-                                     batch=batch, device=device, flips=flips)
+                                     batch=batch, device=device, flips=flips, backend=runner)
         prob = prob[(slice(None), *b.inner)]
         labels[b.core] = probabilities_to_labels(prob)
         if probabilities is not None:
@@ -192,6 +198,16 @@ def predict_blocks(
         predicted += 1
         yield Progress(done, len(plan), "predict", f"block {'.'.join(map(str, b.index))}")
     return predicted
+
+
+def card_halo(card: ModelCard) -> tuple[int, ...]:
+    """Return the halo per net axis from the card's receptive field: ``ceil(rf / 2)``.
+
+    At most :data:`predict.MAX_HALO` (nets with global context); :func:`block_geometry` rounds it
+    up to the stride.
+    """
+    field = card.receptive_field_px()
+    return tuple(min(math.ceil(f / 2), MAX_HALO[len(field)]) for f in field)
 
 
 def measure_halo(model: torch.nn.Module, spec: dict, *, limit: int = 128, probes: int = 2,

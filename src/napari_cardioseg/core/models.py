@@ -316,6 +316,9 @@ def load_model(name_or_path: str | os.PathLike,
                device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:
     """Rebuild a model from its card and weights (safetensors only; nothing is unpickled).
 
+    A bioimage.io package (``.zip``, ``rdf.yaml`` or its folder) is loaded through
+    :func:`bioimageio_import.load_bioimageio`.
+
     Raises
     ------
     CardiosegError
@@ -324,6 +327,13 @@ def load_model(name_or_path: str | os.PathLike,
     """
     from safetensors.torch import load as st_load
 
+    text = str(name_or_path).lower()
+    if text.endswith((".zip", ".yaml")) or Path(name_or_path).is_dir():
+        from .bioimageio_import import is_bioimageio, load_bioimageio
+        if is_bioimageio(name_or_path):
+            return load_bioimageio(name_or_path, device=device)
+        if text.endswith(".zip"):
+            raise CardiosegError(f"{name_or_path}: no such bioimage.io package (.zip)")
     stem = _resolve(name_or_path)
     card = read_card(stem)
     card_path, weights = model_files(stem)

@@ -24,13 +24,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from .backends import Runner, check_backend, cpu_runner
 from .device import choose_device
 from .errors import CardiosegError
 from .models import ModelCard
@@ -164,24 +165,45 @@ def _memory_format(ndim: int, device: torch.device) -> torch.memory_format:
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
+def _check_classes(out_shape: Sequence[int], in_shape: Sequence[int], classes: int) -> None:
+    """A clear error when the output ``(B, C, *tile)`` does not have the card's class count."""
+    if tuple(out_shape) != (in_shape[0], classes, *in_shape[2:]):
+        raise CardiosegError(
+            f"the model gave output of shape {tuple(out_shape)} for input "
+            f"{tuple(in_shape)}; expected {classes} classes (card and weights disagree?)"
+        )
+
+
 def _softmax(model: torch.nn.Module, x: torch.Tensor, classes: int) -> torch.Tensor:
     """Softmax of the model's logits, checked against the card's class count."""
     amp = (torch.autocast("cuda", dtype=torch.float16) if x.device.type == "cuda"
            else contextlib.nullcontext())
     with amp:
         logits = model(x)
-    if tuple(logits.shape) != (x.shape[0], classes, *x.shape[2:]):
-        raise CardiosegError(
-            f"the model gave output of shape {tuple(logits.shape)} for input "
-            f"{tuple(x.shape)}; expected {classes} classes (card and weights disagree?)"
-        )
+    _check_classes(logits.shape, x.shape, classes)
     return torch.softmax(logits.float(), dim=1)
 
 
+def _run(runner: Runner, batch: np.ndarray, classes: int, flips: bool) -> np.ndarray:
+    """:func:`_forward` through a CPU back end (:func:`backends.make_runner`)."""
+    def once(x: np.ndarray) -> np.ndarray:
+        p = runner(np.ascontiguousarray(x, dtype=np.float32))
+        _check_classes(p.shape, (x.shape[0], 1, *x.shape[1:]), classes)
+        return p
+    if not flips:
+        return once(batch)
+    total = sum(np.flip(once(np.flip(batch, dims)), dims) if dims else once(batch)
+                for dims in FLIPS)
+    return (total / len(FLIPS)).astype(np.float32, copy=False)
+
+
 def _forward(model: torch.nn.Module, batch: np.ndarray, device: torch.device,
-             classes: int, flips: bool = False) -> np.ndarray:
+             classes: int, flips: bool = False, runner: Runner | None = None) -> np.ndarray:
     """Softmax probabilities of a batch ``(B, *tile)``, averaged over in-plane flips if asked;
-    halves the batch when the device runs out of memory."""
+    halves the batch when the device runs out of memory. ``runner`` (a CPU back end) replaces
+    the eager model when given."""
+    if runner is not None:
+        return _run(runner, batch, classes, flips)
     try:
         x = torch.from_numpy(batch[:, None]).to(
             device, memory_format=_memory_format(batch.ndim - 1, device))
@@ -261,7 +283,7 @@ def count_tiles(shape: Sequence[int], spec: dict, tile: int | Sequence[int] | No
 
 def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, out: Any,
            plan: tuple[list[_Axis], list], batch: int, device: torch.device, flips: bool,
-           message: str) -> Generator[Progress, None, None]:
+           message: str, runner: Runner | None = None) -> Generator[Progress, None, None]:
     """Predict every tile of ``plan`` into ``out`` (zeroed first), yielding after each batch."""
     classes = card.spec["classes"]
     axes, jobs = plan
@@ -271,7 +293,7 @@ def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, ou
         chunk = jobs[start : start + batch]
         x = np.stack([_read_tile(image, z, [ax.origins[i] for ax, i in zip(axes, idx, strict=True)],
                                  axes, fitted) for z, idx in chunk])
-        probs = _forward(model, x, device, classes, flips)
+        probs = _forward(model, x, device, classes, flips, runner)
         for (z, idx), p in zip(chunk, probs, strict=True):
             weights = [ax.weights[i] for ax, i in zip(axes, idx, strict=True)]
             w = weights[0]
@@ -305,6 +327,7 @@ def predict_generator(
     out: Any = None,
     flips: bool = False,
     halo: int | Sequence[int] | None = None,
+    backend: str | Callable[[np.ndarray], np.ndarray] = "eager",
 ) -> Generator[Progress, None, Any]:
     """Predict class probabilities tile by tile, yielding progress after every batch.
 
@@ -342,6 +365,11 @@ def predict_generator(
         Pixels per side (and axis) of a tile's cut edge whose outputs are spoiled and get no
         weight; default :func:`default_halo` of the card's receptive field, which makes the
         result independent of the tile size.
+    backend : str or callable
+        CPU inference engine: ``eager`` (PyTorch, the default for library callers such as training
+        previews), ``auto`` (ONNX Runtime when installed; what the CLI and widgets use),
+        ``torchscript`` or ``onnx`` (see :func:`backends.make_runner`), built once per call; or a
+        runner made by :func:`backends.make_runner`. CUDA and MPS always run eager PyTorch.
 
     Returns
     -------
@@ -356,6 +384,8 @@ def predict_generator(
         raise CardiosegError(f"overlap must be between 0 and 0.5, got {overlap}")
     if int(batch) < 1:
         raise CardiosegError(f"batch must be at least 1, got {batch}")
+    if not callable(backend):
+        check_backend(backend)
     halo = _halo_shape(halo, card.spec, card.receptive_field_px() if halo is None else None)
     tile = _tile_shape(tile, ndim) if tile is not None else _auto_tile(card.spec, halo)
     shape = (card.spec["classes"], *image.shape)
@@ -367,15 +397,19 @@ def predict_generator(
     dev = choose_device(device)
     multiple = size_multiple(card.spec)
     was_training = model.training
-    model.eval().to(dev, memory_format=_memory_format(ndim, dev))
     message = ""
     try:
+        if callable(backend):
+            runner = backend if dev.type == "cpu" else None
+        else:  # built outside inference mode: exporting traces the model
+            runner = cpu_runner(model, card, backend, dev)
+        model.eval().to(dev, memory_format=_memory_format(ndim, dev))
         with torch.inference_mode():
             while True:
                 plan = _plan(tuple(image.shape), card.spec, tile, float(overlap), halo)
                 try:
                     yield from _tiles(image, model, card, fitted, out, plan, int(batch), dev,
-                                      bool(flips), message)
+                                      bool(flips), message, runner)
                     return out
                 except torch.OutOfMemoryError:
                     used = tuple(ax.tile for ax in plan[0])

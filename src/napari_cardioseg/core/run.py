@@ -20,7 +20,7 @@ import tifffile
 import zarr
 
 from . import zarr_io
-from .blocks import block_geometry, measure_halo, predict_blocks
+from .blocks import block_geometry, card_halo, predict_blocks
 from .errors import CardiosegError
 from .io import _imagej_pixel_size, _ome_pixel_size
 from .models import load_model
@@ -29,7 +29,6 @@ from .predict import AUTO_TILE
 from .progress import Progress
 
 RUN_FORMAT = 1  # bump when the way blocks are computed changes (old partial runs restart)
-PROBE_LIMIT = {2: 256, 3: 32}  # largest receptive-field radius measured when none is given
 
 
 def _spatial(array: Any, axes: str, what: str) -> Any:
@@ -102,6 +101,7 @@ def predict_to_zarr(
     prob_dtype: str = "uint8",
     halo: int | Sequence[int] | None = None,
     flips: bool = False,
+    backend: str = "eager",
 ) -> Generator[Progress, None, Path]:
     """Predict ``input_path`` block by block into an OME-Zarr labels store, yielding progress.
 
@@ -119,7 +119,7 @@ def predict_to_zarr(
     overlap : float
         Minimum overlap between neighbouring forward passes as a fraction of ``tile``; the halo
         is at least ``overlap * tile / 2`` and at least the receptive-field radius.
-    batch, device, flips
+    batch, device, flips, backend
         As in :func:`predict.predict_generator`.
     resume : bool
         Continue an interrupted run of the same command from its finished blocks (else start
@@ -129,7 +129,7 @@ def predict_to_zarr(
     prob_dtype : str
         ``uint8`` (0-255) or ``float16``.
     halo : int or sequence of int, optional
-        Receptive-field radius per net axis; measured from the model when omitted.
+        Receptive-field radius per net axis; default :func:`blocks.card_halo` (from the card).
 
     Returns
     -------
@@ -149,7 +149,7 @@ def predict_to_zarr(
     with open_lazy(input_path) as (volume, scale, _calibrated):
         edge = _per_axis(tile if tile is not None else AUTO_TILE[ndim], ndim)
         if halo is None:
-            halo = measure_halo(model, card.spec, limit=PROBE_LIMIT[ndim])
+            halo = card_halo(card)
         least = tuple(math.ceil(float(overlap) * t / 2) for t in edge)
         halo = tuple(max(h, m) for h, m in zip(_per_axis(halo, ndim), least, strict=True))
         block, full_halo = block_geometry(card.spec, volume.shape, edge, halo)
@@ -172,7 +172,7 @@ def predict_to_zarr(
         level_total = sum(zarr_io.level_chunk_count(g) for g in groups)
         steps = predict_blocks(
             volume, model, card, groups[0]["0"], block=block[-ndim:], halo=full_halo[-ndim:],
-            batch=batch, device=device, flips=flips,
+            batch=batch, device=device, flips=flips, backend=backend,
             probabilities=groups[1]["0"] if len(groups) > 1 else None,
             encode=lambda p: zarr_io.encode_probabilities(p, encoding), skip=skip,
             on_block_done=lambda index: zarr_io.mark_block_done(out_path, index))

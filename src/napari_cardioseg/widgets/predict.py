@@ -3,11 +3,15 @@
 Results are a Labels layer (0 background, 1 first class, ...) and, optionally, an Image layer of
 foreground probabilities, both named after the image and the model and placed on the input with
 its scale and translate. Probabilities and labels are computed in the worker
-(:func:`core.predict.predict_steps`); this widget only adds the layers.
+(:func:`core.predict.predict_steps`, on the CPU through :data:`BACKEND`); this widget only adds
+the layers. "Export to bioimage.io…" writes the chosen model as a bioimage.io package
+(:func:`core.bioimageio_export.export_bioimageio`) in a worker.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +47,19 @@ if TYPE_CHECKING:
     import napari
 
 LOAD_FILE = "Load model file…"
+BACKEND = "auto"  # CPU inference engine (core.backends): ONNX Runtime when installed
+PACKAGE_SUFFIXES = (".zip", ".yaml")  # bioimage.io packages (rdf.yaml / *.bioimageio.yaml)
+
+
+def export_steps(model_name: str, path: str | Path) -> Generator[Progress, None, Path]:
+    """Load ``model_name`` and write it as a bioimage.io package at ``path`` (one step)."""
+    from ..core.bioimageio_export import export_bioimageio
+
+    yield Progress(0, 1, "export", f"exporting to {Path(path).name}")
+    model, card = load_model(model_name)
+    out = export_bioimageio(model, card, path)
+    yield Progress(1, 1, "export", f"exported {out.name}")
+    return out
 
 
 class PredictWidget(Container):
@@ -82,19 +99,25 @@ class PredictWidget(Container):
         self._run = PushButton(text="Run", tooltip="Predict the image with the model.")
         self._stop = PushButton(text="Stop", enabled=False,
                                 tooltip="Stop after the current batch of tiles; nothing is added.")
+        self._export = PushButton(
+            text="Export to bioimage.io…",
+            tooltip="Save the chosen model as a bioimage.io package (.zip) that runs in ilastik, "
+                    "deepImageJ, BiaPy or Python without this plugin.")
         self._progress = ProgressBar(label="tiles", value=0, min=0, max=1,
                                      tooltip="Tiles predicted so far.")
         self._status = Label(value="", tooltip="What the prediction is doing.")
         super().__init__(widgets=[self._image, self._model, self._tile, self._overlap, self._batch,
                                   self._device, self._flips, self._prob, self._run, self._stop,
-                                  self._progress, self._status])
+                                  self._progress, self._status, self._export])
         self.worker = None
+        self.export_worker = None
         self._stopping = False
         self._refreshing = False
         self._last_model = self._model.value
         self._model.changed.connect(self._on_model_changed)
         self._run.changed.connect(self.run)
         self._stop.changed.connect(self.stop)
+        self._export.changed.connect(self.export)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._image.reset_choices)  # napari does this too once docked
 
@@ -114,11 +137,17 @@ class PredictWidget(Container):
             self._refreshing = False
 
     def load_model_file(self, path: str | Path) -> None:
-        """Add a model file (``.json`` card or ``.safetensors``) to the list and select it."""
-        card = Path(path).with_suffix(".json")
-        self._files[f"{card.stem} (file)"] = str(card)
+        """Add a model file (``.json`` card, ``.safetensors`` or a bioimage.io ``.zip`` /
+        ``rdf.yaml``) to the list and select it."""
+        path = Path(path)
+        if path.suffix.lower() in PACKAGE_SUFFIXES:
+            label, value = f"{path.stem} (bioimage.io)", str(path)
+        else:
+            value = str(path.with_suffix(".json"))
+            label = f"{path.stem} (file)"
+        self._files[label] = value
         self.refresh_models()
-        self._model.value = str(card)
+        self._model.value = value
 
     def _on_model_changed(self, value: str) -> None:
         if value != LOAD_FILE:
@@ -127,7 +156,7 @@ class PredictWidget(Container):
         if self._refreshing:
             return
         path, _ = QFileDialog.getOpenFileName(
-            self.native, "Load model", "", "Model files (*.json *.safetensors)")
+            self.native, "Load model", "", "Model files (*.json *.safetensors *.zip *.yaml)")
         if path:
             self.load_model_file(path)
         else:
@@ -150,10 +179,38 @@ class PredictWidget(Container):
         self.worker = start_generator(
             predict_steps, layer.data, model, card, tile=self._tile.value or None,
             overlap=self._overlap.value, batch=self._batch.value, device=self._device.value,
-            flips=self._flips.value, owner=self, activity=f"Predict ({card.name})",
+            flips=self._flips.value, backend=BACKEND, owner=self,
+            activity=f"Predict ({card.name})",
             on_yield=self._on_progress,
             on_return=lambda result: self._add_result(layer, card.name, result),
             on_finish=self._finished,
+        )
+
+    def export(self) -> None:
+        """Ask where, then export the chosen model as a bioimage.io package in a worker."""
+        try:
+            if self._model.value in (None, LOAD_FILE):
+                raise CardiosegError("choose a model to export")
+            if importlib.util.find_spec("bioimageio") is None or importlib.util.find_spec(
+                    "bioimageio.spec") is None:
+                raise CardiosegError("bioimage.io export needs the optional extra: "
+                                     "pip install 'napari-cardioseg[bioimageio]'")
+        except CardiosegError as exc:
+            report_error(exc)
+            return
+        name = Path(self._model.value).stem
+        path, _ = QFileDialog.getSaveFileName(self.native, "Export to bioimage.io",
+                                              f"{name}.zip", "bioimage.io package (*.zip)")
+        if not path:
+            return
+        if not path.lower().endswith(".zip"):
+            path += ".zip"
+        self._export.enabled = False
+        self._status.value = f"exporting {name}"
+        self.export_worker = start_generator(
+            export_steps, self._model.value, path, owner=self, activity=f"Export ({name})",
+            on_yield=self._on_progress,
+            on_finish=lambda: setattr(self._export, "enabled", True),
         )
 
     def stop(self) -> None:

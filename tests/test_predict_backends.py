@@ -1,0 +1,87 @@
+"""Prediction through the CPU back ends: same labels as eager, ``auto`` picks ONNX, cached export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cardioseg.core import backends, nets
+from napari_cardioseg.core.errors import CardiosegError
+from napari_cardioseg.core.models import ModelCard, load_model
+from napari_cardioseg.core.predict import predict_steps
+from napari_cardioseg.core.progress import drain
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """An empty ONNX cache folder and memory cache for every test."""
+    monkeypatch.setenv("CARDIOSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CARDIOSEG_BACKEND", raising=False)
+    monkeypatch.setattr(backends, "_ONNX_CACHE", {})
+
+
+def tiny(sha: str = "") -> tuple[torch.nn.Module, ModelCard]:
+    torch.manual_seed(0)
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 3, "depth": 2, "base": 4}
+    card = ModelCard(name="tiny", spec=spec, class_names=["background", "a", "b"],
+                     normalization={"method": "zscore"}, pixel_size=None, weights_sha256=sha)
+    return nets.build_model(spec).eval(), card
+
+
+def agree(image: np.ndarray, model, card, **kwargs) -> None:
+    ref = drain(predict_steps(image, model, card, device="cpu", backend="eager", **kwargs))
+    got = drain(predict_steps(image, model, card, device="cpu", backend="onnx", **kwargs))
+    np.testing.assert_allclose(got.probabilities, ref.probabilities, atol=1e-4)
+    assert np.mean(got.labels == ref.labels) >= 0.999
+
+
+@pytest.mark.parametrize("flips", [False, True])
+def test_tiny_net_onnx_equals_eager(flips):
+    model, card = tiny()
+    image = np.random.default_rng(0).gamma(2.0, 30.0, (2, 90, 70)).astype(np.float32)
+    agree(image, model, card, tile=48, flips=flips)
+
+
+def test_shipped_model_onnx_equals_eager_on_sample():
+    from napari_cardioseg._sample_data import zdisk_sample
+
+    model, card = load_model("zdisk-fluo")
+    agree(zdisk_sample()[0][0][:256, :320], model, card, tile=256)
+
+
+def test_auto_on_cpu_picks_onnx(monkeypatch):
+    model, card = tiny()
+    built = []
+    real = backends.onnx_runner
+    monkeypatch.setattr(backends, "onnx_runner", lambda *a, **k: built.append(1) or real(*a, **k))
+    image = np.random.default_rng(1).normal(size=(40, 40)).astype(np.float32)
+    drain(predict_steps(image, model, card, device="cpu", backend="auto"))
+    assert built == [1]  # built once per run
+    assert backends.cpu_runner(model, card, "eager", torch.device("cpu")) is None
+    assert backends.cpu_runner(model, card, "auto", torch.device("cuda")) is None
+
+
+def test_unknown_backend_is_a_clear_error():
+    model, card = tiny()
+    with pytest.raises(CardiosegError, match="backend must be one of auto, eager"):
+        drain(predict_steps(np.zeros((32, 32), np.float32), model, card, backend="tensorrt"))
+
+
+def test_onnx_export_is_cached_per_weights(monkeypatch, tmp_path):
+    model, card = tiny(sha="ab" * 32)
+    exports = []
+    real = backends._export_onnx
+    monkeypatch.setattr(backends, "_export_onnx", lambda m, c: exports.append(1) or real(m, c))
+    first = backends.onnx_bytes(model, card)
+    assert backends.onnx_bytes(model, card) == first and len(exports) == 1  # memory
+    files = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(files) == 1 and files[0].read_bytes() == first
+    monkeypatch.setattr(backends, "_ONNX_CACHE", {})
+    assert backends.onnx_bytes(model, card) == first and len(exports) == 1  # disk
+    untracked = tiny()[1]  # no sha256 (a model being trained): exported every time
+    backends.onnx_bytes(model, untracked)
+    backends.onnx_bytes(model, untracked)
+    assert len(exports) == 3
