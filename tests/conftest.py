@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 
 sys.modules.setdefault("triton", None)  # keep triton (and its LLVM) out of the process
+# exported ONNX files of the CPU back end go to a throwaway folder, not the user's cache
+os.environ.setdefault("CARDIOSEG_CACHE_DIR", tempfile.mkdtemp(prefix="cardioseg-test-cache-"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

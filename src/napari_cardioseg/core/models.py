@@ -86,6 +86,7 @@ class ModelCard:
     receptive_field: list[int] | None = None
 
     def __post_init__(self) -> None:
+        """Validate the card on construction."""
         self.validate()
 
     def validate(self) -> None:
@@ -139,13 +140,13 @@ class ModelCard:
                                  f"hex digits, got {self.weights_sha256!r}")
 
     def receptive_field_px(self) -> tuple[int, ...]:
-        """The stored receptive field, or the one computed from the spec for older cards."""
+        """Return the stored receptive field, or the one computed from the spec for older cards."""
         if self.receptive_field is not None:
             return tuple(self.receptive_field)
         return nets.receptive_field(self.spec)
 
     def to_json(self) -> str:
-        """The card as indented, strict JSON (NaN and infinities, e.g. failed metrics, become null)."""
+        """Return the card as indented, strict JSON (NaN and infinities, e.g. failed metrics, become null)."""
         return json.dumps(_strict(dataclasses.asdict(self)), indent=2, ensure_ascii=False,
                           allow_nan=False) + "\n"
 
@@ -207,7 +208,7 @@ class ModelEntry:
 
 
 def user_models_dir(create: bool = False) -> Path:
-    """The folder of user models (made only when ``create``).
+    """Return the folder of user models (made only when ``create``).
 
     ``$CARDIOSEG_MODELS_DIR`` when set (point it at any folder of saved models to list them),
     else ``$CARDIOSEG_HOME/models``, else ``~/.cardioseg/models``.
@@ -280,7 +281,7 @@ def save_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike,
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
-    """The stem of a model given by name (pretrained, then user) or by path."""
+    """Return the stem of a model given by name (pretrained, then user) or by path."""
     text = str(name_or_path)
     if Path(text).name in ("", ".", "..") or not text.strip():
         raise CardiosegError(f"{text!r} is not a model name or a model file (NAME.json)")
@@ -367,7 +368,7 @@ def load_model(name_or_path: str | os.PathLike,
 
 
 def _scan_models() -> tuple[list[ModelEntry], list[tuple[Path, str]]]:
-    """Valid models and ``(card path, reason)`` for every broken card."""
+    """Return the valid models and ``(card path, reason)`` for every broken card."""
     entries, broken = [], []
     for source, folder in (("pretrained", PRETRAINED_DIR), ("user", user_models_dir())):
         try:

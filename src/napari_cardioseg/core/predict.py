@@ -98,7 +98,7 @@ class _Axis:
 
 
 def halo_overlap(halo: int, multiple: int) -> int:
-    """The least overlap (px) of two tiles whose cut edges spoil ``halo`` px each.
+    """Return the least overlap (px) of two tiles whose cut edges spoil ``halo`` px each.
 
     Both halos plus at least one stride to blend over, rounded up to the stride; 0 for no halo.
     """
@@ -166,7 +166,7 @@ FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
 def _check_classes(out_shape: Sequence[int], in_shape: Sequence[int], classes: int) -> None:
-    """A clear error when the output ``(B, C, *tile)`` does not have the card's class count."""
+    """Raise a clear error when the output ``(B, C, *tile)`` lacks the card's class count."""
     if tuple(out_shape) != (in_shape[0], classes, *in_shape[2:]):
         raise CardiosegError(
             f"the model gave output of shape {tuple(out_shape)} for input "
@@ -192,16 +192,19 @@ def _run(runner: Runner, batch: np.ndarray, classes: int, flips: bool) -> np.nda
         return p
     if not flips:
         return once(batch)
-    total = sum(np.flip(once(np.flip(batch, dims)), dims) if dims else once(batch)
-                for dims in FLIPS)
+    total = np.zeros((len(batch), classes, *batch.shape[1:]), np.float64)
+    for dims in FLIPS:
+        total += np.flip(once(np.flip(batch, dims)), dims) if dims else once(batch)
     return (total / len(FLIPS)).astype(np.float32, copy=False)
 
 
 def _forward(model: torch.nn.Module, batch: np.ndarray, device: torch.device,
              classes: int, flips: bool = False, runner: Runner | None = None) -> np.ndarray:
-    """Softmax probabilities of a batch ``(B, *tile)``, averaged over in-plane flips if asked;
-    halves the batch when the device runs out of memory. ``runner`` (a CPU back end) replaces
-    the eager model when given."""
+    """Return softmax probabilities of a batch ``(B, *tile)``, averaged over flips if asked.
+
+    Halves the batch when the device runs out of memory. ``runner`` (a CPU back end) replaces
+    the eager model when given.
+    """
     if runner is not None:
         return _run(runner, batch, classes, flips)
     try:
@@ -209,7 +212,9 @@ def _forward(model: torch.nn.Module, batch: np.ndarray, device: torch.device,
             device, memory_format=_memory_format(batch.ndim - 1, device))
         if not flips:
             return _softmax(model, x, classes).cpu().numpy()
-        total = sum(torch.flip(_softmax(model, torch.flip(x, dims), classes), dims) for dims in FLIPS)
+        total = _softmax(model, x, classes)  # FLIPS[0] is the identity
+        for dims in FLIPS[1:]:
+            total += torch.flip(_softmax(model, torch.flip(x, dims), classes), dims)
         return (total / len(FLIPS)).cpu().numpy()
     except torch.OutOfMemoryError:
         if len(batch) == 1:
@@ -234,14 +239,16 @@ def _plan(shape: tuple[int, ...], spec: dict, tile: Sequence[int], overlap: floa
 
 
 def default_halo(field: Sequence[int]) -> tuple[int, ...]:
-    """The halo (px per side and axis) of a net with receptive field ``field``: half of it,
-    at most :data:`MAX_HALO`."""
+    """Return the halo (px per side and axis) of a net with receptive field ``field``.
+
+    Half of the field, at most :data:`MAX_HALO`.
+    """
     return tuple(min(int(f) // 2, MAX_HALO[len(field)]) for f in field)
 
 
 def _halo_shape(halo: int | Sequence[int] | None, spec: dict,
                 field: Sequence[int] | None) -> tuple[int, ...]:
-    """The halo asked for (one per spatial axis, checked), or :func:`default_halo` of the net."""
+    """Return the halo asked for (one per spatial axis, checked), or the net's :func:`default_halo`."""
     ndim = spec_ndim(spec)
     if halo is None:
         return default_halo(field if field is not None else receptive_field(spec))
@@ -252,16 +259,19 @@ def _halo_shape(halo: int | Sequence[int] | None, spec: dict,
 
 
 def _fitting_halo(tile: int, halo: int, multiple: int) -> int:
-    """The largest halo up to ``halo`` whose tiles need not be grown beyond ``tile`` px."""
+    """Return the largest halo up to ``halo`` whose tiles need not be grown beyond ``tile`` px."""
     while halo > 0 and 2 * halo_overlap(halo, multiple) > tile:
         halo -= 1
     return halo
 
 
 def _auto_tile(spec: dict, halo: Sequence[int]) -> tuple[int, ...]:
-    """Tile edges for ``tile=None``: :data:`AUTO_TILE`, and in 2D at least three times the halo
-    overlap, so the halos cost about what a 25% overlap does (3D tiles only grow to twice it:
-    their memory grows with the cube of the edge)."""
+    """Return the tile edges for ``tile=None``.
+
+    :data:`AUTO_TILE`, and in 2D at least three times the halo overlap, so the halos cost about
+    what a 25% overlap does (3D tiles only grow to twice it: their memory grows with the cube of
+    the edge).
+    """
     ndim, multiple = spec_ndim(spec), size_multiple(spec)
     factor = 3 if ndim == 2 else 2
     return tuple(max(AUTO_TILE[ndim], factor * halo_overlap(h, multiple)) for h in halo)
@@ -308,7 +318,7 @@ def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, ou
 
 
 def _tile_shape(tile: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    """The tile edges asked for, one per spatial axis, checked."""
+    """Return the tile edges asked for, one per spatial axis, checked."""
     tile = (tile,) * ndim if isinstance(tile, (int, np.integer)) else tuple(tile)
     if len(tile) != ndim or any(int(t) < 1 for t in tile):
         raise CardiosegError(f"tile must be a positive size or {ndim} sizes, got {tile}")
@@ -403,7 +413,7 @@ def predict_generator(
             runner = backend if dev.type == "cpu" else None
         else:  # built outside inference mode: exporting traces the model
             runner = cpu_runner(model, card, backend, dev)
-        model.eval().to(dev, memory_format=_memory_format(ndim, dev))
+        model.eval().to(dev, memory_format=_memory_format(ndim, dev))  # type: ignore[call-overload]
         with torch.inference_mode():
             while True:
                 plan = _plan(tuple(image.shape), card.spec, tile, float(overlap), halo)
@@ -458,7 +468,7 @@ def predict_labels(image: Any, model: torch.nn.Module, card: ModelCard,
 
 
 def label_dtype(classes: int) -> np.dtype:
-    """The smallest unsigned integer dtype holding labels ``0 .. classes - 1`` (uint8 up to 256)."""
+    """Return the smallest unsigned dtype holding labels ``0 .. classes - 1`` (uint8 up to 256)."""
     if classes > 1 << 16:
         raise CardiosegError(f"{classes} classes do not fit 16-bit labels")
     return np.dtype(np.uint8 if classes <= 1 << 8 else np.uint16)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Generator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from magicgui.widgets import (
     CheckBox,
@@ -68,8 +68,9 @@ class PredictWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
         self._files: dict[str, str] = {}  # label -> card path of models loaded from files
-        self._image = create_widget(annotation=Image, label="image",
-                                    options={"tooltip": "The image layer to segment."})
+        # napari registers layer annotations as combo boxes
+        self._image = cast(ComboBox, create_widget(annotation=Image, label="image",
+                                                   options={"tooltip": "The image layer to segment."}))
         self._model = ComboBox(
             label="model", choices=self._model_choices,
             tooltip="The trained network to run: shipped (pretrained) models, your saved (user) "
@@ -137,8 +138,10 @@ class PredictWidget(Container):
             self._refreshing = False
 
     def load_model_file(self, path: str | Path) -> None:
-        """Add a model file (``.json`` card, ``.safetensors`` or a bioimage.io ``.zip`` /
-        ``rdf.yaml``) to the list and select it."""
+        """Add a model file to the list and select it.
+
+        A ``.json`` card, ``.safetensors`` or a bioimage.io ``.zip`` / ``rdf.yaml``.
+        """
         path = Path(path)
         if path.suffix.lower() in PACKAGE_SUFFIXES:
             label, value = f"{path.stem} (bioimage.io)", str(path)
