@@ -128,3 +128,18 @@ def test_cli_export_writes_a_package(tmp_path, monkeypatch, capsys):
     np.testing.assert_allclose(prob.sum(axis=1), 1.0, atol=1e-5)
     assert main(["export", str(tmp_path / "tiny.json"), "-o", str(tmp_path / "x.tar")]) == 2
     assert "error: " in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["zdisk-fluo", "mito-em"])
+def test_shipped_models_export_and_pass_bioimageio_test(tmp_path, name):
+    pytest.importorskip("bioimageio.core")
+    pytest.importorskip("onnxruntime")
+    from napari_cardioseg.core.bioimageio_export import default_test_image, export_bioimageio
+    from napari_cardioseg.core.models import load_model
+
+    model, card = load_model(name)
+    path = export_bioimageio(model, card, tmp_path / f"{name}.zip", test_image=default_test_image(card))
+    for fmt in ("pytorch_state_dict", "torchscript", "onnx"):
+        summary = bioimageio_test(path, fmt)
+        assert summary.status == "passed", (name, fmt, [(d.name, d.errors) for d in summary.details])
