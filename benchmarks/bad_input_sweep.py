@@ -239,6 +239,13 @@ def csv_rows(name: str, rows: int) -> Callable[[Path], bool]:
     return check
 
 
+def csv_in_pixels(name: str, rows: int) -> Callable[[Path], bool]:
+    def check(d: Path) -> bool:
+        header = (d / name).read_text().splitlines()[0] if (d / name).is_file() else ""
+        return csv_rows(name, rows)(d) and "_px" in header and "_um" not in header
+    return check
+
+
 def text_has(*words: str) -> Callable[[Path], bool]:
     return lambda d: all(w in (d / "_stdout").read_text() for w in words)
 
@@ -318,8 +325,8 @@ def cases() -> list[Case]:
         scale_is("out.tif", (0.2, 0.1, 0.1)))
     add("predict keeps calibration", ["predict", "{d}/img.tif", *PRED, "-o", "{d}/out.tif"], "ok",
         scale_is("out.tif", (0.1, 0.1)))
-    add("measure uncalibrated labels", "measure {d}/labels_nocal.tif --kind shapes -o {d}/s.csv",
-        "error")
+    add("measure uncalibrated labels (results in px, never µm)",
+        "measure {d}/labels_nocal.tif --kind shapes -o {d}/s.csv", "ok", csv_in_pixels("s.csv", 4))
     add("measure --pixel-size given", "measure {d}/labels_nocal.tif --kind shapes --pixel-size "
         "0.1 0.1 -o {d}/s.csv", "ok", csv_rows("s.csv", 4))
     add("measure calibrated", "measure {d}/labels.tif --kind shapes -o {d}/s.csv", "ok",
