@@ -11,7 +11,7 @@ napari-cardioseg.
 
 from torch import nn
 
-from napari_cardioseg.core.nets.unet import UNet  # cardioseg-export: inline
+from .nets.unet import UNet  # cardioseg-export: inline
 
 #: registry name -> (smp architecture, encoder); as in napari_cardioseg.core.nets.smp2d
 SMP_NETS = {

@@ -112,10 +112,7 @@ def _preprocessing(v0_5: Any, card: ModelCard, axes: list[str]) -> list:
 
 def _cover(image: np.ndarray, prob: np.ndarray, path: Path, title: str) -> None:
     """Input and its prediction overlaid (foreground classes coloured), 2:1 PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # renders with Agg; the process's backend is left alone
 
     labels = np.argmax(prob, axis=0)
     fig = Figure(figsize=(8, 4), dpi=100)

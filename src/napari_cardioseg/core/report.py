@@ -139,10 +139,7 @@ def _views(image: np.ndarray | None, labels: np.ndarray) -> list[tuple[str, np.n
 def _figure(image: np.ndarray | None, labels: np.ndarray, result: MeasureResult,
             title: str) -> bytes:
     """Draw the report PNG: overlay panel(s) on top, histograms of the key columns below."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # renders with Agg; the process's backend is left alone
 
     fig = Figure(figsize=FIGURE_SIZE, dpi=DPI, layout="constrained")
     grid = fig.add_gridspec(2, N_HISTOGRAMS, height_ratios=(2.2, 1.0))
