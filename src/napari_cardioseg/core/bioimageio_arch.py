@@ -3,7 +3,8 @@
 bioimage.io consumers rebuild ``pytorch_state_dict`` weights by calling ``build(**kwargs)`` from
 this file, where ``kwargs`` is the model card's ``spec``. The exported copy must run without
 napari-cardioseg installed: :mod:`bioimageio_export` replaces the marked import below by the
-source of :mod:`napari_cardioseg.core.nets.unet` (which needs only PyTorch). smp nets
+source of :mod:`napari_cardioseg.core.nets.unet` (which needs only PyTorch) and the smp name table
+of :mod:`napari_cardioseg.core.nets.smp2d` by its values. smp nets
 (Ronneberger et al. 2015 U-Net on a MobileNetV2 or other encoder) need
 segmentation-models-pytorch. Keys of the returned module's ``state_dict`` equal those saved by
 napari-cardioseg.
@@ -11,18 +12,8 @@ napari-cardioseg.
 
 from torch import nn
 
+from .nets.smp2d import DECODER_CHANNELS, SMP_NETS  # cardioseg-export: constants
 from .nets.unet import UNet  # cardioseg-export: inline
-
-#: registry name -> (smp architecture, encoder); as in napari_cardioseg.core.nets.smp2d
-SMP_NETS = {
-    "unet-vgg11": ("unet", "vgg11"),
-    "unetpp-efficientnet-b4": ("unetplusplus", "efficientnet-b4"),
-    "fpn-resnet34": ("fpn", "resnet34"),
-    "deeplabv3plus-resnet34": ("deeplabv3plus", "resnet34"),
-    "unet-resnet18": ("unet", "resnet18"),
-    "unet-mobilenet_v2": ("unet", "mobilenet_v2"),
-}
-DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
 
 def build(arch: str, in_channels: int, classes: int, **options: int) -> nn.Module:

@@ -33,7 +33,7 @@ from . import bioimageio_arch
 from .errors import CardiosegError
 from .io import atomic_path
 from .models import ModelCard
-from .nets import size_multiple, spec_ndim
+from .nets import size_multiple, smp2d, spec_ndim
 from .nets import unet as unet_module
 from .normalize import apply_normalization, fit_normalization
 
@@ -85,8 +85,10 @@ def architecture_source() -> str:
     """Text of ``cardioseg_arch.py``: :mod:`bioimageio_arch` with our U-Net inlined."""
     template = inspect.getsource(bioimageio_arch)
     unet = inspect.getsource(unet_module)
-    marker = "  # cardioseg-export: inline"
-    lines = [line for line in template.splitlines() if not line.endswith(marker)]
+    constants = (f"#: registry name -> (smp architecture, encoder)\nSMP_NETS = {smp2d.SMP_NETS!r}\n"
+                 f"DECODER_CHANNELS = {smp2d.DECODER_CHANNELS!r}")
+    lines = [constants if line.endswith("  # cardioseg-export: constants") else line
+             for line in template.splitlines() if not line.endswith("  # cardioseg-export: inline")]
     body = "\n".join(lines)
     doc_end = body.index('"""', 3) + 3  # keep the template's docstring first
     return body[:doc_end] + "\n\n" + unet.split('"""', 2)[2].lstrip("\n") + body[doc_end:] + "\n"

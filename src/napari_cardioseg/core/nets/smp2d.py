@@ -24,7 +24,7 @@ SMP_NETS = {
     "unet-resnet18": ("unet", "resnet18"),
     "unet-mobilenet_v2": ("unet", "mobilenet_v2"),
 }
-_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+DECODER_CHANNELS = (256, 128, 64, 32, 16)
 _DEPTH_OPTION = ("unet", "unetplusplus")  # architectures whose encoder depth may be reduced
 
 
@@ -47,7 +47,7 @@ def build(spec: dict) -> nn.Module:
     depth = encoder_depth(spec)
     kwargs: dict = {}
     if arch in _DEPTH_OPTION:
-        kwargs = {"encoder_depth": depth, "decoder_channels": _DECODER_CHANNELS[-depth:]}
+        kwargs = {"encoder_depth": depth, "decoder_channels": DECODER_CHANNELS[-depth:]}
     return smp.create_model(
         arch, encoder_name=encoder, encoder_weights=None,
         in_channels=int(spec["in_channels"]), classes=int(spec["classes"]), **kwargs,
