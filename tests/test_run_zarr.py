@@ -112,3 +112,18 @@ def test_bad_outputs(tmp_path, stack, user_model):
                               prob_path=tmp_path / "p.tif"))
     with pytest.raises(CardiosegError, match="no such file"):
         drain(predict_to_zarr(tmp_path / "missing.tif", "tiny", tmp_path / "o.zarr"))
+
+
+def test_lazy_tiff_input_checks_its_pixel_size_like_read_image(tmp_path):
+    import tifffile
+
+    data = np.zeros((2, 16, 16), np.uint8)
+    tifffile.imwrite(tmp_path / "absurd.ome.tif", data, ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 9e99, "PhysicalSizeY": 9e99})
+    with pytest.raises(CardiosegError, match="not a plausible size"), \
+            open_lazy(tmp_path / "absurd.ome.tif") as _:
+        pass
+    write_tiff(tmp_path / "ok.tif", data, SCALE)
+    with open_lazy(tmp_path / "ok.tif") as (array, scale, calibrated):
+        assert array.shape == data.shape and calibrated
+        np.testing.assert_allclose(scale, SCALE)

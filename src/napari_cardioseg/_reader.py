@@ -67,7 +67,7 @@ def _lazy_tiff(path: str) -> list[tuple]:
     import tifffile
     import zarr
 
-    from .core.io import _check_sizes, _imagej_pixel_size, _ome_pixel_size
+    from .core.io import tiff_pixel_size
 
     try:
         tif = tifffile.TiffFile(path)
@@ -77,8 +77,6 @@ def _lazy_tiff(path: str) -> list[tuple]:
         if not tif.series:
             raise CardiosegError(f"{path}: the TIFF holds no image")
         axes = tif.series[0].axes
-        sizes = (_ome_pixel_size(tif.ome_metadata) if tif.is_ome and tif.ome_metadata
-                 else _imagej_pixel_size(tif) if tif.is_imagej else {})
         store = tif.series[0].aszarr(level=0)
     except BaseException:
         tif.close()
@@ -86,11 +84,7 @@ def _lazy_tiff(path: str) -> list[tuple]:
     weakref.finalize(store, tif.close)  # the file stays open as long as the layer's data
     array = da.from_zarr(zarr.open_array(store, mode="r"))
     channels, spatial = _channels(array, axes, path)
-    sizes = _check_sizes(Path(path), sizes, "XY" if len(spatial) == 2 else "XYZ")
-    calibrated = "X" in sizes or "Y" in sizes
-    x = sizes.get("X", sizes.get("Y", 1.0))
-    named = {"Z": sizes.get("Z", x), "Y": sizes.get("Y", x), "X": x}
-    scale = tuple(float(named[a]) for a in spatial)
+    scale, calibrated = tiff_pixel_size(tif, path, spatial)  # the file is still open (store)
     stem = Path(path).name.split(".")[0]
     names = [stem] if len(channels) == 1 else [f"{stem} [ch{i}]" for i in range(len(channels))]
     return [(c, n, scale, calibrated) for c, n in zip(channels, names, strict=True)]

@@ -159,6 +159,33 @@ def _check_sizes(path: Path, sizes: dict[str, float], axes: str) -> dict[str, fl
     return sizes
 
 
+def _tiff_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
+    """Pixel sizes (µm) by axis letter from a TIFF's OME or ImageJ metadata; empty without."""
+    if tif.is_ome and tif.ome_metadata:
+        return _ome_pixel_size(tif.ome_metadata)
+    if tif.is_imagej:
+        return _imagej_pixel_size(tif)
+    return {}
+
+
+def _scale(path: Path, sizes: dict[str, float], spatial: str) -> tuple[tuple[float, ...], bool]:
+    """Check ``sizes`` and return the pixel size per axis of ``spatial`` and ``calibrated``."""
+    sizes = _check_sizes(path, sizes, "XY" if len(spatial) == 2 else "XYZ")
+    x = sizes.get("X", sizes.get("Y", 1.0))
+    named = {"Z": sizes.get("Z", x), "Y": sizes.get("Y", x), "X": x}
+    return tuple(float(named[a]) for a in spatial), "X" in sizes or "Y" in sizes
+
+
+def tiff_pixel_size(tif: tifffile.TiffFile, path: str | os.PathLike,
+                    spatial: str) -> tuple[tuple[float, ...], bool]:
+    """Return the checked pixel size (µm per axis of ``spatial``, e.g. ``"ZYX"``) of an open TIFF.
+
+    The second value says whether the file has one; without, the sizes are 1. Implausible sizes
+    are refused as in :func:`read_image`. For readers that open the file lazily themselves.
+    """
+    return _scale(Path(path), _tiff_sizes(tif), spatial)
+
+
 class _TruncationLog(logging.Handler):
     """Collect tifffile's log messages about missing pages from the current thread."""
 
@@ -256,12 +283,7 @@ def read_image(path: str | os.PathLike, series: int | None = None) -> list[Image
                 )
             array = chosen.asarray()
             axes = chosen.axes
-            if tif.is_ome and tif.ome_metadata:
-                sizes = _ome_pixel_size(tif.ome_metadata)
-            elif tif.is_imagej:
-                sizes = _imagej_pixel_size(tif)
-            else:
-                sizes = {}
+            sizes = _tiff_sizes(tif)
     except CardiosegError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -281,15 +303,10 @@ def read_image(path: str | os.PathLike, series: int | None = None) -> list[Image
     channels, spatial = _split_axes(array, axes)
     if len(spatial) not in (2, 3):
         raise CardiosegError(f"{path}: expected a 2D or 3D image, found axes {spatial!r}")
-    sizes = _check_sizes(path, sizes, "XY" if len(spatial) == 2 else "XYZ")
-    calibrated = "X" in sizes or "Y" in sizes
-    x = sizes.get("X", sizes.get("Y", 1.0))
-    y = sizes.get("Y", x)
-    scale = (sizes.get("Z", x), y, x) if len(spatial) == 3 else (y, x)
+    scale, calibrated = _scale(path, sizes, "ZYX" if len(spatial) == 3 else "YX")
     stem = path.name.split(".")[0]
     names = [stem] if len(channels) == 1 else [f"{stem} [ch{i}]" for i in range(len(channels))]
-    return [ImageData(c, tuple(float(s) for s in scale), n, calibrated)
-            for c, n in zip(channels, names, strict=True)]
+    return [ImageData(c, scale, n, calibrated) for c, n in zip(channels, names, strict=True)]
 
 
 def read_single(path: str | os.PathLike, what: str = "image") -> ImageData:

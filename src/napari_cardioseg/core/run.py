@@ -22,7 +22,7 @@ import zarr
 from . import zarr_io
 from .blocks import block_geometry, card_halo, predict_blocks
 from .errors import CardiosegError
-from .io import _imagej_pixel_size, _ome_pixel_size
+from .io import tiff_pixel_size
 from .models import load_model
 from .nets import spec_ndim
 from .predict import AUTO_TILE
@@ -72,14 +72,10 @@ def open_lazy(path: str | os.PathLike) -> Iterator[tuple[Any, tuple[float, ...],
         axes = series.axes.replace("Q", "Z").replace("I", "Z")
         if axes.count("Z") > 1 or any(a not in "TCSZYX" for a in axes):
             raise CardiosegError(f"{path}: cannot read axes {series.axes!r} as a 2D or 3D stack")
-        sizes = (_ome_pixel_size(tif.ome_metadata) if tif.is_ome and tif.ome_metadata
-                 else _imagej_pixel_size(tif) if tif.is_imagej else {})
+        scale, calibrated = tiff_pixel_size(tif, path, "".join(a for a in axes if a in "ZYX"))
         with series.aszarr() as tiff_store:
             array = _spatial(zarr.open(tiff_store, mode="r"), axes, str(path))
-            spatial = "".join(a for a in axes if a in "ZYX")
-            x = sizes.get("X", sizes.get("Y", 1.0))
-            scale = {"Z": sizes.get("Z", x), "Y": sizes.get("Y", x), "X": x}
-            yield array, tuple(float(scale[a]) for a in spatial), "X" in sizes or "Y" in sizes
+            yield array, scale, calibrated
 
 
 def _per_axis(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
