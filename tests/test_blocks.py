@@ -3,6 +3,8 @@ resumable; receptive-field measurement; block plans."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -12,18 +14,60 @@ from napari_cardioseg.core.blocks import (
     block_geometry,
     card_halo,
     fixed_normalization_card,
-    measure_halo,
     plan_blocks,
     predict_blocks,
 )
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import ModelCard
+from napari_cardioseg.core.nets import size_multiple, spec_ndim
 from napari_cardioseg.core.normalize import apply_normalization, fit_normalization
 from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
 from napari_cardioseg.core.progress import drain
 
 NORM = {"method": "percentile", "low": 1.0, "high": 99.0}
 
+
+
+def measure_halo(model: torch.nn.Module, spec: dict, *, limit: int = 128, probes: int = 2,
+                 seed: int = 0) -> int:
+    """Receptive-field radius of ``model`` in pixels, measured by back-propagation (test oracle).
+
+    The gradient of the summed logits of one stride-sized patch at the centre of a random input
+    is non-zero exactly where the input influences that patch (union over ``probes`` random
+    inputs, so dead ReLUs do not hide part of it). Returns the larger per-side extent beyond the
+    patch over all axes; ``limit`` if the influence reaches the probe's border.
+    """
+    ndim = spec_ndim(spec)
+    multiple = size_multiple(spec)
+    size = math.ceil((2 * limit + multiple) / multiple) * multiple
+    start = (size // 2) // multiple * multiple
+    patch = (slice(None), slice(None), *(slice(start, start + multiple),) * ndim)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    seen = torch.zeros((size,) * ndim, dtype=torch.bool)
+    try:
+        with torch.enable_grad():
+            for _ in range(probes):
+                x = torch.randn((1, int(spec["in_channels"]), *(size,) * ndim),
+                                generator=generator, requires_grad=True)
+                model(x)[patch].sum().backward()
+                if x.grad is not None:  # None only for a net whose output ignores its input
+                    seen |= (x.grad != 0).any(dim=1)[0]
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    radius = 0
+    for axis in range(ndim):
+        others = tuple(a for a in range(ndim) if a != axis)
+        hit = torch.nonzero(seen.any(dim=others) if others else seen).flatten()
+        if hit.numel() == 0:
+            continue
+        low, high = int(hit.min()), int(hit.max())
+        if low == 0 or high == size - 1:
+            return limit
+        radius = max(radius, start - low, high - (start + multiple - 1))
+    return radius
 
 def tiny(arch: str, classes: int, **options) -> tuple[torch.nn.Module, ModelCard]:
     """A small random net with non-trivial batch-norm statistics and a head re-drawn and biased
