@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from .models import ModelCard
 from .nets import size_multiple, smp2d, spec_ndim
 from .nets import unet as unet_module
 from .normalize import apply_normalization, fit_normalization
+from .progress import Progress
 
 #: SPDX identifiers recognised in a card's free-text ``license``
 KNOWN_LICENSES = ("BSD-3-Clause", "BSD-2-Clause", "MIT", "Apache-2.0", "CC-BY-4.0", "CC0-1.0",
@@ -417,5 +419,17 @@ def _jsonable(card: ModelCard) -> dict:
     return json.loads(card.to_json())
 
 
+
+def export_steps(model_name: str, path: str | os.PathLike) -> Generator[Progress, None, Path]:
+    """Load ``model_name`` and write it as a bioimage.io package at ``path`` (one step)."""
+    from .models import load_model
+
+    yield Progress(0, 1, "export", f"exporting to {Path(path).name}")
+    model, card = load_model(model_name)
+    out = export_bioimageio(model, card, path)
+    yield Progress(1, 1, "export", f"exported {out.name}")
+    return out
+
 __all__ = ["STATE_DICT_ARCHS", "architecture_source", "citations", "default_test_image", "export_bioimageio",
+           "export_steps",
            "readme", "spdx_license"]

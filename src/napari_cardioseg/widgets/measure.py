@@ -24,6 +24,7 @@ from ..core.io import write_tiff
 from ..core.measure import KINDS, MeasureResult, list_columns, measure_iter
 from ..core.measure.objects import OBJECT_MODES
 from ..core.table import Table
+from ..core.units import is_calibrated
 from . import measure_plots
 from ._common import output_layer_kwargs, report_error, show_info, spatial_scale, start_generator
 from .measure_table import TableModel, fill_summary
@@ -33,14 +34,6 @@ if TYPE_CHECKING:
 
 UNCALIBRATED_WARNING = ("⚠ no pixel size: results are in pixels (px, px², px³). "
                         "Set the layer's pixel size to measure in µm.")
-
-
-def is_calibrated(layer: Any) -> bool:
-    """Return the layer's ``cardioseg_calibrated`` flag; without it, whether its scale is not all 1."""
-    flag = layer.metadata.get("cardioseg_calibrated")
-    if flag is not None:
-        return bool(flag)
-    return any(s != 1.0 for s in spatial_scale(layer))
 
 
 class MeasureWidget(Container):
@@ -130,7 +123,7 @@ class MeasureWidget(Container):
         layer = self._labels_layer.value
         if layer is None:
             self._units.value = ""
-        elif is_calibrated(layer):
+        elif is_calibrated(layer.metadata, spatial_scale(layer)):
             size = " × ".join(f"{s:g}" for s in spatial_scale(layer))
             self._units.value = f"pixel size {size} µm"
         else:
@@ -143,7 +136,8 @@ class MeasureWidget(Container):
             report_error(CardiosegError("add or choose a Labels layer first"))
             return
         self._show_units()
-        spacing = spatial_scale(layer) if is_calibrated(layer) else None
+        scale = spatial_scale(layer)
+        spacing = scale if is_calibrated(layer.metadata, scale) else None
         image = None if self._image.value is None else np.asarray(self._image.value.data)
         cell = None if self._cell.value is None else np.asarray(self._cell.value.data)
         self._source = layer

@@ -11,7 +11,6 @@ the layers. "Export to bioimage.io…" writes the chosen model as a bioimage.io 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -49,17 +48,6 @@ if TYPE_CHECKING:
 LOAD_FILE = "Load model file…"
 BACKEND = "auto"  # CPU inference engine (core.backends): ONNX Runtime when installed
 PACKAGE_SUFFIXES = (".zip", ".yaml")  # bioimage.io packages (rdf.yaml / *.bioimageio.yaml)
-
-
-def export_steps(model_name: str, path: str | Path) -> Generator[Progress, None, Path]:
-    """Load ``model_name`` and write it as a bioimage.io package at ``path`` (one step)."""
-    from ..core.bioimageio_export import export_bioimageio
-
-    yield Progress(0, 1, "export", f"exporting to {Path(path).name}")
-    model, card = load_model(model_name)
-    out = export_bioimageio(model, card, path)
-    yield Progress(1, 1, "export", f"exported {out.name}")
-    return out
 
 
 class PredictWidget(Container):
@@ -210,6 +198,8 @@ class PredictWidget(Container):
             path += ".zip"
         self._export.enabled = False
         self._status.value = f"exporting {name}"
+        from ..core.bioimageio_export import export_steps
+
         self.export_worker = start_generator(
             export_steps, self._model.value, path, owner=self, activity=f"Export ({name})",
             on_yield=self._on_progress,
