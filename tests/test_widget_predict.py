@@ -184,7 +184,7 @@ def test_export_to_bioimageio(viewer, qtbot, home, rng, monkeypatch):
         monkeypatch.setitem(nets.ARCHITECTURES, name, arch)
     model, card = save_tiny(home / "mine", name="mine", license="MIT")
     target = home / "exported"  # the dialog's answer lacks the suffix: .zip is added
-    monkeypatch.setattr("napari_cardioseg.widgets.predict.QFileDialog.getSaveFileName",
+    monkeypatch.setattr("napari_cardioseg.widgets.model_export.QFileDialog.getSaveFileName",
                         lambda *a, **k: (str(target), ""))
     widget = PredictWidget(viewer)
     widget.load_model_file(home / "mine.json")

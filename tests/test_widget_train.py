@@ -12,16 +12,12 @@ from qtpy.QtCore import QTimer
 
 from napari_cardioseg.core.colors import BACKGROUND, class_color
 from napari_cardioseg.core.errors import CardiosegError
-from napari_cardioseg.core.models import PRETRAINED_DIR, list_models, user_models_dir
+from napari_cardioseg.core.models import PRETRAINED_DIR, list_models, suggested_name, user_models_dir
 from napari_cardioseg.core.nets import ARCHITECTURES, scratch_choices
+from napari_cardioseg.widgets.live_preview import LIVE
+from napari_cardioseg.widgets.loss_plot import smooth
 from napari_cardioseg.widgets.predict import PredictWidget
-from napari_cardioseg.widgets.train import (
-    LIVE,
-    TrainWidget,
-    smooth,
-    start_choices,
-    suggested_name,
-)
+from napari_cardioseg.widgets.train import TrainWidget, start_choices
 from test_train import disks
 
 
@@ -59,14 +55,14 @@ def test_new_layer_train_live_preview_and_save(widget, viewer, qtbot):
     np.testing.assert_array_equal(live.data, previews[-1].preview)
     assert widget.result is not None and widget.result.card.training["steps"] == 4
     assert widget.result.card.pixel_size == [0.5, 0.25]
-    assert widget._predict.enabled and widget._save.enabled
+    assert widget.trained._predict.enabled and widget.trained._save.enabled
     predict = PredictWidget(viewer)
     viewer.window.add_dock_widget(predict)
-    saved = widget.save_model(user_models_dir(create=True) / "mine.json")
+    saved = widget.trained.save_model(user_models_dir(create=True) / "mine.json")
     assert "mine" in [e.name for e in list_models()]
     assert str(saved) in predict._model.choices  # the docked Predict widget was refreshed
-    widget.predict_whole()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    widget.trained.predict_whole()
+    qtbot.waitUntil(lambda: widget.trained.worker is None, timeout=30000)
     labels = viewer.layers["cells mine labels"]
     assert labels.data.shape == (64, 128) and tuple(labels.scale) == (0.5, 0.25)
 
@@ -85,8 +81,8 @@ def test_stop_keeps_best_model_and_retraining_continues(widget, viewer, qtbot):
     widget.train()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
     assert widget.session.init_name == first.card.name  # continued from the trained model
-    widget.reset()
-    assert widget.result is None and not widget._save.enabled
+    widget.trained.reset()
+    assert widget.result is None and not widget.trained._save.enabled
 
 
 def test_errors_are_reported_not_raised(widget, viewer, qtbot, monkeypatch):
@@ -177,7 +173,7 @@ def test_stop_message_smoothed_loss_plot_and_event_loop_gaps(widget, viewer, qtb
     assert smooth(None, 0.5) == 0.5 and smooth(1.0, 0.0) == pytest.approx(0.9)
     assert widget._loss.value.startswith(f"stopped after {len(losses)} steps; best model kept")
     assert (widget._progress.max, widget._progress.value) == (1, 1)  # not a busy bar any more
-    assert widget._train.enabled and not widget._stop.enabled and widget._save.enabled
+    assert widget._train.enabled and not widget._stop.enabled and widget.trained._save.enabled
     print(f"\nclick Train blocks {click * 1000:.0f} ms; largest event-loop gap while training "
           f"{gaps.max() * 1000:.0f} ms over {len(gaps)} ticks")
     assert gaps.max() < 1.0
@@ -190,7 +186,7 @@ def test_save_refuses_a_pretrained_name_and_suggests_a_finetuned_one(widget, qtb
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
     assert widget.result.card.name == "mito-em"  # fine-tuned from the pretrained model
     with pytest.raises(CardiosegError, match=r"pretrained model.*mito-em-finetuned-"):
-        widget.save_model(tmp_path / "mito-em.json")
+        widget.trained.save_model(tmp_path / "mito-em.json")
     assert not (tmp_path / "mito-em.json").exists()
     offered = []
 
@@ -198,8 +194,42 @@ def test_save_refuses_a_pretrained_name_and_suggests_a_finetuned_one(widget, qtb
         offered.append(default)
         return "", ""  # cancelled
 
-    monkeypatch.setattr("napari_cardioseg.widgets.train.QFileDialog.getSaveFileName", dialog)
-    widget._save_dialog()
+    monkeypatch.setattr("napari_cardioseg.widgets.trained_model.QFileDialog.getSaveFileName", dialog)
+    widget.trained._save_dialog()
     day = datetime.now().strftime("%Y%m%d")
     assert Path(offered[0]).name == f"mito-em-finetuned-{day}.json"
     assert suggested_name("mine") == "mine"
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning",  # bioimageio.spec leaves zip files open
+                            "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_export_trained_model_asks_a_licence_when_the_card_has_none(widget, qtbot, tmp_path,
+                                                                    monkeypatch):
+    pytest.importorskip("bioimageio.spec")
+    import zipfile
+
+    widget._init.value = ("arch", "unet2d")  # from scratch: the card names no licence
+    widget._budget.value = 1
+    widget.train()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    assert widget.result.card.license == "" and widget.trained._export.enabled
+    asked = []
+
+    def licence(_parent, _title, _label, items, _current, _editable):
+        asked.append(list(items))
+        return ("", False) if len(asked) == 1 else ("MIT", True)  # cancel, then choose MIT
+
+    monkeypatch.setattr("napari_cardioseg.widgets.model_export.QInputDialog.getItem", licence)
+    target = tmp_path / "scratch.zip"
+    monkeypatch.setattr("napari_cardioseg.widgets.model_export.QFileDialog.getSaveFileName",
+                        lambda *a, **k: (str(target), ""))
+    widget.trained.export()
+    assert widget.trained.worker is None and not target.exists()  # cancelled: nothing written
+    widget.trained.export()
+    assert "MIT" in asked[-1] and not widget.trained._export.enabled  # busy while exporting
+    qtbot.waitUntil(lambda: widget.trained.worker is None, timeout=180000)
+    with zipfile.ZipFile(target) as package:
+        rdf = next(n for n in package.namelist() if n.endswith("yaml"))
+        assert "license: MIT" in package.read(rdf).decode()
+    assert widget.trained._status.value == "exported scratch.zip"
+    assert widget.trained._export.enabled

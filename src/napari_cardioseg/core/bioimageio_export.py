@@ -420,16 +420,20 @@ def _jsonable(card: ModelCard) -> dict:
 
 
 
-def export_steps(model_name: str, path: str | os.PathLike) -> Generator[Progress, None, Path]:
-    """Load ``model_name`` and write it as a bioimage.io package at ``path`` (one step)."""
+def export_steps(model: str | os.PathLike | tuple[torch.nn.Module, ModelCard], path: str | os.PathLike,
+                 license: str | None = None) -> Generator[Progress, None, Path]:
+    """Write ``model`` (a name or card path, or a loaded ``(net, card)``) as a package at ``path``.
+
+    One step; ``license`` (SPDX) is needed when the card names none this exporter recognises.
+    """
     from .models import load_model
 
     yield Progress(0, 1, "export", f"exporting to {Path(path).name}")
-    model, card = load_model(model_name)
-    out = export_bioimageio(model, card, path)
+    net, card = model if isinstance(model, tuple) else load_model(model)
+    out = export_bioimageio(net, card, path, license=license)
     yield Progress(1, 1, "export", f"exported {out.name}")
     return out
 
-__all__ = ["STATE_DICT_ARCHS", "architecture_source", "citations", "default_test_image", "export_bioimageio",
-           "export_steps",
-           "readme", "spdx_license"]
+
+__all__ = ["KNOWN_LICENSES", "STATE_DICT_ARCHS", "architecture_source", "citations", "default_test_image",
+           "export_bioimageio", "export_steps", "readme", "spdx_license"]

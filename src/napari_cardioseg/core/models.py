@@ -221,14 +221,20 @@ def user_models_dir(create: bool = False) -> Path:
     return path
 
 
+def suggested_name(name: str, day: datetime | None = None) -> str:
+    """``NAME-finetuned-YYYYMMDD`` for a pretrained model's name, else ``name`` itself."""
+    if not (PRETRAINED_DIR / f"{name}.json").is_file():
+        return name
+    return f"{name}-finetuned-{(day or datetime.now(UTC)).strftime('%Y%m%d')}"
+
+
 def check_save_name(path: str | os.PathLike) -> None:
     """Refuse to save a model under a pretrained model's name (it would hide or be hidden by it)."""
     name = _stem(path).name
-    if (PRETRAINED_DIR / f"{name}.json").is_file():
-        day = datetime.now(UTC).strftime("%Y%m%d")
+    if suggested_name(name) != name:
         raise CardiosegError(
             f"{name!r} is the name of a pretrained model; save under another name, "
-            f"e.g. {name}-finetuned-{day}"
+            f"e.g. {suggested_name(name)}"
         )
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional, cast
 
-from magicgui.widgets import ProgressBar
+from magicgui.widgets import ComboBox, ProgressBar, create_widget
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
@@ -26,6 +26,32 @@ def report_error(exc: BaseException) -> None:
         show_error(str(exc))
     else:
         show_error(f"{type(exc).__name__}: {exc}")
+
+
+def layer_choice(viewer: napari.viewer.Viewer, kinds: type | tuple[type, ...], label: str,
+                 tooltip: str, *, nullable: bool = False,
+                 where: Callable[[Any], bool] | None = None) -> ComboBox:
+    """Make a combo box of the viewer's layers of ``kinds``, kept current as layers come and go.
+
+    One layer type without a filter uses napari's own layer-typed choice (what a ``Image``
+    annotation gives in magicgui); several types, or ``where``, filter the viewer's layer list.
+    ``nullable`` adds an empty choice, selected at first.
+    """
+    if isinstance(kinds, type) and where is None:
+        annotation: Any = Optional[kinds] if nullable else kinds  # noqa: UP045 (runtime type)
+        box = cast(ComboBox, create_widget(annotation=annotation, label=label,
+                                           options={"tooltip": tooltip}))
+    else:
+        def layers(_widget: Any = None) -> list[tuple[str, Any]]:
+            found: list[Any] = [ly for ly in viewer.layers if isinstance(ly, kinds)]
+            return [(ly.name, ly) for ly in found if where is None or where(ly)]
+
+        box = ComboBox(label=label, choices=layers, nullable=nullable, tooltip=tooltip)
+        if nullable:
+            box.value = None
+    for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+        event.connect(box.reset_choices)  # napari does this too once docked
+    return box
 
 
 def spatial_scale(layer: Any) -> tuple[float, ...]:
@@ -153,7 +179,7 @@ def start_generator(
 
 
 __all__ = [
-    "output_layer_kwargs", "prediction_colormap", "refresh_model_lists", "region_in_view",
+    "layer_choice", "output_layer_kwargs", "prediction_colormap", "refresh_model_lists", "region_in_view",
     "report_error", "result_name", "scribble_colormap", "show_info", "show_progress", "spatial_scale",
     "start_generator", "widget_alive",
 ]

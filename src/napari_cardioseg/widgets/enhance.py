@@ -38,7 +38,7 @@ from ..core.contrast import (
 from ..core.errors import CardiosegError
 from ..core.progress import Progress
 from ..core.units import CALIBRATED_KEY, is_calibrated
-from ._common import output_layer_kwargs, report_error, start_generator
+from ._common import layer_choice, output_layer_kwargs, report_error, start_generator
 
 if TYPE_CHECKING:
     import napari
@@ -99,8 +99,8 @@ class EnhanceWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        self._image = ComboBox(label="image", choices=self._image_layers,
-                               tooltip="The image layer to enhance; it is left unchanged.")
+        self._image = layer_choice(napari_viewer, Image, "image",
+                                   "The image layer to enhance; it is left unchanged.")
         methods = "\n".join(f"{m.name}: {m.help}" for m in METHODS.values())
         self._method = ComboBox(label="method", choices=list(METHODS), value=DEFAULT_METHOD,
                                 tooltip=f"How the grey levels are remapped.\n{methods}")
@@ -118,12 +118,7 @@ class EnhanceWidget(Container):
         self.worker = None
         self._method.changed.connect(self._show_parameters)
         self._apply.changed.connect(self.apply)
-        napari_viewer.layers.events.inserted.connect(self.reset_choices)
-        napari_viewer.layers.events.removed.connect(self.reset_choices)
         self._show_parameters()
-
-    def _image_layers(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
 
     def _show_parameters(self) -> None:
         names = {p.name for p in METHODS[self._method.value].params}

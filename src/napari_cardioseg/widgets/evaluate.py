@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
+from magicgui.widgets import CheckBox, Container, PushButton
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFileDialog, QTableView
 
 from ..core.errors import CardiosegError
 from ..core.metrics import evaluate
 from ..core.table import Table
-from ._common import report_error
+from ._common import layer_choice, report_error
 from .measure_table import TableModel
 
 if TYPE_CHECKING:
@@ -32,12 +32,13 @@ class EvaluateWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        self._pred = ComboBox(label="prediction", choices=self._layers,
-                              tooltip="the segmentation to score (a Labels layer)")
-        self._truth = ComboBox(label="ground truth", choices=self._layers,
-                               tooltip="the reference segmentation, a different layer")
-        self._ignore = ComboBox(label="ignore mask", choices=self._layers, nullable=True,
-                                value=None, tooltip="nonzero pixels are left out of every count")
+        kinds = (Labels, Image)
+        self._pred = layer_choice(napari_viewer, kinds, "prediction",
+                                  "The segmentation to score (a Labels layer).")
+        self._truth = layer_choice(napari_viewer, kinds, "ground truth",
+                                   "The reference segmentation, a different layer.")
+        self._ignore = layer_choice(napari_viewer, kinds, "ignore mask",
+                                    "Nonzero pixels are left out of every count.", nullable=True)
         self._binary = CheckBox(text="foreground vs background",
                                 tooltip="score any object against background, not class by class")
         self._run = PushButton(
@@ -57,13 +58,10 @@ class EvaluateWidget(Container):
         napari_viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
 
-    def _layers(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, Labels | Image)]
-
     def _refresh(self, _event: Any = None) -> None:
         """Update the choices; default to a Labels prediction and a different truth layer."""
         self.reset_choices()
-        layers = [ly for _, ly in self._layers()]
+        layers = [ly for ly in self._viewer.layers if isinstance(ly, Labels | Image)]
         labels = [ly for ly in layers if isinstance(ly, Labels)]
         pred = self._pred.value
         if not isinstance(pred, Labels) or _is_truth(pred.name):

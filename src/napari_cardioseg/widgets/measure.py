@@ -26,7 +26,14 @@ from ..core.measure.objects import OBJECT_MODES
 from ..core.table import Table
 from ..core.units import is_calibrated
 from . import measure_plots
-from ._common import output_layer_kwargs, report_error, show_info, spatial_scale, start_generator
+from ._common import (
+    layer_choice,
+    output_layer_kwargs,
+    report_error,
+    show_info,
+    spatial_scale,
+    start_generator,
+)
 from .measure_table import TableModel, fill_summary
 
 if TYPE_CHECKING:
@@ -41,14 +48,12 @@ class MeasureWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        self._labels_layer = ComboBox(label="labels", choices=self._labels_layers,
-                                      tooltip="the segmentation to measure")
-        self._image = ComboBox(label="image", choices=self._image_layers, nullable=True,
-                               value=None, tooltip="intensity image for the Fourier period "
-                               "(Z-disks only)")
-        self._cell = ComboBox(label="cell mask", choices=self._mask_layers, nullable=True,
-                              value=None, tooltip="one cell's mask: adds the cell features "
-                              "(Z-disks only)")
+        self._labels_layer = layer_choice(napari_viewer, Labels, "labels",
+                                          "The segmentation to measure.")
+        self._image = layer_choice(napari_viewer, Image, "image", "Intensity image for the "
+                                   "Fourier period (Z-disks only).", nullable=True)
+        self._cell = layer_choice(napari_viewer, (Labels, Image), "cell mask", "One cell's mask: "
+                                  "adds the cell features (Z-disks only).", nullable=True)
         self._kind = ComboBox(label="kind", choices=list(KINDS), value="zdisk",
                               tooltip="; ".join(f"{k}: {v.description}" for k, v in KINDS.items()))
         self._units = Label(value="")
@@ -99,18 +104,7 @@ class MeasureWidget(Container):
         self._export_objects.changed.connect(lambda: self.export("objects"))
         self._export_summary.changed.connect(lambda: self.export("summary"))
         self._export_masks.changed.connect(lambda: self.export("masks"))
-        napari_viewer.layers.events.inserted.connect(self.reset_choices)
-        napari_viewer.layers.events.removed.connect(self.reset_choices)
         self._from_layer()
-
-    def _labels_layers(self, _widget: Any = None) -> list[tuple[str, Labels]]:
-        return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, Labels)]
-
-    def _image_layers(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, Image)]
-
-    def _mask_layers(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, Labels | Image)]
 
     def _from_layer(self) -> None:
         """Pick the kind from the layer's dimensionality and show its calibration."""

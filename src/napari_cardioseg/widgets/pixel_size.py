@@ -8,14 +8,14 @@ Lengths are typed as ``0.1`` or ``0,1`` (decimal comma) and read by :func:`core.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, PushButton
+from magicgui.widgets import CheckBox, Container, Label, LineEdit, PushButton
 from napari.layers import Image, Labels, Layer
 
 from ..core.errors import CardiosegError
 from ..core.units import CALIBRATED_KEY, is_calibrated, parse_length
-from ._common import report_error, show_info
+from ._common import layer_choice, report_error, show_info
 
 if TYPE_CHECKING:
     import napari
@@ -48,8 +48,9 @@ class PixelSizeWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        self._layer = ComboBox(label="layer", choices=self._layers,
-                               tooltip="The image (or labels) layer whose pixel size to set.")
+        self._layer = layer_choice(napari_viewer, (Image, Labels), "layer",
+                                   "The image (or labels) layer whose pixel size to set.",
+                                   where=lambda layer: not layer.multiscale)
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
         self._xy = LineEdit(label="pixel size (µm)",
@@ -68,13 +69,7 @@ class PixelSizeWidget(Container):
         self._set.changed.connect(self.apply)
         for field in (self._xy, self._z):
             field.native.returnPressed.connect(self.apply)
-        napari_viewer.layers.events.inserted.connect(self.reset_choices)
-        napari_viewer.layers.events.removed.connect(self.reset_choices)
         self.refresh()
-
-    def _layers(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, (Image, Labels)) and not layer.multiscale]
 
     def refresh(self) -> None:
         """Show the chosen layer's calibration and put its current sizes in the fields."""
@@ -102,7 +97,7 @@ class PixelSizeWidget(Container):
         targets = [layer]
         if self._same_shape.value:
             shape = _spatial_shape(layer, spatial)
-            targets += [other for _, other in self._layers() if other is not layer
+            targets += [other for other in self._layer.choices if other is not None and other is not layer
                         and other.ndim >= spatial and _spatial_shape(other, spatial) == shape]
         for target in targets:
             target.scale = (*tuple(target.scale)[:-spatial], *sizes)

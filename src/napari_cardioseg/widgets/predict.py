@@ -10,9 +10,8 @@ the layers. "Export to bioimage.io…" writes the chosen model as a bioimage.io 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
     CheckBox,
@@ -23,17 +22,17 @@ from magicgui.widgets import (
     ProgressBar,
     PushButton,
     SpinBox,
-    create_widget,
 )
 from napari.layers import Image
 from qtpy.QtWidgets import QFileDialog
 
 from ..core.device import DEVICES
 from ..core.errors import CardiosegError
-from ..core.models import list_models, load_model
+from ..core.models import list_models, load_model, read_card
 from ..core.predict import Prediction, predict_steps
 from ..core.progress import Progress
 from ._common import (
+    layer_choice,
     output_layer_kwargs,
     prediction_colormap,
     report_error,
@@ -41,6 +40,7 @@ from ._common import (
     show_progress,
     start_generator,
 )
+from .model_export import export_model
 
 if TYPE_CHECKING:
     import napari
@@ -56,9 +56,7 @@ class PredictWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
         self._files: dict[str, str] = {}  # label -> card path of models loaded from files
-        # napari registers layer annotations as combo boxes
-        self._image = cast(ComboBox, create_widget(annotation=Image, label="image",
-                                                   options={"tooltip": "The image layer to segment."}))
+        self._image = layer_choice(napari_viewer, Image, "image", "The image layer to segment.")
         self._model = ComboBox(
             label="model", choices=self._model_choices,
             tooltip="The trained network to run: shipped (pretrained) models, your saved (user) "
@@ -107,8 +105,6 @@ class PredictWidget(Container):
         self._run.changed.connect(self.run)
         self._stop.changed.connect(self.stop)
         self._export.changed.connect(self.export)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(self._image.reset_choices)  # napari does this too once docked
 
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
         entries = [(f"{e.name} ({e.source})", str(e.path)) for e in list_models()]
@@ -178,33 +174,22 @@ class PredictWidget(Container):
         )
 
     def export(self) -> None:
-        """Ask where, then export the chosen model as a bioimage.io package in a worker."""
+        """Ask the licence (if the card has none) and where, then export the chosen model."""
         try:
             if self._model.value in (None, LOAD_FILE):
                 raise CardiosegError("choose a model to export")
-            if importlib.util.find_spec("bioimageio") is None or importlib.util.find_spec(
-                    "bioimageio.spec") is None:
-                raise CardiosegError("bioimage.io export needs the optional extra: "
-                                     "pip install 'napari-cardioseg[bioimageio]'")
+            if Path(self._model.value).suffix.lower() in PACKAGE_SUFFIXES:
+                raise CardiosegError("this model is a bioimage.io package already")
+            card = read_card(self._model.value)
         except CardiosegError as exc:
             report_error(exc)
             return
-        name = Path(self._model.value).stem
-        path, _ = QFileDialog.getSaveFileName(self.native, "Export to bioimage.io",
-                                              f"{name}.zip", "bioimage.io package (*.zip)")
-        if not path:
-            return
-        if not path.lower().endswith(".zip"):
-            path += ".zip"
-        self._export.enabled = False
-        self._status.value = f"exporting {name}"
-        from ..core.bioimageio_export import export_steps
-
-        self.export_worker = start_generator(
-            export_steps, self._model.value, path, owner=self, activity=f"Export ({name})",
-            on_yield=self._on_progress,
-            on_finish=lambda: setattr(self._export, "enabled", True),
-        )
+        worker = export_model(self, self.native, self._model.value, card, self._on_progress,
+                              lambda: setattr(self._export, "enabled", True))
+        if worker is not None:
+            self._export.enabled = False
+            self._status.value = f"exporting {card.name}"
+            self.export_worker = worker
 
     def stop(self) -> None:
         """Ask the running prediction to stop after its current batch."""

@@ -4,93 +4,39 @@ The trainer (:class:`core.train.TrainSession`) runs in a worker; its previews ar
 "prediction (live)" Labels layer for the part of the image currently in view (predicted in the
 worker; this widget only copies them into the layer). Strokes painted while training runs are
 picked up by the next steps. Training again continues from the last model until "Reset model" is
-clicked. Scribbles and predictions share one colour per class (:mod:`core.colors`).
-
-The loss is shown smoothed, as an exponential moving average ``s = (1 - a) s + a loss`` with
-``a = LOSS_SMOOTHING``, next to a small plot of the smoothed curve: single batches are noisy.
+clicked. Scribbles and predictions share one colour per class (:mod:`core.colors`). The loss is
+shown smoothed, with a small plot (:mod:`.loss_plot`); what to do with the trained model (predict,
+save, export, reset) is the :class:`.trained_model.TrainedModel` row below the controls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
-from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui import widgets
 from napari.layers import Image, Labels
-from qtpy.QtCore import QPointF, Qt
-from qtpy.QtGui import QPainter, QPen, QPolygonF
-from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ..core.errors import CardiosegError
-from ..core.models import PRETRAINED_DIR, check_save_name, list_models, read_card, user_models_dir
+from ..core.models import list_models, read_card
 from ..core.nets import scratch_choices
-from ..core.predict import predict_generator, probabilities_to_labels
 from ..core.train import TrainConfig, TrainProgress, TrainResult, TrainSession
 from . import _common as ui
+from .live_preview import LivePreview
+from .loss_plot import LOSS_SMOOTHING, LossPlot, smooth
+from .trained_model import TrainedModel
 
 if TYPE_CHECKING:
     import napari
 
-LIVE = "prediction (live)"
-VIEW_HALF = 256  # preview half-width in pixels around the view centre (YX)
-VIEW_HALF_Z = 8  # preview half-depth of a 3D sub-volume (3D models)
 DEFAULT_NAMES = ["background", "class 1", "class 2"]
 DEFAULT_SECONDS = 60  # first runs: a minute shows whether the strokes are enough
-LOSS_SMOOTHING = 0.1  # weight of the newest batch in the shown loss (moving average)
 
 
 def _convention(class_names: list[str]) -> str:
     painted = ", ".join(f"{i + 1} = {name}" for i, name in enumerate(class_names))
     return f"Paint: {painted}, … (0 = unpainted, ignored)"
-
-
-def smooth(previous: float | None, loss: float, alpha: float = LOSS_SMOOTHING) -> float:
-    """One step of the exponential moving average: ``(1 - alpha) * previous + alpha * loss``.
-
-    The first loss (``previous`` None) starts the average.
-    """
-    return loss if previous is None else (1 - alpha) * previous + alpha * loss
-
-
-def suggested_name(name: str, day: datetime | None = None) -> str:
-    """``NAME-finetuned-YYYYMMDD`` for a pretrained model's name, else ``name`` itself."""
-    if not (PRETRAINED_DIR / f"{name}.json").is_file():
-        return name
-    return f"{name}-finetuned-{(day or datetime.now()).strftime('%Y%m%d')}"
-
-
-class LossPlot(QWidget):
-    """A tiny line plot of the smoothed loss per step (drawn with QPainter; no axes)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.values: list[float] = []
-        self.setFixedHeight(60)
-        self.setToolTip("Smoothed training loss per step: it should fall, then level off.")
-
-    def set_values(self, values: Sequence[float]) -> None:
-        """Show ``values`` (redrawn at the next paint)."""
-        self.values = list(values)
-        self.update()
-
-    def paintEvent(self, _event: Any) -> None:
-        """Draw the finite values as a green line on black, scaled to the widget."""
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), Qt.GlobalColor.black)
-        values = [v for v in self.values if np.isfinite(v)]
-        if len(values) >= 2:
-            low, high = min(values), max(values)
-            span = (high - low) or 1.0
-            w, h = self.width() - 4, self.height() - 4
-            step = w / (len(values) - 1)
-            line = QPolygonF([QPointF(2 + i * step, 2 + h * (high - v) / span)
-                              for i, v in enumerate(values)])
-            painter.setPen(QPen(Qt.GlobalColor.green, 1.5))
-            painter.drawPolyline(line)
-        painter.end()
 
 
 def start_choices(_widget: Any = None) -> list[tuple[str, tuple[str, str]]]:
@@ -108,13 +54,10 @@ class TrainWidget(widgets.Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        # napari registers layer annotations with magicgui as combo boxes of the viewer's layers
-        self._image = cast(widgets.ComboBox, widgets.create_widget(
-            annotation=Image, label="image",
-            options={"tooltip": "The image to learn from and to predict."}))
-        self._scribbles = cast(widgets.ComboBox, widgets.create_widget(
-            annotation=Labels, label="scribbles",
-            options={"tooltip": "The Labels layer with your strokes (0 = not painted)."}))
+        self._image = ui.layer_choice(napari_viewer, Image, "image",
+                                      "The image to learn from and to predict.")
+        self._scribbles = ui.layer_choice(napari_viewer, Labels, "scribbles",
+                                          "The Labels layer with your strokes (0 = not painted).")
         self._new = widgets.PushButton(
             text="New scribbles layer",
             tooltip="Add an empty Labels layer on the image, ready to paint background (1).")
@@ -148,41 +91,33 @@ class TrainWidget(widgets.Container):
             tooltip="Training error on your strokes, averaged over recent steps "
                     f"(moving average, newest step weighted {LOSS_SMOOTHING:g}); lower is better.")
         self._plot = LossPlot()
-        self._predict = widgets.PushButton(
-            text="Predict whole image", enabled=False,
-            tooltip="Run the trained model on the whole image into a new Labels layer.")
-        self._save = widgets.PushButton(
-            text="Save model…", enabled=False,
-            tooltip="Save the trained model so the Predict widget and the CLI can use it.")
-        self._reset = widgets.PushButton(
-            text="Reset model", enabled=False,
-            tooltip="Forget the trained model: the next Train starts from 'start from' again.")
+        self.trained = TrainedModel(napari_viewer, self._image, on_saved=self._init.reset_choices,
+                                    on_reset=self._show_classes)
         super().__init__(widgets=[
             self._image, self._scribbles, self._new, self._help, self._init, self._budget,
             self._unit, self._freeze, self._train, self._stop, self._progress, self._loss,
-            self._predict, self._save, self._reset,
+            self.trained,
         ])
         self.native.layout().insertWidget(self.index(self._loss) + 1, self._plot)
         self.worker = None
         self.session: TrainSession | None = None
-        self.result: TrainResult | None = None  # the last run's model; training continues from it
-        self._source: Image | None = None
-        self._view: tuple[slice, ...] | None = None
+        self.live = LivePreview(napari_viewer)
         for button, slot in ((self._new, self.new_scribbles), (self._train, self.train),
-                             (self._stop, self.stop), (self._predict, self.predict_whole),
-                             (self._save, self._save_dialog), (self._reset, self.reset)):
+                             (self._stop, self.stop)):
             button.changed.connect(slot)
         self._init.changed.connect(self._show_classes)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(self._image.reset_choices)
-            event.connect(self._scribbles.reset_choices)
-        napari_viewer.dims.events.current_step.connect(self._update_view)
-        napari_viewer.camera.events.center.connect(self._update_view)
         self._stopping = False
         self._smoothed: list[float] = []
         self._show_classes(self._init.value)
 
+    @property
+    def result(self) -> TrainResult | None:
+        """The last run's model (training continues from it); None before training or after reset."""
+        return self.trained.result
+
     def _show_classes(self, value: tuple[str, str] | None = None) -> None:
+        if value is None and self.result is None:
+            value = self._init.value
         names = DEFAULT_NAMES
         if self.result is not None:
             names = self.result.card.class_names
@@ -209,16 +144,6 @@ class TrainWidget(widgets.Container):
         self._scribbles.reset_choices()
         self._scribbles.value = layer
         return layer
-
-    def _update_view(self, _event: Any = None) -> None:
-        """Remember the image region in view (main thread); the trainer reads it for previews."""
-        image = self._source
-        if image is None:
-            return
-        halves = [VIEW_HALF, VIEW_HALF] if image.ndim == 2 else [0, VIEW_HALF, VIEW_HALF]
-        if image.ndim == 3 and self.session is not None and self.session.ndim == 3:
-            halves[0] = VIEW_HALF_Z
-        self._view = ui.region_in_view(self._viewer, image, halves)
 
     def _config(self, image: Image) -> TrainConfig:
         """Read the run's options from the controls (continuing from the last model, if any)."""
@@ -247,10 +172,8 @@ class TrainWidget(widgets.Container):
             ui.report_error(exc)
             return
         self.session = None
-        self._source = image
-        self._update_view()
         scribbles.colormap = ui.scribble_colormap()
-        self._live_layer(image)
+        self.live.start(image, active=scribbles)
         self._progress.max, self._progress.value = 1, 0
         self._stopping = False
         self._smoothed = []
@@ -264,25 +187,13 @@ class TrainWidget(widgets.Container):
                      config: TrainConfig) -> Generator[TrainProgress, None, TrainResult]:
         """Worker side: build the session, then train (``self.session`` is set for the slots)."""
         self.session = TrainSession([np.asarray(image)], [scribbles], config,
-                                    preview=lambda: self._view)
+                                    preview=lambda: self.live.view)
         return (yield from self.session.run())
 
-    def _live_layer(self, image: Image) -> Labels:
-        if LIVE in self._viewer.layers:
-            layer = self._viewer.layers[LIVE]
-            if layer.data.shape == image.data.shape:
-                layer.scale, layer.translate = image.scale, image.translate
-                return layer
-            self._viewer.layers.remove(layer)
-        layer = self._viewer.add_labels(np.zeros(image.data.shape, np.uint8), opacity=0.5,
-                                        colormap=ui.prediction_colormap(),
-                                        **ui.output_layer_kwargs(image, LIVE))
-        self._viewer.layers.selection.active = self._scribbles.value  # keep painting strokes
-        return layer
-
     def _on_progress(self, progress: TrainProgress) -> None:
-        if progress.done <= 1:
-            self._update_view()  # the session now knows whether its net is 3D
+        if progress.done <= 1 and self.session is not None:
+            self.live.volumetric = self.session.ndim == 3  # known once the session is built
+            self.live.update_view()
         self._progress.max = progress.total or 0  # 0: a busy bar under a time budget
         self._progress.value = progress.done if progress.total else 0
         if np.isfinite(progress.loss):
@@ -291,10 +202,7 @@ class TrainWidget(widgets.Container):
             self._loss.value = (f"step {progress.done}  loss {self._smoothed[-1]:.4f}  "
                                 f"{progress.elapsed:.0f} s")
             self._plot.set_values(self._smoothed)
-        if progress.preview is not None and LIVE in self._viewer.layers:
-            layer = self._viewer.layers[LIVE]
-            layer.data[progress.preview_region] = progress.preview
-            layer.refresh()
+        self.live.show(progress)
 
     def stop(self) -> None:
         """Stop training after the current step; the best model so far is kept."""
@@ -306,7 +214,7 @@ class TrainWidget(widgets.Container):
         session = self.session
         steps = len(session.losses) if session is not None else 0
         if session is not None and steps:
-            self.result = session.best()
+            self.trained.result = session.best()
             self._show_classes()
         self._progress.max, self._progress.value = 1, 1 if steps else 0  # no busy bar left
         best = (self.result.card.training.get("loss", {}).get("best_smoothed")
@@ -325,58 +233,4 @@ class TrainWidget(widgets.Container):
 
     def _set_running(self, running: bool) -> None:
         self._train.enabled, self._stop.enabled = not running, running
-        done = not running and self.result is not None
-        self._predict.enabled = self._save.enabled = self._reset.enabled = done
-
-    def reset(self) -> None:
-        """Forget the trained model: the next Train starts from the "start from" choice."""
-        self.result = None
-        self._set_running(False)
-        self._show_classes(self._init.value)
-
-    def predict_whole(self) -> None:
-        """Predict the whole image with the trained model (labels made in the worker)."""
-        image = self._image.value
-        if self.result is None or image is None:
-            ui.report_error(CardiosegError("train a model and choose an image first"))
-            return
-        name = self.result.card.name
-        self._set_running(True)
-        self._train.enabled = self._stop.enabled = False
-        self.worker = ui.start_generator(
-            _labels_generator, image.data, self.result, owner=self,
-            on_return=lambda labels: self._viewer.add_labels(
-                labels, colormap=ui.prediction_colormap(),
-                **ui.output_layer_kwargs(image, ui.result_name(image, name, "labels"))),
-            on_finish=self._idle,
-        )
-
-    def save_model(self, path: str | Path) -> Path:
-        """Save the trained model as ``STEM.safetensors`` + ``STEM.json`` and refresh model lists."""
-        if self.result is None:
-            raise CardiosegError("nothing to save: train a model first")
-        path = Path(path)
-        check_save_name(path)
-        self.result.card.name = path.name.removesuffix(".json").removesuffix(".safetensors")
-        saved = self.result.save(path)
-        ui.refresh_model_lists(self._viewer)
-        self._init.reset_choices()
-        ui.show_info(f"saved model {saved}")
-        return saved
-
-    def _save_dialog(self) -> None:
-        name = suggested_name(self.result.card.name if self.result is not None else "model")
-        default = str(user_models_dir(create=True) / f"{name}.json")
-        path, _ = QFileDialog.getSaveFileName(self.native, "Save model", default,
-                                              "Model card (*.json)")
-        if path:
-            try:
-                self.save_model(path)
-            except CardiosegError as exc:
-                ui.report_error(exc)
-
-
-def _labels_generator(image: Any, result: TrainResult) -> Generator[Any, None, np.ndarray]:
-    """Predict ``image`` with the trained model, returning labels (argmax in the worker)."""
-    prob = yield from predict_generator(image, result.model, result.card)
-    return probabilities_to_labels(prob)
+        self.trained.set_enabled(not running)
