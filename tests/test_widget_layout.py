@@ -62,3 +62,13 @@ def test_demo_docks_are_tabs_that_fit_1280_by_800(make_napari_viewer, qtbot):
     print(f"tallest dock needs {tallest} px; window minimum {window.minimumSizeHint().height()} px")
     assert tallest < 800 - 100 and window.minimumSizeHint().height() <= 800
     assert window.height() <= 800
+
+
+def test_importing_the_widgets_keeps_triton_out_of_the_process():
+    import subprocess
+    import sys
+
+    code = ("import sys; import napari_cardioseg.widgets, torch, torchvision; "
+            "print(sys.modules.get('triton', 'absent'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "None", out.stderr[-2000:]

@@ -130,7 +130,7 @@ class _OutOfMemoryAbove(torch.nn.Module):
 def test_bar_takes_the_new_total_after_an_out_of_memory_retry(viewer, qtbot, home, rng,
                                                               monkeypatch):
     model, card = save_tiny(home / "oom")
-    monkeypatch.setattr("napari_cardioseg.widgets.predict.load_model",
+    monkeypatch.setattr("napari_cardioseg.core.models.load_model",
                         lambda path: (_OutOfMemoryAbove(model, 40), card))
     monkeypatch.setattr("napari_cardioseg.widgets.predict.BACKEND", "eager")  # OOM is eager's
     widget = PredictWidget(viewer)
@@ -161,17 +161,26 @@ def test_event_loop_keeps_ticking_while_predicting(viewer, qtbot, home, rng):
     widget._model.value = str(models.user_models_dir() / "tiny.json")
     widget._image.value = viewer.add_image(rng.normal(0, 1, (8, 256, 256)).astype(np.float32))
     widget._tile.value, widget._device.value = 64, "cpu"
-    ticks = [time.perf_counter()]
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    run_and_wait(widget, qtbot)
-    timer.stop()
-    gaps = np.diff(ticks)
-    print(f"\nlargest event-loop gap while predicting {gaps.max() * 1000:.0f} ms "
-          f"over {len(gaps)} ticks")
-    assert widget._status.value.startswith("done") and gaps.max() < 1.0
+    largest = []
+    ticks: list[float] = []
+    for _ in range(2):  # the first run also builds the ONNX Runtime session (once per model)
+        ticks[:] = [time.perf_counter()]
+        timer = QTimer()
+        timer.setInterval(10)
+        timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        timer.start()
+        t0 = time.perf_counter()
+        widget.run()  # loading the model happens in the worker: the click returns at once
+        click = time.perf_counter() - t0
+        qtbot.waitUntil(lambda: widget._run.enabled, timeout=20000)
+        qtbot.wait(50)
+        timer.stop()
+        largest.append(np.diff(ticks).max())
+        assert widget._status.value.startswith("done") and click < 0.1
+    print(f"\nlargest event-loop gap while predicting: first run {largest[0] * 1000:.0f} ms, "
+          f"second {largest[1] * 1000:.0f} ms")
+    assert largest[0] < 1.0 and largest[1] < 0.3
+    assert len([ly for ly in viewer.layers if "tiny labels" in ly.name]) == 2  # one per run
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning",  # bioimageio.spec leaves zip files open

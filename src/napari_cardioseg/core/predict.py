@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,10 +57,13 @@ class Prediction:
     labels : numpy.ndarray
         ``image.shape``: the most probable class per pixel (0 background, 1 first class, ...),
         in the smallest unsigned dtype that holds every class (see :func:`label_dtype`).
+    model_name : str
+        The card's name of the model that predicted (set by :func:`load_and_predict_steps`).
     """
 
     probabilities: Any
     labels: np.ndarray
+    model_name: str = ""
 
 
 def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
@@ -453,6 +458,20 @@ def predict_steps(image: Any, model: torch.nn.Module, card: ModelCard,
     """
     prob = yield from predict_generator(image, model, card, **kwargs)
     return Prediction(prob, probabilities_to_labels(prob))
+
+
+def load_and_predict_steps(model: str | os.PathLike, image: Any,
+                           **kwargs: Any) -> Generator[Progress, None, Prediction]:
+    """Load ``model`` (a name, card path or bioimage.io package), then :func:`predict_steps`.
+
+    Loading happens in the caller's (worker) thread too, so a GUI does no model work itself.
+    """
+    from .models import load_model
+
+    yield Progress(0, None, "load", f"loading {Path(model).stem}")
+    net, card = load_model(model)
+    result = yield from predict_steps(image, net, card, **kwargs)
+    return replace(result, model_name=card.name)
 
 
 def predict_probabilities(image: Any, model: torch.nn.Module, card: ModelCard,

@@ -10,6 +10,7 @@ the layers. "Export to bioimage.io…" writes the chosen model as a bioimage.io 
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +24,13 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.layers import Image
+from napari.layers import Image, Labels, Layer
 from qtpy.QtWidgets import QFileDialog
 
 from ..core.device import DEVICES
 from ..core.errors import CardiosegError
-from ..core.models import list_models, load_model, read_card
-from ..core.predict import Prediction, predict_steps
+from ..core.models import list_models, read_card
+from ..core.predict import load_and_predict_steps
 from ..core.progress import Progress
 from ._common import (
     layer_choice,
@@ -150,26 +151,25 @@ class PredictWidget(Container):
             self._model.value = self._last_model
 
     def run(self) -> None:
-        """Predict the chosen layer with the chosen model in a worker."""
+        """Load the chosen model and predict the chosen layer, both in a worker."""
         layer = self._image.value
         try:
             if layer is None:
                 raise CardiosegError("add or choose an image layer first")
             if self._model.value in (None, LOAD_FILE):
                 raise CardiosegError("choose a model (or load a model file)")
-            model, card = load_model(self._model.value)
         except CardiosegError as exc:
             report_error(exc)
             return
+        name = Path(self._model.value).stem
         self._run.enabled, self._stop.enabled = False, True
-        self._status.value = f"predicting with {card.name}"
+        self._status.value = f"predicting with {name}"
         self.worker = start_generator(
-            predict_steps, layer.data, model, card, tile=self._tile.value or None,
+            _predict_layers, self._model.value, layer, tile=self._tile.value or None,
             overlap=self._overlap.value, batch=self._batch.value, device=self._device.value,
-            flips=self._flips.value, backend=BACKEND, owner=self,
-            activity=f"Predict ({card.name})",
-            on_yield=self._on_progress,
-            on_return=lambda result: self._add_result(layer, card.name, result),
+            flips=self._flips.value, backend=BACKEND, probabilities=self._prob.value, owner=self,
+            activity=f"Predict ({name})",
+            on_yield=self._on_progress, on_return=self._add_result,
             on_finish=self._finished,
         )
 
@@ -210,17 +210,28 @@ class PredictWidget(Container):
         self._run.enabled, self._stop.enabled = True, False
         self.worker = None
 
-    def _add_result(self, layer: Image, model: str, result: Prediction) -> None:
+    def _add_result(self, layers: list[Layer]) -> None:
+        """Add the layers made in the worker (labels, then probabilities if asked for)."""
         self._stopping = False  # finished before a late Stop took effect
-        self._status.value = f"done: {result_name(layer, model, 'labels')}"
-        self._viewer.add_labels(result.labels, colormap=prediction_colormap(),
-                                **output_layer_kwargs(layer, result_name(layer, model, "labels")))
-        if self._prob.value:
-            prob = result.probabilities
-            fg = prob[1] if prob.shape[0] == 2 else prob[1:]
-            kwargs = output_layer_kwargs(layer, result_name(layer, model, "probabilities"))
-            extra = fg.ndim - layer.data.ndim
-            kwargs["scale"] = (1.0,) * extra + kwargs["scale"]
-            kwargs["translate"] = (0.0,) * extra + kwargs["translate"]
-            self._viewer.add_image(fg, contrast_limits=(0.0, 1.0), colormap="magma",
-                                   blending="additive", **kwargs)
+        self._status.value = f"done: {layers[0].name}"
+        for new in layers:
+            self._viewer.add_layer(new)
+
+
+def _predict_layers(model: str, layer: Image, probabilities: bool,
+                    **kwargs: Any) -> Generator[Progress, None, list[Layer]]:
+    """Worker side: load, predict, and build the result layers (only adding them is left)."""
+    result = yield from load_and_predict_steps(model, layer.data, **kwargs)
+    name = result_name(layer, result.model_name, "labels")
+    out: list[Layer] = [Labels(result.labels, colormap=prediction_colormap(),
+                               **output_layer_kwargs(layer, name))]
+    if probabilities:
+        prob = result.probabilities
+        fg = prob[1] if prob.shape[0] == 2 else prob[1:]
+        place = output_layer_kwargs(layer, result_name(layer, result.model_name, "probabilities"))
+        extra = fg.ndim - layer.data.ndim
+        place["scale"] = (1.0,) * extra + place["scale"]
+        place["translate"] = (0.0,) * extra + place["translate"]
+        out.append(Image(fg, contrast_limits=(0.0, 1.0), colormap="magma", blending="additive",
+                         **place))
+    return out
