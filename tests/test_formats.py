@@ -123,6 +123,16 @@ def test_pixel_size_is_none_where_the_file_has_none(tmp_path, rng):
     assert img.pixel_size == (None, 0.2, 0.2) and img.calibrated
 
 
+def test_rgb_tiff_samples_are_channels(tmp_path, rng):
+    rgb = rng.integers(0, 255, (12, 10, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    with pytest.raises(CardiosegError, match=r"3 channels \(0 'ch0', 1 'ch1', 2 'ch2'\)"):
+        open_image(tmp_path / "rgb.tif")
+    green = open_image(tmp_path / "rgb.tif", channel=1)
+    np.testing.assert_array_equal(green.data.compute(), rgb[..., 1])
+    np.testing.assert_array_equal(read_single(tmp_path / "rgb.tif", channel=1).data, rgb[..., 1])
+
+
 def test_ome_zarr_round_trips_through_the_registry_and_read_image(tmp_path, rng):
     data = rng.integers(0, 255, (2, 30, 40)).astype(np.uint8)
     write_ome_zarr(tmp_path / "v.ome.zarr", data, (0.4, 0.02, 0.03), labels=False)
@@ -149,6 +159,9 @@ def test_multi_series_tiff_scene(tmp_path):
     assert int(read_single(tmp_path / "ms.tif", scene="1").data[0, 0]) == 7
     with pytest.raises(CardiosegError, match="choose one with --scene"):
         read_single(tmp_path / "ms.tif")
+    layers = _reader.get_reader(str(tmp_path / "ms.tif"))(str(tmp_path / "ms.tif"))
+    assert [meta["name"] for _, meta, _ in layers] == ["ms [series 0]", "ms [series 1]"]
+    assert [int(np.asarray(data)[0, 0]) for data, _, _ in layers] == [3, 7]
 
 
 # ---- CZI, written with pylibCZIrw (bioio-czi's dependency) ----------------------------------
@@ -413,3 +426,15 @@ def test_predict_channel_matches_the_channel_saved_alone(tmp_path, rng, tiny_mod
     assert streamed.scale == pytest.approx((0.1, 0.1))
     assert main(["predict", str(tmp_path / "two.ome.tif"), "-o", str(tmp_path / "x.zarr"),
                  *common]) == 2
+
+
+def test_train_and_report_ask_for_the_channel_of_the_image(two_channels, tmp_path, capsys):
+    path, data = two_channels
+    scribbles = np.zeros(data.shape[1:], np.uint8)
+    write_tiff(tmp_path / "s.tif", scribbles)
+    assert main(["train", "--image", str(path), "--labels", str(tmp_path / "s.tif"),
+                 "-o", str(tmp_path / "m")]) == 2
+    assert "2 channels (0 'actin', 1 'dapi'); choose one with --channel" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "s.tif"), "--kind", "shapes", "--image", str(path),
+                 "--channel", "gfp", "-o", str(tmp_path / "r.html")]) == 2
+    assert "no channel named 'gfp'" in capsys.readouterr().err

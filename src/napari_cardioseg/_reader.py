@@ -1,6 +1,6 @@
 """npe2 reader: every format of the registry (:mod:`.core.formats`), pixel size as the layer scale.
 
-TIFFs up to :data:`LAZY_BYTES` are read into memory (with :func:`core.io.read_image`'s checks);
+Single-series TIFFs up to :data:`LAZY_BYTES` are read into memory (with :func:`core.io.read_image`'s checks);
 larger TIFFs and every other format open as dask arrays whose blocks are read when napari shows
 them; OME-Zarr stores open as multiscale layers. Every channel of every scene becomes a layer.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .core.formats import find_format, is_readable, open_all
-from .core.io import read_image
+from .core.io import read_image, tiff_series_count
 from .core.units import CALIBRATED_KEY
 
 #: TIFFs larger than this (bytes on disk) open as lazy dask layers
@@ -40,7 +40,8 @@ def _warn_uncalibrated(path: str) -> None:
 
 def _layers(path: str) -> list[tuple[Any, str, tuple[float, ...], bool, bool]]:
     """Return ``(data, name, scale, calibrated, labels)`` per channel and scene of ``path``."""
-    if find_format(path).name == "TIFF" and os.path.getsize(path) <= LAZY_BYTES:
+    if (find_format(path).name == "TIFF" and os.path.getsize(path) <= LAZY_BYTES
+            and tiff_series_count(path) == 1):
         return [(img.data, img.name, img.scale, img.calibrated, False) for img in read_image(path)]
     out = []
     for img in open_all(path):

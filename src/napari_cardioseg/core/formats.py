@@ -326,26 +326,27 @@ def _normalise(path: str | os.PathLike, source: Source) -> tuple[list[Any], str]
                                  "supported; save a single time point")
         if ax not in "CZYX":
             raise CardiosegError(f"{path}: axis {ax!r} is not supported; save a 2D or 3D stack")
-    if kept.count("Z") > 1 or kept.count("C") > 1 or not kept.endswith("YX"):
+    if kept.count("Z") > 1 or kept.count("C") > 1:
         raise CardiosegError(f"{path}: cannot read axes {source.axes!r} as a 2D or 3D stack")
-    if "C" in kept and kept.index("C") != 0:  # channels first
+    if "C" in kept and kept.index("C") != 0:  # channels first (RGB samples come last)
         order = [kept.index("C"), *(i for i, a in enumerate(kept) if a != "C")]
         levels = [level.transpose(order) for level in levels]
         kept = "C" + kept.replace("C", "")
+    if not kept.endswith("YX"):
+        raise CardiosegError(f"{path}: cannot read axes {source.axes!r} as a 2D or 3D stack")
     return levels, kept
 
 
 def _lazy(array: Any) -> Any:
+    """``array`` as a dask array (zarr arrays keep their chunks)."""
     import dask.array as da
-
-    return array if isinstance(array, da.Array) else da.from_zarr(array) if _is_zarr(
-        array) else da.asarray(array)
-
-
-def _is_zarr(array: Any) -> bool:
     import zarr
 
-    return isinstance(array, zarr.Array)
+    if isinstance(array, da.Array):
+        return array
+    if isinstance(array, zarr.Array):
+        return da.from_zarr(array)
+    return da.asarray(array)
 
 
 def _channels_of(path: str | os.PathLike, source: Source, scene_name: str | None
@@ -473,7 +474,7 @@ class BioioFile:
             axes = str(self.reader.dims.order)
             names = self.reader.channel_names
             physical = self.reader.physical_pixel_sizes
-        except (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError) as exc:
+        except Exception as exc:  # the plugins raise their own types for unreadable metadata
             raise CardiosegError(f"{self.path}: not a readable {self.fmt.name} file "
                                  f"({_first_line(exc)})") from exc
         sizes: dict[str, float] = {}

@@ -429,7 +429,7 @@ def _read_single(path: str | os.PathLike, channel: int | str | None, scene: int 
 
     if find_format(path).name == "TIFF":
         if only_if_several:
-            scene = scene if _tiff_series_count(path) > 1 else None
+            scene = scene if tiff_series_count(path) > 1 else None
         images = read_image(path, scene=scene)
         if only_if_several and len(images) == 1:
             channel = None
@@ -447,12 +447,13 @@ def _read_single(path: str | os.PathLike, channel: int | str | None, scene: int 
     return ImageData(data, img.scale, img.name, img.calibrated, img.channel)
 
 
-def _tiff_series_count(path: str | os.PathLike) -> int:
+def tiff_series_count(path: str | os.PathLike) -> int:
+    """Count the image series of a TIFF (1 when it cannot be read: the reader reports that)."""
     try:
         with tifffile.TiffFile(path) as tif:
             return len(tif.series)
     except (tifffile.TiffFileError, ValueError, OSError):
-        return 1  # read_image reports the problem
+        return 1
 
 
 class _CloseWhenUnused:
