@@ -196,6 +196,35 @@ def test_czi_round_trips_values_and_pixel_size(czi):
         read_single(path)
 
 
+def test_czi_mosaic_tiles_are_stitched(tmp_path):
+    pytest.importorskip("bioio_czi")
+    pyczi = pytest.importorskip("pylibCZIrw.czi")
+    with pyczi.create_czi(str(tmp_path / "tiles.czi")) as czi:
+        czi.write(np.full((20, 30, 1), 5, np.uint16), plane={"C": 0, "Z": 0, "T": 0}, location=(0, 0))
+        czi.write(np.full((20, 30, 1), 9, np.uint16), plane={"C": 0, "Z": 0, "T": 0}, location=(30, 0))
+        czi.write_metadata(scale_x=0.2e-6, scale_y=0.2e-6)
+    img = open_image(tmp_path / "tiles.czi")
+    assert img.data.shape == (20, 60) and img.pixel_size == pytest.approx((0.2, 0.2))
+    stitched = img.data.compute()
+    assert (stitched[:, :30] == 5).all() and (stitched[:, 30:] == 9).all()
+
+
+def test_czi_without_scaling_is_uncalibrated(tmp_path):
+    pytest.importorskip("bioio_czi")
+    pyczi = pytest.importorskip("pylibCZIrw.czi")
+    for name, scale in (("none.czi", {}), ("xy.czi", {"scale_x": 0.1e-6, "scale_y": 0.1e-6})):
+        with pyczi.create_czi(str(tmp_path / name)) as czi:
+            for z in range(3):
+                czi.write(np.full((8, 9, 1), z, np.uint16), plane={"C": 0, "Z": z, "T": 0})
+            czi.write_metadata(**scale)  # bioio-czi reports the missing scales as 0
+    img = open_image(tmp_path / "none.czi")
+    assert img.pixel_size == (None, None, None) and not img.calibrated
+    assert read_single(tmp_path / "none.czi").calibrated is False
+    img = open_image(tmp_path / "xy.czi")
+    assert img.pixel_size == pytest.approx((None, 0.1, 0.1)) and img.calibrated
+    np.testing.assert_array_equal(img.data[:, 0, 0].compute(), [0, 1, 2])
+
+
 def test_czi_through_the_cli(czi, tmp_path, capsys):
     path, data = czi
     out = tmp_path / "e.tif"

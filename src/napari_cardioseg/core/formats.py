@@ -472,6 +472,9 @@ class BioioFile:
                 self.reader.set_scene(index)
             data = self.reader.dask_data
             axes = str(self.reader.dims.order)
+            if "M" in axes and data.shape[axes.index("M")] > 1:  # tiles: read them stitched
+                data = self.reader.mosaic_dask_data
+                axes = axes.replace("M", "")
             names = self.reader.channel_names
             physical = self.reader.physical_pixel_sizes
         except Exception as exc:  # the plugins raise their own types for unreadable metadata
@@ -480,7 +483,7 @@ class BioioFile:
         sizes: dict[str, float] = {}
         for ax in "ZYX":
             value = getattr(physical, ax, None)
-            if value is not None:
+            if value is not None and _number(value) != 0.0:  # bioio-czi says 0 for "not stated"
                 sizes[ax] = _number(value)
         return Source([data], axes, sizes, [str(n) for n in names] if names else None)
 
