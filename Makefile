@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || \
 		$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[test,bioimageio,cluster]"
+	$(BIN)/python -m pip install -q -e ".[test,bioimageio,cluster,formats]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -67,3 +67,19 @@ def pixel_size(text: str) -> float:
             f"a pixel size must be a number in {low:g}..{high:g} µm, got {text!r}"
         )
     return value
+
+
+def selection(text: str) -> str:
+    """Parse a channel or scene: an index or a name (checked against the file by the core)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give an index (0, 1, ...) or a name")
+    return text.strip()
+
+
+def add_selection(parser: argparse.ArgumentParser, where: str = "the input") -> None:
+    """Add ``--channel`` and ``--scene`` (index or name) for multichannel / multi-scene files."""
+    parser.add_argument("--channel", type=selection, metavar="C",
+                        help=f"channel of {where} (index or name); required when it has several")
+    parser.add_argument("--scene", type=selection, metavar="S",
+                        help=f"scene / image series of {where} (index or name); required when it "
+                        "has several")

@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "kinds, and exit")
     p.add_argument("--image", type=Path, help="intensity image (Fourier period, cell features)")
     p.add_argument("--cell-mask", type=Path, help="cell mask (adds the cell features; zdisk only)")
+    checked.add_selection(p, "--image (and of the label image or cell mask only when they have "
+                          "several)")
     p.add_argument("--pixel-size", type=checked.pixel_size, nargs="+", metavar="UM",
                    help="pixel size in µm: Z Y X or Y X (default: read from the file; without "
                    "one the results are in pixels)")
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"kind": args.kind, "pixel_size": args.pixel_size, "objects": args.objects,
                "connectivity": args.connectivity, "min_size": args.min_size,
                "min_length": args.min_length, "class_value": args.class_value,
-               "period_range": args.period_range}
+               "period_range": args.period_range, "channel": args.channel, "scene": args.scene}
     if is_batch(args.labels):
         return _run_many(args, options)
     steps = measure_file(args.labels[0], args.output, image=args.image, cell_mask=args.cell_mask,

@@ -1,4 +1,4 @@
-"""``cardioseg predict``: segment a TIFF with a pretrained or user model."""
+"""``cardioseg predict``: segment an image file with a pretrained or user model."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``predict`` subcommand."""
     p = subparsers.add_parser(
         "predict", description="Predict labels (0 background, 1 first class, ...) for a 2D/3D "
-        "greyscale TIFF. Outputs keep the input's pixel size.",
+        "image (TIFF, OME-Zarr; CZI, ND2, LIF with the formats extra). Outputs keep the input's pixel "
+        "size.",
     )
-    p.add_argument("input", nargs="+", help="greyscale TIFF / OME-TIFF / OME-Zarr (YX or ZYX); "
+    p.add_argument("input", nargs="+", help="TIFF / OME-TIFF / OME-Zarr / CZI / ND2 / LIF (YX or ZYX); "
                    "several files, folders or globs for a batch")
     p.add_argument("--model", required=True, type=checked.model_name,
                    help="pretrained or user model name, or a path to NAME.json/.safetensors")
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="CPU inference engine; auto = ONNX Runtime when installed (default: auto)")
     p.add_argument("--flips", action="store_true",
                    help="average over in-plane flips (test-time augmentation, 4x slower)")
+    checked.add_selection(p)
     batch_args.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     steps = predict_file(args.input[0], args.output, model=args.model, prob=args.prob,
                          tile=args.tile, overlap=args.overlap, batch=args.batch,
                          device=args.device, flips=args.flips, note=print,
-                         backend=args.backend)
+                         backend=args.backend, channel=args.channel, scene=args.scene)
     for path in drain_with_bar(steps, f"predict ({args.model})"):
         print(f"wrote {path}")
     return 0
@@ -75,6 +77,7 @@ def _run_many(args: argparse.Namespace) -> int:
     if Path(model).suffix in (".json", ".safetensors") and Path(model).is_file():
         model = str(Path(model).resolve())  # workers load it from the same path
     options = {"model": model, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
-               "device": args.device, "flips": args.flips, "backend": args.backend}
+               "device": args.device, "flips": args.flips, "backend": args.backend,
+               "channel": args.channel, "scene": args.scene}
     jobs = make_jobs("predict", inputs, outputs, options, per_file)
     return run_jobs(jobs, f"predict ({args.model})", args)

@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--title", default=None, help="page title (default: the labels file name)")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="REPORT.html to write (REPORT.png is written beside it)")
+    checked.add_selection(p, "--image (and of the label image only when it has several)")
     p.set_defaults(func=run)
 
 
@@ -51,10 +52,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() not in HTML_SUFFIXES:
         raise CardiosegError(f"{args.output}: give an .html file name for -o")
     check_outputs([args.output, args.output.with_suffix(".png")], [args.labels, args.image])
-    labels = read_single(args.labels, "labels")
+    labels = read_single(args.labels, "labels", channel=args.channel, scene=args.scene,
+                         only_if_several=True)
     spacing = resolve_pixel_size(args.pixel_size, labels.scale, labels.calibrated,
                                  labels.data.ndim)
-    image = read_single(args.image, "image").data if args.image else None
+    image = (read_single(args.image, "image", channel=args.channel, scene=args.scene).data
+             if args.image else None)
     report = make_report(
         image, labels.data, spacing, args.kind, args.output, args.title or args.labels.name,
         labels_name=args.labels.name, image_name=args.image.name if args.image else None,

@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL_PATH",
                         help="output stem: writes STEM.safetensors and STEM.json")
+    checked.add_selection(parser, "--image (and of --labels only when it has several)")
     parser.set_defaults(func=run)
 
 
@@ -53,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     check_save_name(output)
     inputs = [args.image, args.labels, *(model_files(args.init) if args.init else ())]
     check_outputs([*model_files(output), *([output] if output.is_dir() else [])], inputs)
-    image = read_single(args.image, "image")
-    labels = read_single(args.labels, "scribble labels")
+    image = read_single(args.image, "image", channel=args.channel, scene=args.scene)
+    labels = read_single(args.labels, "scribble labels", channel=args.channel, scene=args.scene,
+                         only_if_several=True)
     if labels.data.dtype.kind == "f":
         if not np.array_equal(labels.data, np.round(labels.data)):
             raise CardiosegError(f"{args.labels}: scribbles must be whole numbers")

@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CardiosegError
+from .formats import suffixes as format_suffixes
 from .progress import Progress, drain
 from .zarr_io import is_zarr_path
 
-#: file suffixes picked up from a folder (OME-Zarr stores are folders ending in .zarr)
-INPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
+#: file suffixes picked up from a folder: every format of the registry (:mod:`.formats`);
+#: OME-Zarr stores are folders ending in .zarr
+INPUT_SUFFIXES = format_suffixes()
 TIFF_SUFFIXES = (".tif", ".tiff")
-_STRIP = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr")
+_STRIP = tuple(sorted(INPUT_SUFFIXES, key=len, reverse=True))
+Selection = int | str | None
 SCHEDULER_ENV = "CARDIOSEG_SCHEDULER"
 CLUSTER_EXTRA = "pip install 'napari-cardioseg[cluster]'"
 Note = Callable[[str], None]
@@ -146,18 +149,21 @@ def predict_file(
     flips: bool = False,
     note: Note | None = None,
     backend: str = "eager",
+    channel: Selection = None,
+    scene: Selection = None,
 ) -> Generator[Progress, None, list[Path]]:
     """Predict one file into labels (and probabilities); returns the files written.
 
     A ``.zarr`` output streams block by block (:func:`run.predict_to_zarr`); otherwise the image
     is read whole and labels (uint8) and probabilities (float32) go to calibrated TIFFs.
+    ``channel`` and ``scene`` (index or name) choose within a multichannel / multi-scene input.
     """
     if is_zarr_path(output):
         from .run import predict_to_zarr
 
         out = yield from predict_to_zarr(input_path, model, output, tile=tile, overlap=overlap,
                                          batch=batch, device=device, prob_path=prob, flips=flips,
-                                         backend=backend)
+                                         backend=backend, channel=channel, scene=scene)
         return [out, *([Path(prob)] if prob else [])]
     from .io import check_outputs, read_single, write_tiff
     from .models import load_model
@@ -166,7 +172,7 @@ def predict_file(
     net, card = load_model(model)
     probs = prob_paths(prob, card.class_names) if prob else []
     check_outputs([output, *(path for _, path in probs)], [input_path])
-    image = read_single(input_path)
+    image = read_single(input_path, channel=channel, scene=scene)
     if card.pixel_size and not image.calibrated and note is not None:
         note(f"note: {input_path} has no pixel size; the model was trained at {card.pixel_size} µm")
     result = yield from predict_steps(image.data, net, card, tile=tile, overlap=overlap,
@@ -186,14 +192,19 @@ def enhance_file(
     method: str,
     params: dict[str, Any],
     per_slice: bool = False,
+    channel: Selection = None,
+    scene: Selection = None,
 ) -> Generator[Progress, None, list[Path]]:
-    """Enhance one file's contrast into ``output`` (same dtype and pixel size)."""
+    """Enhance one file's contrast into ``output`` (same dtype and pixel size).
+
+    ``channel`` and ``scene`` (index or name) choose within a multichannel / multi-scene input.
+    """
     from .contrast import check_params, enhance_steps
     from .io import check_outputs, read_single, write_tiff
 
     check_params(method, params)
     check_outputs([output], [input_path])
-    image = read_single(input_path)
+    image = read_single(input_path, channel=channel, scene=scene)
     result = yield from enhance_steps(image.data, method, per_slice=per_slice, **params)
     return [write_tiff(output, result, image.scale if image.calibrated else None)]
 
@@ -244,18 +255,25 @@ def measure_file(
     min_length: float | None = None,
     class_value: int | None = None,
     period_range: Sequence[float] | None = None,
+    channel: Selection = None,
+    scene: Selection = None,
 ) -> Generator[Progress, None, MeasureOutcome]:
-    """Measure one label image into ``output`` (per object) and its ``_summary`` CSV."""
+    """Measure one label image into ``output`` (per object) and its ``_summary`` CSV.
+
+    ``channel`` and ``scene`` (index or name) choose within the intensity image ``image``, and
+    within the label image and the cell mask only when those have several channels / scenes.
+    """
     from .io import check_outputs, read_single
     from .measure import get_kind, measure_iter
 
     get_kind(kind)
     summary = summary_path(output)
     check_outputs([output, summary], [labels_path, image, cell_mask])
-    labels = read_single(labels_path, "labels")
+    labels = read_single(labels_path, "labels", channel=channel, scene=scene, only_if_several=True)
     spacing = resolve_pixel_size(pixel_size, labels.scale, labels.calibrated, labels.data.ndim)
-    intensity = read_single(image, "image").data if image else None
-    mask = read_single(cell_mask, "cell mask").data if cell_mask else None
+    intensity = read_single(image, "image", channel=channel, scene=scene).data if image else None
+    mask = read_single(cell_mask, "cell mask", channel=channel, scene=scene,
+                       only_if_several=True).data if cell_mask else None
     result = yield from measure_iter(labels.data, spacing, kind, image=intensity, cell_mask=mask,
                                      mode=objects, connectivity=connectivity, min_size=min_size,
                                      period_range=period_range, class_value=class_value,

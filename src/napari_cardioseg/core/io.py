@@ -1,6 +1,8 @@
 """Read and write TIFF / OME-TIFF / ImageJ stacks with their pixel size; atomic writes.
 
 Pixel sizes are micrometres per axis, ordered like the array axes (``YX`` or ``ZYX``).
+:func:`read_image` reads every format of the registry in :mod:`.formats` (TIFF here, the others
+through their registry rows); :func:`open_tiff` is the TIFF row's lazy opener.
 """
 
 from __future__ import annotations
@@ -16,16 +18,21 @@ import struct
 import threading
 import time
 import warnings
+import weakref
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 
 from .errors import CardiosegError
+
+if TYPE_CHECKING:
+    from .formats import Format, Source
 
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.int32, np.float32, np.float64)
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
@@ -57,12 +64,15 @@ class ImageData:
         Layer name (file stem, plus the channel index for multichannel files).
     calibrated : bool
         False when the file carried no pixel size and ``scale`` is all ones.
+    channel : str or None
+        The channel's name, when the file names its channels or has several.
     """
 
     data: np.ndarray
     scale: tuple[float, ...]
     name: str
     calibrated: bool
+    channel: str | None = None
 
     @property
     def axes(self) -> str:
@@ -159,6 +169,25 @@ def _check_sizes(path: Path, sizes: dict[str, float], axes: str) -> dict[str, fl
     return sizes
 
 
+def _ome_channel_names(ome_xml: str, series: int) -> list[str] | None:
+    """Channel names of image ``series`` in OME-XML; None when unnamed or unreadable."""
+    try:
+        root = ET.fromstring(ome_xml)
+    except ET.ParseError:
+        return None
+    images = [el for el in root if el.tag.endswith("Image")]
+    if not 0 <= series < len(images):
+        return None
+    names = [el.get("Name", "") for el in images[series].iter() if el.tag.endswith("Channel")]
+    return names if names and all(names) else None
+
+
+def _tiff_channel_names(tif: tifffile.TiffFile, series: int) -> list[str] | None:
+    if tif.is_ome and tif.ome_metadata:
+        return _ome_channel_names(tif.ome_metadata, series)
+    return None
+
+
 def _tiff_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
     """Pixel sizes (µm) by axis letter from a TIFF's OME or ImageJ metadata; empty without."""
     if tif.is_ome and tif.ome_metadata:
@@ -231,30 +260,82 @@ def _split_axes(array: np.ndarray, axes: str) -> tuple[list[np.ndarray], str]:
     return [array], axes
 
 
-def read_image(path: str | os.PathLike, series: int | None = None) -> list[ImageData]:
-    """Read a TIFF, OME-TIFF or ImageJ hyperstack into one :class:`ImageData` per channel.
+def read_image(path: str | os.PathLike, series: int | None = None, *,
+               channel: int | str | None = None,
+               scene: int | str | None = None) -> list[ImageData]:
+    """Read an image file (any format of :mod:`.formats`) into one :class:`ImageData` per channel.
+
+    TIFF, OME-TIFF and ImageJ hyperstacks are read here with tifffile; OME-Zarr, CZI, ND2 and
+    LIF through their registry rows (the vendor formats need ``napari-cardioseg[formats]``).
 
     Parameters
     ----------
     path : path-like
-        File to read.
+        File (or OME-Zarr store) to read.
     series : int, optional
-        Which image series of a multi-series file; a file holding several series is refused
+        Same as ``scene`` (the TIFF word for it).
+    channel : int or str, optional
+        Read only this channel (index or name); default every channel.
+    scene : int or str, optional
+        Which scene (image series) of a multi-scene file; a file holding several is refused
         when it is not given (the first one is never taken silently).
 
     Returns
     -------
     list of ImageData
-        One entry per channel; ``scale`` comes from OME ``PhysicalSize*`` or the ImageJ
-        resolution/spacing, else ones with ``calibrated=False``.
+        One entry per channel (one with ``channel``); ``scale`` comes from the file's metadata
+        (OME ``PhysicalSize*``, ImageJ resolution/spacing, NGFF scale, vendor metadata), else
+        ones with ``calibrated=False``.
 
     Raises
     ------
     CardiosegError
-        Missing, empty, truncated, corrupt or unreadable files, several series without
-        ``series``, implausible pixel sizes, unsupported axes or dtypes.
+        Missing, empty, truncated, corrupt or unreadable files, several scenes without
+        ``scene``, a channel or scene out of range, a missing optional reader package,
+        implausible pixel sizes, unsupported axes or dtypes.
     """
-    path = Path(path)
+    from .formats import find_format, open_channels, pick_channel
+
+    if scene is None:
+        scene = series
+    if find_format(path).name != "TIFF":
+        lazy = open_channels(path, scene=scene)
+        if channel is not None:
+            names = [img.channel or str(i) for i, img in enumerate(lazy)]
+            lazy = [lazy[pick_channel(path, names, channel)]]
+        out = []
+        for img in lazy:
+            data = _checked_dtype(Path(path), np.asarray(img.data))
+            out.append(ImageData(data, img.scale, img.name, img.calibrated, img.channel))
+        return out
+    images = _read_tiff(Path(path), _series_index(path, scene))
+    if channel is not None:
+        names = [img.channel or str(i) for i, img in enumerate(images)]
+        images = [images[pick_channel(path, names, channel)]]
+    return images
+
+
+def _series_index(path: str | os.PathLike, scene: int | str | None) -> int | None:
+    """Return a TIFF series given as an index or as its number in text (``"1"``)."""
+    if scene is None or isinstance(scene, int):
+        return scene
+    try:
+        return int(scene)
+    except ValueError:
+        raise CardiosegError(f"{path}: a TIFF's scenes (series) are chosen by number, not "
+                             f"{scene!r}") from None
+
+
+def _checked_dtype(path: Path, array: np.ndarray) -> np.ndarray:
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if array.dtype.kind not in "uif":
+        raise CardiosegError(f"{path}: unsupported pixel type {array.dtype}")
+    return array
+
+
+def _read_tiff(path: Path, series: int | None) -> list[ImageData]:
+    """:func:`read_image` for TIFF files: the whole series in memory, truncation checked."""
     if not path.is_file():
         raise CardiosegError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -269,8 +350,8 @@ def read_image(path: str | os.PathLike, series: int | None = None) -> list[Image
             if series is None and len(tif.series) > 1:
                 listing = "; ".join(f"series {i}: {_describe(s)}" for i, s in enumerate(tif.series))
                 raise CardiosegError(
-                    f"{path}: the file holds {len(tif.series)} image series ({listing}); save the "
-                    "one to segment as its own file (or read it with series=N)"
+                    f"{path}: the file holds {len(tif.series)} image series ({listing}); choose "
+                    "one with --scene N (or save the one to segment as its own file)"
                 )
             if series is not None and not 0 <= series < len(tif.series):
                 raise CardiosegError(f"{path}: no series {series} (the file has {len(tif.series)})")
@@ -284,6 +365,7 @@ def read_image(path: str | os.PathLike, series: int | None = None) -> list[Image
             array = chosen.asarray()
             axes = chosen.axes
             sizes = _tiff_sizes(tif)
+            channel_names = _tiff_channel_names(tif, series or 0)
     except CardiosegError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -296,27 +378,151 @@ def read_image(path: str | os.PathLike, series: int | None = None) -> list[Image
         tiff_log.removeHandler(log)
     if log.messages:
         raise CardiosegError(f"{path}: the file is truncated or corrupt ({log.messages[0]})")
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    if array.dtype.kind not in "uif":
-        raise CardiosegError(f"{path}: unsupported pixel type {array.dtype}")
+    array = _checked_dtype(path, array)
     channels, spatial = _split_axes(array, axes)
     if len(spatial) not in (2, 3):
         raise CardiosegError(f"{path}: expected a 2D or 3D image, found axes {spatial!r}")
     scale, calibrated = _scale(path, sizes, "ZYX" if len(spatial) == 3 else "YX")
     stem = path.name.split(".")[0]
-    names = [stem] if len(channels) == 1 else [f"{stem} [ch{i}]" for i in range(len(channels))]
-    return [ImageData(c, scale, n, calibrated) for c, n in zip(channels, names, strict=True)]
+    given: list[str | None] = list(channel_names or [])
+    if len(given) != len(channels):
+        given = [f"ch{i}" for i in range(len(channels))] if len(channels) > 1 else [None]
+    names = [stem] if len(channels) == 1 else [f"{stem} [{n}]" for n in given]
+    return [ImageData(c, scale, n, calibrated, cn)
+            for c, n, cn in zip(channels, names, given, strict=True)]
 
 
-def read_single(path: str | os.PathLike, what: str = "image") -> ImageData:
-    """Read a file that must hold exactly one channel (images for models, labels, masks)."""
-    images = read_image(path)
-    if len(images) != 1:
-        raise CardiosegError(
-            f"{path}: the {what} has {len(images)} channels; save one channel (greyscale)"
-        )
-    return images[0]
+def read_single(path: str | os.PathLike, what: str = "image", *,
+                channel: int | str | None = None, scene: int | str | None = None,
+                only_if_several: bool = False) -> ImageData:
+    """Read one channel of one scene (images for models, labels, masks).
+
+    Parameters
+    ----------
+    path : path-like
+        Any format of :mod:`.formats`.
+    what : str
+        What the file is, for messages (``"image"``, ``"labels"``, ...).
+    channel, scene : int or str, optional
+        Index or name; required when the file has several channels / scenes.
+    only_if_several : bool
+        Apply ``channel`` / ``scene`` only to a file that has several (a one-channel label image
+        read beside a multichannel intensity image ignores them).
+
+    Raises
+    ------
+    CardiosegError
+        Several channels (or scenes) and none chosen (the message lists their names), a channel
+        or scene out of range, and every error of :func:`read_image`.
+    """
+    try:
+        return _read_single(path, channel, scene, only_if_several)
+    except CardiosegError as exc:
+        if what == "image" or ("channel" not in str(exc) and "scene" not in str(exc)):
+            raise
+        raise CardiosegError(f"{exc} (reading the {what})") from exc
+
+
+def _read_single(path: str | os.PathLike, channel: int | str | None, scene: int | str | None,
+                 only_if_several: bool) -> ImageData:
+    from .formats import find_format, open_channels, open_file, pick_channel
+
+    if find_format(path).name == "TIFF":
+        if only_if_several:
+            scene = scene if tiff_series_count(path) > 1 else None
+        images = read_image(path, scene=scene)
+        if only_if_several and len(images) == 1:
+            channel = None
+        names = [img.channel or str(i) for i, img in enumerate(images)]
+        return images[pick_channel(path, names, channel)]
+    if only_if_several:
+        _, handle = open_file(path)
+        scene = scene if len(handle.scenes) > 1 else None
+    lazy = open_channels(path, scene=scene)
+    if only_if_several and len(lazy) == 1:
+        channel = None
+    names = [img.channel or str(i) for i, img in enumerate(lazy)]
+    img = lazy[pick_channel(path, names, channel)]
+    data = _checked_dtype(Path(path), np.asarray(img.data))
+    return ImageData(data, img.scale, img.name, img.calibrated, img.channel)
+
+
+def tiff_series_count(path: str | os.PathLike) -> int:
+    """Count the image series of a TIFF (1 when it cannot be read: the reader reports that)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.series)
+    except (tifffile.TiffFileError, ValueError, OSError):
+        return 1
+
+
+class _CloseWhenUnused:
+    """Close a file once its handle and every store made from it are garbage."""
+
+    def __init__(self, tif: tifffile.TiffFile) -> None:
+        self.tif = tif
+        self.users = 0
+
+    def add(self, owner: object) -> None:
+        self.users += 1
+        weakref.finalize(owner, self.release)
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users <= 0:
+            self.tif.close()
+
+
+@dataclass
+class TiffHandle:
+    """A TIFF opened for lazy reading (the TIFF row's :class:`formats.FileHandle`)."""
+
+    path: Path
+    tif: tifffile.TiffFile
+    closer: _CloseWhenUnused
+
+    @property
+    def scenes(self) -> list[str]:
+        """``series 0``, ``series 1``, ..."""
+        return [f"series {i}" for i in range(len(self.tif.series))]
+
+    def scene(self, index: int) -> Source:
+        """Series ``index`` as a zarr array (read block by block) with the file's pixel sizes."""
+        import zarr
+
+        from .formats import Source
+
+        series = self.tif.series[index]
+        store = series.aszarr(level=0)
+        self.closer.add(store)
+        array = zarr.open_array(store, mode="r")
+        return Source([array], series.axes, _tiff_sizes(self.tif),
+                      _tiff_channel_names(self.tif, index))
+
+
+def open_tiff(path: Path, fmt: Format | None = None) -> TiffHandle:
+    """Open a TIFF lazily; the file stays open while the handle or any array read from it lives.
+
+    Raises
+    ------
+    CardiosegError
+        Not a readable TIFF, or one that holds no image.
+    """
+    try:
+        tif = tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        raise CardiosegError(f"{path}: not a readable TIFF ({exc})") from exc
+    if not tif.series:
+        tif.close()
+        raise CardiosegError(f"{path}: the TIFF holds no image")
+    try:
+        _tiff_sizes(tif)  # an unknown unit fails here, not when a layer is drawn
+    except (CardiosegError, ET.ParseError) as exc:
+        tif.close()
+        raise CardiosegError(f"{path}: {exc}") from exc
+    handle = TiffHandle(path, tif, _CloseWhenUnused(tif))
+    handle.closer.add(handle)
+    return handle
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,7 +1,7 @@
 """Streaming prediction of a file into OME-Zarr: lazy input, blockwise prediction, resumable.
 
-:func:`predict_to_zarr` is what ``cardioseg predict IN -o OUT.zarr`` runs: the input (TIFF via
-tifffile's Zarr view, or OME-Zarr) is read one haloed block at a time, labels (and optionally
+:func:`predict_to_zarr` is what ``cardioseg predict IN -o OUT.zarr`` runs: the input (any format
+of the registry in :mod:`.formats`, opened lazily) is read one haloed block at a time, labels (and optionally
 foreground probabilities) are written block by block, and the stores are marked complete only at
 the end. Rerunning the same command after an interruption continues from the finished blocks.
 """
@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
-import zarr
 
 from . import zarr_io
 from .blocks import block_geometry, card_halo, predict_blocks
 from .errors import CardiosegError
-from .io import tiff_pixel_size
+from .formats import open_image
 from .models import load_model
 from .nets import spec_ndim
 from .predict import AUTO_TILE
@@ -31,51 +29,18 @@ from .progress import Progress
 RUN_FORMAT = 1  # bump when the way blocks are computed changes (old partial runs restart)
 
 
-def _spatial(array: Any, axes: str, what: str) -> Any:
-    """``array`` with singleton non-spatial axes dropped (lazily, through dask if needed)."""
-    extra = [i for i, a in enumerate(axes) if a not in "ZYX"]
-    for i in extra:
-        if array.shape[i] != 1:
-            raise CardiosegError(f"{what}: axis {axes[i]!r} has {array.shape[i]} entries; "
-                                 "save a single channel and time point")
-    if not extra:
-        return array
-    import dask.array as da
-
-    lazy = da.from_zarr(array) if isinstance(array, zarr.Array) else da.asarray(array)
-    return lazy[tuple(0 if a not in "ZYX" else slice(None) for a in axes)]
-
-
 @contextlib.contextmanager
-def open_lazy(path: str | os.PathLike) -> Iterator[tuple[Any, tuple[float, ...], bool]]:
-    """Open a TIFF or OME-Zarr image lazily: ``(array, pixel size µm, calibrated)``.
+def open_lazy(path: str | os.PathLike, *, channel: int | str | None = None,
+              scene: int | str | None = None) -> Iterator[tuple[Any, tuple[float, ...], bool]]:
+    """Open one channel of one scene of any readable format lazily: ``(array, µm, calibrated)``.
 
-    The array is a zarr (or dask) array whose blocks are read only when sliced.
+    The array is a dask array whose blocks are read only when sliced; the format comes from the
+    registry (:mod:`.formats`). A store left incomplete by an interrupted run is refused.
     """
-    path = Path(path)
-    if zarr_io.is_zarr_path(path):
-        store = zarr_io.read_ome_zarr(path)
-        if store.complete is False:
-            raise CardiosegError(f"{path}: the store is incomplete (an interrupted run)")
-        yield _spatial(store.data, store.axes, str(path)), store.scale, store.calibrated
-        return
-    if not path.is_file():
-        raise CardiosegError(f"{path}: no such file")
-    try:
-        tif = tifffile.TiffFile(path)
-    except (tifffile.TiffFileError, ValueError, OSError) as exc:
-        raise CardiosegError(f"{path}: not a readable TIFF ({exc})") from exc
-    with tif:
-        if not tif.series:
-            raise CardiosegError(f"{path}: the TIFF holds no image")
-        series = tif.series[0]
-        axes = series.axes.replace("Q", "Z").replace("I", "Z")
-        if axes.count("Z") > 1 or any(a not in "TCSZYX" for a in axes):
-            raise CardiosegError(f"{path}: cannot read axes {series.axes!r} as a 2D or 3D stack")
-        scale, calibrated = tiff_pixel_size(tif, path, "".join(a for a in axes if a in "ZYX"))
-        with series.aszarr() as tiff_store:
-            array = _spatial(zarr.open(tiff_store, mode="r"), axes, str(path))
-            yield array, scale, calibrated
+    image = open_image(path, channel=channel, scene=scene)
+    if image.complete is False:
+        raise CardiosegError(f"{path}: the store is incomplete (an interrupted run)")
+    yield image.data, image.scale, image.calibrated
 
 
 def _per_axis(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
@@ -98,13 +63,15 @@ def predict_to_zarr(
     halo: int | Sequence[int] | None = None,
     flips: bool = False,
     backend: str = "eager",
+    channel: int | str | None = None,
+    scene: int | str | None = None,
 ) -> Generator[Progress, None, Path]:
     """Predict ``input_path`` block by block into an OME-Zarr labels store, yielding progress.
 
     Parameters
     ----------
     input_path : path-like
-        Greyscale TIFF / OME-TIFF / ImageJ or OME-Zarr (``YX`` or ``ZYX``), read lazily.
+        Image (``YX`` or ``ZYX``) in any format of :mod:`.formats`, read lazily.
     model_name : str
         Pretrained or user model, or a path to its card (see :func:`models.load_model`).
     out_path : path-like
@@ -126,6 +93,8 @@ def predict_to_zarr(
         ``uint8`` (0-255) or ``float16``.
     halo : int or sequence of int, optional
         Receptive-field radius per net axis; default :func:`blocks.card_halo` (from the card).
+    channel, scene : int or str, optional
+        Channel and scene of a multichannel / multi-scene input (index or name).
 
     Returns
     -------
@@ -142,7 +111,7 @@ def predict_to_zarr(
     encoding = zarr_io.probabilities_dtype(prob_dtype)
     model, card = load_model(model_name)
     ndim = spec_ndim(card.spec)
-    with open_lazy(input_path) as (volume, scale, _calibrated):
+    with open_lazy(input_path, channel=channel, scene=scene) as (volume, scale, _calibrated):
         edge = _per_axis(tile if tile is not None else AUTO_TILE[ndim], ndim)
         if halo is None:
             halo = card_halo(card)
@@ -153,6 +122,8 @@ def predict_to_zarr(
                "shape": list(volume.shape), "model": card.name, "weights": card.weights_sha256,
                "block": list(block), "halo": list(full_halo), "flips": bool(flips),
                "prob": str(prob_path) if prob_path else None, "prob_dtype": prob_dtype}
+        if channel is not None or scene is not None:  # older runs without them still resume
+            run.update(channel=channel, scene=scene)
         stores = [(out_path, np.dtype(np.uint8), tuple(volume.shape), block, True)]
         if prob_path is not None:
             stores.append((Path(prob_path), encoding, (card.spec["classes"] - 1, *volume.shape),

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -28,6 +28,9 @@ import zarr
 from .errors import CardiosegError
 from .progress import Progress
 from .validate import check_spacing
+
+if TYPE_CHECKING:
+    from .formats import Format, OneScene
 
 NGFF_VERSION = "0.4"
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
@@ -340,6 +343,24 @@ def read_ome_zarr(path: str | os.PathLike) -> OmeZarr:
     info = _attr(group, "cardioseg")
     complete = bool(info.get("complete")) if isinstance(info, dict) else None
     return OmeZarr(levels, axes, level_scales[0], calibrated, complete, level_scales)
+
+
+def is_label_store(path: str | os.PathLike) -> bool:
+    """Tell whether the store says it holds labels (NGFF ``image-label`` or a cardioseg run)."""
+    attrs = zarr.open_group(str(path), mode="r").attrs
+    info = attrs.get("cardioseg")
+    return "image-label" in attrs or (isinstance(info, dict) and bool(info.get("labels")))
+
+
+def open_zarr(path: Path, fmt: Format | None = None) -> OneScene:
+    """Open a store for the OME-Zarr row: every level lazily, the pixel size only when calibrated."""
+    from .formats import OneScene, Source
+
+    store = read_ome_zarr(path)
+    spatial = "".join(a for a in store.axes if a in "ZYX")
+    sizes = dict(zip(spatial, store.scale, strict=True)) if store.calibrated else {}
+    return OneScene(Source(list(store.levels), store.axes, sizes, None, is_label_store(path),
+                           store.complete))
 
 
 def write_ome_zarr(
