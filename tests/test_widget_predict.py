@@ -217,3 +217,55 @@ def test_export_without_a_model_is_a_clear_error(viewer, monkeypatch):
     widget._model.value = LOAD_FILE
     widget.export()
     assert [str(e) for e in reported] == ["choose a model to export"]
+
+
+def test_large_layer_streams_into_a_store_shown_while_it_fills(viewer, qtbot, home, rng,
+                                                               monkeypatch):
+    import dask.array as da
+    import zarr
+
+    from napari_cardioseg.core.predict import predict_labels
+
+    model, card = save_tiny(models.user_models_dir(create=True) / "tiny")
+    image = rng.normal(0, 1, (6, 96, 96)).astype(np.float32)
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    widget._model.value = str(models.user_models_dir() / "tiny.json")
+    widget._image.value = viewer.add_image(da.from_array(image, chunks=(1, 48, 48)), name="big",
+                                           scale=(1.0, 0.5, 0.5))  # lazy: streamed
+    widget._tile.value, widget._device.value = 32, "cpu"
+    run_and_wait(widget, qtbot)
+    stream = widget.stream
+    layer = viewer.layers["big tiny labels"]
+    assert layer is stream.layer and isinstance(layer.data, zarr.Array)  # shown from the store
+    assert tuple(layer.scale) == (1.0, 0.5, 0.5)
+    assert widget._status.value == f"done: {stream.path}"
+    info = zarr.open_group(str(stream.path), mode="r").attrs["cardioseg"]
+    assert info["complete"] is True
+    expected = predict_labels(image, model, card, device="cpu")  # the in-memory prediction
+    assert np.mean(np.asarray(layer.data) == expected) >= 0.999
+    assert widget._progress.value == widget._progress.max > 1  # one step per block and level
+
+
+def test_stopping_a_streamed_prediction_keeps_the_finished_blocks(viewer, qtbot, home, rng,
+                                                                  monkeypatch):
+    import zarr
+
+    monkeypatch.setattr("napari_cardioseg.widgets.predict_jobs.LARGE_VOXELS", 0)
+    save_tiny(models.user_models_dir(create=True) / "tiny")
+    widget = PredictWidget(viewer)
+    widget._model.value = str(models.user_models_dir() / "tiny.json")
+    widget._image.value = viewer.add_image(rng.normal(0, 1, (768, 768)).astype(np.float32),
+                                           name="cells")  # NumPy, but over the (lowered) threshold
+    widget._tile.value, widget._batch.value, widget._device.value = 32, 1, "cpu"
+    blocks = []
+    widget.run()
+    widget.worker.yielded.connect(lambda p: blocks.append(p) if p.stage != "load" else None)
+    qtbot.waitUntil(lambda: len(blocks) >= 2, timeout=20000)
+    with qtbot.waitSignal(widget.worker.finished, timeout=20000):
+        widget.stop()
+    path = widget.stream.path
+    assert widget._status.value == f"stopped: the finished blocks stay in {path}"
+    assert "cells tiny labels" in viewer.layers  # what is done stays on screen
+    assert not zarr.open_group(str(path), mode="r").attrs["cardioseg"].get("complete")
+    assert blocks[-1].total > len(blocks)  # stopped before the end

@@ -21,7 +21,7 @@ from . import zarr_io
 from .blocks import block_geometry, card_halo, predict_blocks
 from .errors import CardiosegError
 from .formats import open_image
-from .models import load_model
+from .models import ModelCard, load_model
 from .nets import spec_ndim
 from .predict import AUTO_TILE
 from .progress import Progress
@@ -46,6 +46,21 @@ def open_lazy(path: str | os.PathLike, *, channel: int | str | None = None,
 def _per_axis(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
     return (int(value),) * ndim if isinstance(value, (int, np.integer)) else tuple(
         int(v) for v in value)
+
+
+def stream_geometry(card: ModelCard, shape: Sequence[int], tile: int | None = None,
+                    overlap: float = 0.25, halo: int | Sequence[int] | None = None,
+                    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Block and halo per axis of ``shape`` for streaming prediction with ``card``'s net.
+
+    ``tile`` defaults to :data:`predict.AUTO_TILE`; the halo is the larger of ``halo`` (default
+    the receptive-field radius, :func:`blocks.card_halo`) and ``overlap * tile / 2``.
+    """
+    ndim = spec_ndim(card.spec)
+    edge = _per_axis(tile if tile is not None else AUTO_TILE[ndim], ndim)
+    least = tuple(math.ceil(float(overlap) * t / 2) for t in edge)
+    halo = _per_axis(card_halo(card) if halo is None else halo, ndim)
+    return block_geometry(card.spec, shape, edge, tuple(max(h, m) for h, m in zip(halo, least, strict=True)))
 
 
 def predict_to_zarr(
@@ -112,12 +127,7 @@ def predict_to_zarr(
     model, card = load_model(model_name)
     ndim = spec_ndim(card.spec)
     with open_lazy(input_path, channel=channel, scene=scene) as (volume, scale, _calibrated):
-        edge = _per_axis(tile if tile is not None else AUTO_TILE[ndim], ndim)
-        if halo is None:
-            halo = card_halo(card)
-        least = tuple(math.ceil(float(overlap) * t / 2) for t in edge)
-        halo = tuple(max(h, m) for h, m in zip(_per_axis(halo, ndim), least, strict=True))
-        block, full_halo = block_geometry(card.spec, volume.shape, edge, halo)
+        block, full_halo = stream_geometry(card, volume.shape, tile, overlap, halo)
         run = {"format": RUN_FORMAT, "input": str(Path(input_path).resolve()),
                "shape": list(volume.shape), "model": card.name, "weights": card.weights_sha256,
                "block": list(block), "halo": list(full_halo), "flips": bool(flips),

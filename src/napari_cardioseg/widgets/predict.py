@@ -10,7 +10,6 @@ the layers. "Export to bioimage.io…" writes the chosen model as a bioimage.io 
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,24 +23,21 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.layers import Image, Labels, Layer
+from napari.layers import Image, Layer
 from qtpy.QtWidgets import QFileDialog
 
 from ..core.device import DEVICES
 from ..core.errors import CardiosegError
 from ..core.models import list_models, read_card
-from ..core.predict import load_and_predict_steps
 from ..core.progress import Progress
 from ._common import (
     layer_choice,
-    output_layer_kwargs,
-    prediction_colormap,
     report_error,
-    result_name,
     show_progress,
     start_generator,
 )
 from .model_export import export_model
+from .predict_jobs import Stream, is_large, predict_layers
 
 if TYPE_CHECKING:
     import napari
@@ -98,6 +94,7 @@ class PredictWidget(Container):
                                   self._device, self._flips, self._prob, self._run, self._stop,
                                   self._progress, self._status, self._export])
         self.worker = None
+        self.stream: Stream | None = None  # the last large-layer prediction
         self.export_worker = None
         self._stopping = False
         self._refreshing = False
@@ -161,17 +158,44 @@ class PredictWidget(Container):
         except CardiosegError as exc:
             report_error(exc)
             return
+        if is_large(layer) and Path(self._model.value).suffix.lower() not in PACKAGE_SUFFIXES:
+            self._stream(layer)
+            return
         name = Path(self._model.value).stem
+        self.stream = None
         self._run.enabled, self._stop.enabled = False, True
         self._status.value = f"predicting with {name}"
         self.worker = start_generator(
-            _predict_layers, self._model.value, layer, tile=self._tile.value or None,
+            predict_layers, self._model.value, layer, tile=self._tile.value or None,
             overlap=self._overlap.value, batch=self._batch.value, device=self._device.value,
             flips=self._flips.value, backend=BACKEND, probabilities=self._prob.value, owner=self,
             activity=f"Predict ({name})",
             on_yield=self._on_progress, on_return=self._add_result,
             on_finish=self._finished,
         )
+
+    def _stream(self, layer: Image) -> None:
+        """Predict a large layer into a zarr store shown as a lazy layer that fills in."""
+        try:
+            stream = Stream(layer, self._model.value, self._tile.value or None, self._overlap.value)
+        except CardiosegError as exc:
+            report_error(exc)
+            return
+        self._viewer.add_layer(stream.layer)
+        self._run.enabled, self._stop.enabled = False, True
+        self._status.value = f"predicting into {stream.path.name}"
+        self.stream = stream
+
+        def on_block(progress: Progress) -> None:
+            self._on_progress(progress)
+            stream.layer.refresh()
+
+        self.worker = start_generator(
+            stream.steps, batch=self._batch.value, device=self._device.value,
+            flips=self._flips.value, backend=BACKEND, owner=self,
+            activity=f"Predict ({stream.card.name})", on_yield=on_block,
+            on_return=lambda path: setattr(self._status, "value", f"done: {path}"),
+            on_finish=self._finished)
 
     def export(self) -> None:
         """Ask the licence (if the card has none) and where, then export the chosen model."""
@@ -203,7 +227,9 @@ class PredictWidget(Container):
             self._status.value = progress.message
 
     def _finished(self) -> None:
-        if self._stopping:
+        if self._stopping and self.stream is not None:
+            self._status.value = f"stopped: the finished blocks stay in {self.stream.path}"
+        elif self._stopping:
             self._status.value = "stopped: nothing was added"
             self._progress.max, self._progress.value = 1, 0
         self._stopping = False
@@ -216,22 +242,3 @@ class PredictWidget(Container):
         self._status.value = f"done: {layers[0].name}"
         for new in layers:
             self._viewer.add_layer(new)
-
-
-def _predict_layers(model: str, layer: Image, probabilities: bool,
-                    **kwargs: Any) -> Generator[Progress, None, list[Layer]]:
-    """Worker side: load, predict, and build the result layers (only adding them is left)."""
-    result = yield from load_and_predict_steps(model, layer.data, **kwargs)
-    name = result_name(layer, result.model_name, "labels")
-    out: list[Layer] = [Labels(result.labels, colormap=prediction_colormap(),
-                               **output_layer_kwargs(layer, name))]
-    if probabilities:
-        prob = result.probabilities
-        fg = prob[1] if prob.shape[0] == 2 else prob[1:]
-        place = output_layer_kwargs(layer, result_name(layer, result.model_name, "probabilities"))
-        extra = fg.ndim - layer.data.ndim
-        place["scale"] = (1.0,) * extra + place["scale"]
-        place["translate"] = (0.0,) * extra + place["translate"]
-        out.append(Image(fg, contrast_limits=(0.0, 1.0), colormap="magma", blending="additive",
-                         **place))
-    return out

@@ -1,0 +1,101 @@
+"""What the Predict widget runs in its worker: a prediction in memory, or one streamed into a store.
+
+In memory (:func:`predict_layers`): load the model, predict, and build the result layers in the
+worker, so the GUI thread only adds them. Large layers (lazy, multiscale or big, see
+:func:`is_large`) are streamed instead (:class:`Stream`): a labels store (OME-Zarr, chunked by block, in the
+user's ``predictions`` folder) is created on the GUI thread (metadata only) and shown at once as a
+lazy Labels layer; the worker reads one haloed block at a time (:func:`core.blocks.predict_blocks`)
+and writes its labels into the store, and every finished block refreshes the layer. Stop keeps the
+blocks already written; the store is marked complete (with its lower-resolution levels) only at
+the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+
+from ..core import zarr_io
+from ..core.blocks import predict_blocks
+from ..core.models import ModelCard, load_model, read_card, user_models_dir
+from ..core.nets import spec_ndim
+from ..core.predict import load_and_predict_steps
+from ..core.progress import Progress
+from ..core.run import stream_geometry
+from ._common import output_layer_kwargs, prediction_colormap, result_name, spatial_scale
+
+#: image layers with more voxels than this (or not held in memory) are predicted into a store
+LARGE_VOXELS = 1 << 27
+
+
+def is_large(layer: Image) -> bool:
+    """Tell whether ``layer`` is multiscale, lazy (not NumPy) or over :data:`LARGE_VOXELS` voxels."""
+    return bool(layer.multiscale or not isinstance(layer.data, np.ndarray)
+                or layer.data.size > LARGE_VOXELS)
+
+
+def predictions_folder() -> Path:
+    """Folder for the stores of large predictions: ``predictions`` beside the user models."""
+    folder = user_models_dir(create=True).parent / "predictions"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Stream:
+    """One streaming prediction: its store, its lazy layer and its block geometry."""
+
+    def __init__(self, layer: Image, model: str, tile: int | None, overlap: float) -> None:
+        self.card: ModelCard = read_card(model)
+        self.model = model
+        self.volume: Any = layer.data[0] if layer.multiscale else layer.data
+        self.block, self.halo = stream_geometry(self.card, self.volume.shape, tile, overlap)
+        name = result_name(layer, self.card.name, "labels")
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.path = predictions_folder() / f"{name.replace(' ', '_')}-{stamp}.ome.zarr"
+        self.group = zarr_io.create_ome_zarr(
+            self.path, self.volume.shape, np.uint8, spatial_scale(layer), chunks=self.block,
+            name=self.card.name, run={"model": self.card.name, "image": layer.name})
+        self.layer = Labels(self.group["0"], name=name, colormap=prediction_colormap(),
+                            scale=tuple(layer.scale)[-self.volume.ndim:],
+                            translate=tuple(layer.translate)[-self.volume.ndim:],
+                            metadata={"store": str(self.path)})
+
+    def steps(self, **kwargs: Any) -> Generator[Progress, None, Path]:
+        """Worker side: load the model, predict block by block into the store, then finish it."""
+        yield Progress(0, None, "load", f"loading {self.card.name}")
+        net, card = load_model(self.model)
+        ndim = spec_ndim(card.spec)
+        levels = zarr_io.level_chunk_count(self.group)  # one bar: blocks, then the levels
+        blocks = 0
+        for p in predict_blocks(self.volume, net, card, self.group["0"], block=self.block[-ndim:],
+                                halo=self.halo[-ndim:], **kwargs):
+            blocks = p.total or 0
+            yield Progress(p.done, blocks + levels, p.stage, p.message)
+        for p in zarr_io.build_levels(self.group):
+            yield Progress(blocks + p.done, blocks + levels, p.stage, p.message)
+        zarr_io.mark_complete(self.group)
+        return self.path
+
+
+def predict_layers(model: str, layer: Image, probabilities: bool,
+                   **kwargs: Any) -> Generator[Progress, None, list[Layer]]:
+    """Worker side: load, predict, and build the result layers (only adding them is left)."""
+    result = yield from load_and_predict_steps(model, layer.data, **kwargs)
+    name = result_name(layer, result.model_name, "labels")
+    out: list[Layer] = [Labels(result.labels, colormap=prediction_colormap(),
+                               **output_layer_kwargs(layer, name))]
+    if probabilities:
+        prob = result.probabilities
+        fg = prob[1] if prob.shape[0] == 2 else prob[1:]
+        place = output_layer_kwargs(layer, result_name(layer, result.model_name, "probabilities"))
+        extra = fg.ndim - layer.data.ndim
+        place["scale"] = (1.0,) * extra + place["scale"]
+        place["translate"] = (0.0,) * extra + place["translate"]
+        out.append(Image(fg, contrast_limits=(0.0, 1.0), colormap="magma", blending="additive",
+                         **place))
+    return out
