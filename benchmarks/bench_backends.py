@@ -195,37 +195,49 @@ def end_to_end_inputs(folder: Path) -> list[tuple[str, str, Path]]:
     out = []
     for i, (label, model, image) in enumerate(found):
         path = folder / f"in{i}.tif"
-        tifffile.imwrite(path, image)
+        tifffile.imwrite(path, image, photometric="minisblack")  # a 3- or 4-slice stack is not RGB
         out.append((label, model, path))
     return out
 
 
 def end_to_end(repeats: int) -> None:
-    """Print the ``auto`` / ``eager`` speed-up of :func:`core.batch.predict_file` per input."""
+    """Print the speed-up of :func:`core.batch.predict_file` per input against eager before.
+
+    "before" is eager PyTorch with the automatic tiles of the previous release
+    (``AUTO_STRETCH = 1``); ``eager`` and ``auto`` use today's tiles.
+    """
     import tempfile
 
+    from napari_cardioseg.core import predict as predict_module
     from napari_cardioseg.core.batch import predict_file
     from napari_cardioseg.core.progress import drain
 
+    stretch = predict_module.AUTO_STRETCH
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        print("\n| input | model | eager s | auto s | speed-up | labels identical |\n"
-              "|---|---|---|---|---|---|")
+        print("\n| input | model | before s | eager s | auto s | auto vs before | auto vs eager | "
+              "labels auto = eager | pixels auto = before |\n|---|---|---|---|---|---|---|---|---|")
         for label, model, path in end_to_end_inputs(folder):
-            best = {"eager": float("inf"), "auto": float("inf")}
+            best = {"before": float("inf"), "eager": float("inf"), "auto": float("inf")}
             labels = {}
             drain(predict_file(path, folder / "warm.tif", model=model, backend="auto"))
             for _ in range(repeats):
-                for backend in best:
-                    out = folder / f"{backend}.tif"
+                for key in best:
+                    out = folder / f"{key}.tif"
                     out.unlink(missing_ok=True)
+                    predict_module.AUTO_STRETCH = 1.0 if key == "before" else stretch
                     t0 = time.perf_counter()
-                    drain(predict_file(path, out, model=model, backend=backend))
-                    best[backend] = min(best[backend], time.perf_counter() - t0)
-                    labels[backend] = tifffile.imread(out)
+                    drain(predict_file(path, out, model=model,
+                                       backend="auto" if key == "auto" else "eager"))
+                    best[key] = min(best[key], time.perf_counter() - t0)
+                    labels[key] = tifffile.imread(out)
+            predict_module.AUTO_STRETCH = stretch
             same = bool(np.array_equal(labels["eager"], labels["auto"]))
-            print(f"| {label} | {model} | {best['eager']:.2f} | {best['auto']:.2f} | "
-                  f"{best['eager'] / best['auto']:.2f}× | {same} |", flush=True)
+            agree = float(np.mean(labels["before"] == labels["auto"]))
+            print(f"| {label} | {model} | {best['before']:.2f} | {best['eager']:.2f} | "
+                  f"{best['auto']:.2f} | {best['before'] / best['auto']:.2f}× | "
+                  f"{best['eager'] / best['auto']:.2f}× | {same} | {agree:.2%} |", flush=True)
 
 
 def main() -> int:

@@ -257,7 +257,7 @@ def test_stopping_a_streamed_prediction_keeps_the_finished_blocks(viewer, qtbot,
     widget._model.value = str(models.user_models_dir() / "tiny.json")
     widget._image.value = viewer.add_image(rng.normal(0, 1, (768, 768)).astype(np.float32),
                                            name="cells")  # NumPy, but over the (lowered) threshold
-    widget._tile.value, widget._batch.value, widget._device.value = 32, 1, "cpu"
+    widget._tile.value, widget._batch.value, widget._device.value = 64, 1, "cpu"
     blocks = []
     widget.run()
     widget.worker.yielded.connect(lambda p: blocks.append(p) if p.stage != "load" else None)

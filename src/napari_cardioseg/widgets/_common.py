@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Optional, cast
 
@@ -13,6 +14,8 @@ from qtpy.QtCore import QEvent, QObject
 
 from ..core.colors import prediction_colors, scribble_colors
 from ..core.errors import CardiosegError
+
+BAR_INTERVAL = 0.05  # seconds between updates of napari's activity-dock bars
 
 if TYPE_CHECKING:
     import napari
@@ -132,12 +135,24 @@ class _QuitWhenUndocked(QObject):
             pass
 
 
-def _follow(pbar: Any, progress: Progress) -> None:
-    """Move napari's activity-dock bar to one yielded :class:`Progress` (its total may change)."""
+def _follow(pbar: Any, progress: Progress, state: dict) -> None:
+    """Move napari's activity-dock bar to one yielded :class:`Progress` (its total may change).
+
+    At most every :data:`BAR_INTERVAL` seconds (and always at the end): napari's bar processes
+    events while it redraws, and a fast generator would otherwise re-enter it without end.
+    """
     total = progress.total or 0
-    if total != pbar.total:
-        pbar.total = total
-    pbar.update(progress.done - pbar.n)
+    now = time.perf_counter()
+    final = bool(total) and progress.done >= total
+    if state.get("busy") or (not final and now - state.get("last", -1.0) < BAR_INTERVAL):
+        return
+    state["busy"], state["last"] = True, now
+    try:
+        if total != pbar.total:
+            pbar.total = total
+        pbar.update(progress.done - pbar.n)
+    finally:
+        state["busy"] = False
 
 
 def start_generator(
@@ -168,7 +183,8 @@ def start_generator(
     worker = create_worker(func, *args, _progress=progress, _start_thread=False,
                            _connect={"errored": report_error}, **kwargs)
     if activity:
-        worker.yielded.connect(lambda value: _follow(worker.pbar, value))
+        state: dict = {}
+        worker.yielded.connect(lambda value: _follow(worker.pbar, value, state))
     for signal, slot in ((worker.yielded, on_yield), (worker.returned, on_return),
                          (worker.finished, on_finish)):
         if slot is not None:

@@ -10,6 +10,7 @@ the layers. "Export to bioimage.io…" writes the chosen model as a bioimage.io 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -186,9 +187,13 @@ class PredictWidget(Container):
         self._status.value = f"predicting into {stream.path.name}"
         self.stream = stream
 
-        def on_block(progress: Progress) -> None:
+        shown = [0.0]
+
+        def on_block(progress: Progress) -> None:  # redraw the layer at most every 0.2 s
             self._on_progress(progress)
-            stream.layer.refresh()
+            if time.perf_counter() - shown[0] > 0.2 or progress.done == progress.total:
+                stream.layer.refresh()
+                shown[0] = time.perf_counter()
 
         self.worker = start_generator(
             stream.steps, batch=self._batch.value, device=self._device.value,
