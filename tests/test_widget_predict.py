@@ -132,7 +132,8 @@ def test_bar_takes_the_new_total_after_an_out_of_memory_retry(viewer, qtbot, hom
     model, card = save_tiny(home / "oom")
     monkeypatch.setattr("napari_cardioseg.core.models.load_model",
                         lambda path: (_OutOfMemoryAbove(model, 40), card))
-    monkeypatch.setattr("napari_cardioseg.widgets.predict.BACKEND", "eager")  # OOM is eager's
+    monkeypatch.setattr("napari_cardioseg.widgets.predict.gui_backend",
+                        lambda _model: "eager")  # OOM is eager's
     widget = PredictWidget(viewer)
     widget.load_model_file(home / "oom.json")
     image = rng.normal(0, 1, (120, 120)).astype(np.float32)
@@ -154,8 +155,16 @@ def test_bar_takes_the_new_total_after_an_out_of_memory_retry(viewer, qtbot, hom
                                   probabilities_to_labels(expected))
 
 
-def test_event_loop_keeps_ticking_while_predicting(viewer, qtbot, home, rng):
+def test_event_loop_keeps_ticking_while_predicting(viewer, qtbot, home, rng, monkeypatch):
+    from napari_cardioseg.core import backends
+
     save_tiny(models.user_models_dir(create=True) / "tiny")
+    card = models.read_card(models.user_models_dir() / "tiny.json")
+    monkeypatch.setattr(backends, "_ONNX_CACHE", {})  # earlier tests exported the same weights
+    started = []
+    spawn = backends.cache_onnx_in_background
+    monkeypatch.setattr(backends, "cache_onnx_in_background",
+                        lambda model: started.append(spawn(model)) or started[-1])
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Predict")
     widget._model.value = str(models.user_models_dir() / "tiny.json")
@@ -163,7 +172,7 @@ def test_event_loop_keeps_ticking_while_predicting(viewer, qtbot, home, rng):
     widget._tile.value, widget._device.value = 64, "cpu"
     largest = []
     ticks: list[float] = []
-    for _ in range(2):  # the first run also builds the ONNX Runtime session (once per model)
+    for run in range(2):
         ticks[:] = [time.perf_counter()]
         timer = QTimer()
         timer.setInterval(10)
@@ -177,9 +186,13 @@ def test_event_loop_keeps_ticking_while_predicting(viewer, qtbot, home, rng):
         timer.stop()
         largest.append(np.diff(ticks).max())
         assert widget._status.value.startswith("done") and click < 0.1
+        if run == 0:  # the first run: eager, while another process exports the ONNX graph
+            assert len(started) == 1 and started[0].wait(timeout=120) == 0
+            assert backends.onnx_cached(card)
+    assert len(started) == 1  # the second run found the graph cached: ONNX Runtime, no export
     print(f"\nlargest event-loop gap while predicting: first run {largest[0] * 1000:.0f} ms, "
           f"second {largest[1] * 1000:.0f} ms")
-    assert largest[0] < 1.0 and largest[1] < 0.3
+    assert largest[0] < 0.5 and largest[1] < 0.5  # about 0.1 s on an idle machine
     assert len([ly for ly in viewer.layers if "tiny labels" in ly.name]) == 2  # one per run
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +69,8 @@ def torchscript_runner(model: torch.nn.Module, card: ModelCard) -> Runner:
 
 #: exported ONNX graphs of this process, by :func:`_onnx_key`
 _ONNX_CACHE: dict[str, bytes] = {}
+#: running :func:`cache_onnx_in_background` processes, by model
+_EXPORTS: dict[str, subprocess.Popen] = {}
 
 
 def onnx_cache_dir() -> Path:
@@ -134,6 +138,39 @@ def onnx_bytes(model: torch.nn.Module, card: ModelCard) -> bytes:
     return payload
 
 
+def onnx_cached(card: ModelCard) -> bool:
+    """Tell whether the card's exported ONNX graph is in this process's or the disk cache."""
+    key = _onnx_key(card)
+    return key is not None and (key in _ONNX_CACHE or (onnx_cache_dir() / f"{key}.onnx").is_file())
+
+
+def cache_onnx_in_background(model: str | os.PathLike) -> subprocess.Popen:
+    """Export ``model`` (name or card path) into the ONNX cache in a separate Python process.
+
+    For a GUI: torch's exporter holds the interpreter lock for about half a second at a time,
+    which would freeze the viewer if it ran in one of its threads. One process per model at a
+    time; the processes are kept (and reaped) in :data:`_EXPORTS`.
+    """
+    key = str(model)
+    for name, process in list(_EXPORTS.items()):
+        if process.poll() is not None:
+            del _EXPORTS[name]
+    if key not in _EXPORTS:
+        code = ("import sys; sys.modules.setdefault('triton', None); "
+                "from napari_cardioseg.core.backends import _cache_main; _cache_main(sys.argv[1])")
+        _EXPORTS[key] = subprocess.Popen([sys.executable, "-c", code, key],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _EXPORTS[key]
+
+
+def _cache_main(model: str) -> None:
+    """Entry of :func:`cache_onnx_in_background`'s process: load the model and export it."""
+    from .models import load_model
+
+    net, card = load_model(model)
+    onnx_bytes(net, card)
+
+
 def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = None) -> Runner:
     """Run the model exported to ONNX (see :func:`onnx_bytes`) with ONNX Runtime in float32."""
     try:
@@ -194,5 +231,5 @@ def cpu_runner(model: torch.nn.Module, card: ModelCard, backend: str,
     return make_runner(model, card, backend)
 
 
-__all__ = ["BACKENDS", "check_backend", "cpu_runner", "eager_runner", "make_runner", "onnx_bytes",
-           "onnx_cache_dir", "onnx_runner", "torchscript_runner"]
+__all__ = ["BACKENDS", "cache_onnx_in_background", "check_backend", "cpu_runner", "eager_runner",
+           "make_runner", "onnx_bytes", "onnx_cache_dir", "onnx_cached", "onnx_runner", "torchscript_runner"]

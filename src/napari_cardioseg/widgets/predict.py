@@ -3,7 +3,8 @@
 Results are a Labels layer (0 background, 1 first class, ...) and, optionally, an Image layer of
 foreground probabilities, both named after the image and the model and placed on the input with
 its scale and translate. Probabilities and labels are computed in the worker
-(:func:`core.predict.predict_steps`, on the CPU through :data:`BACKEND`); this widget only adds
+(:func:`core.predict.predict_steps`, on the CPU through ONNX Runtime once the model's graph is
+cached, see :func:`.predict_jobs.gui_backend`); this widget only adds
 the layers. "Export to bioimage.io…" writes the chosen model as a bioimage.io package
 (:func:`core.bioimageio_export.export_bioimageio`) in a worker.
 """
@@ -38,13 +39,12 @@ from ._common import (
     start_generator,
 )
 from .model_export import export_model
-from .predict_jobs import Stream, is_large, predict_layers
+from .predict_jobs import Stream, gui_backend, is_large, predict_layers
 
 if TYPE_CHECKING:
     import napari
 
 LOAD_FILE = "Load model file…"
-BACKEND = "auto"  # CPU inference engine (core.backends): ONNX Runtime when installed
 PACKAGE_SUFFIXES = (".zip", ".yaml")  # bioimage.io packages (rdf.yaml / *.bioimageio.yaml)
 
 
@@ -169,7 +169,8 @@ class PredictWidget(Container):
         self.worker = start_generator(
             predict_layers, self._model.value, layer, tile=self._tile.value or None,
             overlap=self._overlap.value, batch=self._batch.value, device=self._device.value,
-            flips=self._flips.value, backend=BACKEND, probabilities=self._prob.value, owner=self,
+            flips=self._flips.value, backend=gui_backend(self._model.value), probabilities=self._prob.value,
+            owner=self,
             activity=f"Predict ({name})",
             on_yield=self._on_progress, on_return=self._add_result,
             on_finish=self._finished,
@@ -197,7 +198,7 @@ class PredictWidget(Container):
 
         self.worker = start_generator(
             stream.steps, batch=self._batch.value, device=self._device.value,
-            flips=self._flips.value, backend=BACKEND, owner=self,
+            flips=self._flips.value, backend=gui_backend(self._model.value), owner=self,
             activity=f"Predict ({stream.card.name})", on_yield=on_block,
             on_return=lambda path: setattr(self._status, "value", f"done: {path}"),
             on_finish=self._finished)

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels, Layer
 
-from ..core import zarr_io
+from ..core import backends, zarr_io
 from ..core.blocks import predict_blocks
+from ..core.errors import CardiosegError
 from ..core.models import ModelCard, load_model, read_card, user_models_dir
 from ..core.nets import spec_ndim
 from ..core.predict import load_and_predict_steps
@@ -37,6 +38,23 @@ def is_large(layer: Image) -> bool:
     """Tell whether ``layer`` is multiscale, lazy (not NumPy) or over :data:`LARGE_VOXELS` voxels."""
     return bool(layer.multiscale or not isinstance(layer.data, np.ndarray)
                 or layer.data.size > LARGE_VOXELS)
+
+
+def gui_backend(model: str) -> str:
+    """``auto`` when the model's ONNX graph is cached (or cannot be), else ``eager`` for now.
+
+    Without a cached graph, this run stays on eager PyTorch while a separate process exports
+    the graph for the next runs (exporting in a worker thread would freeze the viewer for about
+    half a second).
+    """
+    try:
+        card = read_card(model)
+    except CardiosegError:  # a bioimage.io package: it runs its own weights
+        return "auto"
+    if not card.weights_sha256 or backends.onnx_cached(card):
+        return "auto"
+    backends.cache_onnx_in_background(model)
+    return "eager"
 
 
 def predictions_folder() -> Path:
