@@ -127,3 +127,31 @@ def test_lazy_tiff_input_checks_its_pixel_size_like_read_image(tmp_path):
     with open_lazy(tmp_path / "ok.tif") as (array, scale, calibrated):
         assert array.shape == data.shape and calibrated
         np.testing.assert_allclose(scale, SCALE)
+
+
+def test_cli_prob_dtype_and_no_resume(tmp_path, stack, user_model, monkeypatch):
+    del user_model  # the fixture saves the "tiny" model
+    base = ["predict", str(tmp_path / "in.tif"), "--model", "tiny", "--tile", "32",
+            "--device", "cpu", "--backend", "eager"]
+    # float16 probabilities in OME-Zarr: the same numbers as the default uint8 to within 1/255
+    assert main([*base, "-o", str(tmp_path / "a.zarr"), "--prob", str(tmp_path / "p8.zarr")]) == 0
+    assert main([*base, "-o", str(tmp_path / "b.zarr"), "--prob", str(tmp_path / "p16.zarr"),
+                 "--prob-dtype", "float16"]) == 0
+    p8 = np.asarray(zarr_io.read_ome_zarr(tmp_path / "p8.zarr").data)
+    p16 = np.asarray(zarr_io.read_ome_zarr(tmp_path / "p16.zarr").data)
+    assert p8.dtype == np.uint8 and p16.dtype == np.float16
+    np.testing.assert_allclose(p8 / 255.0, p16.astype(np.float32), atol=0.5 / 255 + 1e-3)
+    # TIFF: float32 by default, uint8 when asked
+    assert main([*base, "-o", str(tmp_path / "c.tif"), "--prob", str(tmp_path / "p.tif"),
+                 "--prob-dtype", "uint8"]) == 0
+    import tifffile
+
+    assert tifffile.imread(tmp_path / "p-mito.tif").dtype == np.uint8
+    # --no-resume: an earlier run's store is not even looked at for finished blocks
+    looked = []
+    real = zarr_io.open_incomplete
+    monkeypatch.setattr(zarr_io, "open_incomplete", lambda *a: looked.append(a) or real(*a))
+    assert main([*base, "-o", str(tmp_path / "a.zarr"), "--no-resume"]) == 0
+    assert looked == [] and zarr_io.read_ome_zarr(tmp_path / "a.zarr").complete is True
+    assert main([*base, "-o", str(tmp_path / "a.zarr")]) == 0  # the default resumes
+    assert len(looked) == 1

@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES, help="default: auto")
     p.add_argument("--backend", default="auto", choices=checked.BACKENDS,
                    help="CPU inference engine; auto = ONNX Runtime when installed (default: auto)")
+    p.add_argument("--prob-dtype", choices=("uint8", "float16"), default=None,
+                   help="storage of --prob: uint8 (0-255) or float16 (default: uint8 in .zarr, "
+                   "float32 in TIFF)")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="with a .zarr output, start afresh instead of continuing an interrupted run "
+                   "of the same command from its finished blocks")
     p.add_argument("--flips", action="store_true",
                    help="average over in-plane flips (test-time augmentation, 4x slower)")
     checked.add_selection(p)
@@ -53,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     steps = predict_file(args.input[0], args.output, model=args.model, prob=args.prob,
                          tile=args.tile, overlap=args.overlap, batch=args.batch,
                          device=args.device, flips=args.flips, note=print,
-                         backend=args.backend, channel=args.channel, scene=args.scene)
+                         backend=args.backend, channel=args.channel, scene=args.scene,
+                         resume=args.resume, prob_dtype=args.prob_dtype)
     for path in drain_with_bar(steps, f"predict ({args.model})"):
         print(f"wrote {path}")
     return 0
@@ -78,6 +85,7 @@ def _run_many(args: argparse.Namespace) -> int:
         model = str(Path(model).resolve())  # workers load it from the same path
     options = {"model": model, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
                "device": args.device, "flips": args.flips, "backend": args.backend,
-               "channel": args.channel, "scene": args.scene}
+               "channel": args.channel, "scene": args.scene, "resume": args.resume,
+               "prob_dtype": args.prob_dtype}
     jobs = make_jobs("predict", inputs, outputs, options, per_file)
     return run_jobs(jobs, f"predict ({args.model})", args)

@@ -151,11 +151,15 @@ def predict_file(
     backend: str = "eager",
     channel: Selection = None,
     scene: Selection = None,
+    resume: bool = True,
+    prob_dtype: str | None = None,
 ) -> Generator[Progress, None, list[Path]]:
     """Predict one file into labels (and probabilities); returns the files written.
 
-    A ``.zarr`` output streams block by block (:func:`run.predict_to_zarr`); otherwise the image
-    is read whole and labels (uint8) and probabilities (float32) go to calibrated TIFFs.
+    A ``.zarr`` output streams block by block (:func:`run.predict_to_zarr`; ``resume`` continues
+    an interrupted run); otherwise the image is read whole and labels (uint8) and probabilities go
+    to calibrated TIFFs. ``prob_dtype`` (``uint8`` or ``float16``) stores probabilities; default
+    uint8 in zarr, float32 in TIFF.
     ``channel`` and ``scene`` (index or name) choose within a multichannel / multi-scene input.
     """
     if is_zarr_path(output):
@@ -163,8 +167,12 @@ def predict_file(
 
         out = yield from predict_to_zarr(input_path, model, output, tile=tile, overlap=overlap,
                                          batch=batch, device=device, prob_path=prob, flips=flips,
-                                         backend=backend, channel=channel, scene=scene)
+                                         backend=backend, channel=channel, scene=scene,
+                                         resume=resume, prob_dtype=prob_dtype or "uint8")
         return [out, *([Path(prob)] if prob else [])]
+    import numpy as np
+
+    from . import zarr_io
     from .io import check_outputs, read_single, write_tiff
     from .models import load_model
     from .predict import predict_steps
@@ -180,8 +188,11 @@ def predict_file(
                                       backend=backend)
     scale = image.scale if image.calibrated else None  # never invent a calibration
     written = [write_tiff(output, result.labels, scale)]
+    encoding = zarr_io.probabilities_dtype(prob_dtype) if prob_dtype else np.dtype(np.float32)
     for c, path in probs:
-        written.append(write_tiff(path, result.probabilities[c], scale))
+        prob_c = np.asarray(result.probabilities[c])
+        written.append(write_tiff(path, zarr_io.encode_probabilities(prob_c, encoding)
+                                  if prob_dtype else prob_c, scale))
     return written
 
 
