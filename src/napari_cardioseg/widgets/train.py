@@ -129,11 +129,16 @@ class TrainWidget(widgets.Container):
         self._help.value = _convention(names)
 
     def new_scribbles(self) -> Labels | None:
-        """Add an empty Labels layer on top of the chosen image, ready to paint background."""
+        """Add an empty Labels layer on top of the chosen image, ready to paint background.
+
+        The (empty) live prediction layer is added first, below it, so that clicking Train
+        later adds no layer (adding one stalls the viewer for about 0.1 s).
+        """
         image = self._image.value
         if image is None:
             ui.report_error(CardiosegError("add or choose an image layer first"))
             return None
+        self.live.start(image, active=None)
         layer = self._viewer.add_labels(
             np.zeros(image.data.shape, np.uint8),
             colormap=ui.scribble_colormap(),
