@@ -425,12 +425,14 @@ def predict_generator(
     multiple = size_multiple(card.spec)
     was_training = model.training
     message = ""
+    runner: Runner | None = None
     try:
         if callable(backend):
             runner = backend if dev.type == "cpu" else None
         else:  # built outside inference mode: exporting traces the model
             runner = cpu_runner(model, card, backend, dev)
-        model.eval().to(dev, memory_format=_memory_format(ndim, dev))  # type: ignore[call-overload]
+        if runner is None:  # eager PyTorch runs the model itself
+            model.eval().to(dev, memory_format=_memory_format(ndim, dev))  # type: ignore[call-overload]
         with torch.inference_mode():
             while True:
                 plan = _plan(tuple(image.shape), card.spec, tile, float(overlap), halo, stretch)
@@ -457,7 +459,9 @@ def predict_generator(
                         halo = fitting
                         message += f" and a halo of {'×'.join(map(str, halo))} px"
     finally:
-        model.train(was_training).to(memory_format=torch.contiguous_format)
+        model.train(was_training)
+        if runner is None:
+            model.to(memory_format=torch.contiguous_format)
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
