@@ -161,6 +161,7 @@ def test_event_loop_keeps_ticking_while_predicting(viewer, qtbot, home, rng, mon
     save_tiny(models.user_models_dir(create=True) / "tiny")
     card = models.read_card(models.user_models_dir() / "tiny.json")
     monkeypatch.setattr(backends, "_ONNX_CACHE", {})  # earlier tests exported the same weights
+    monkeypatch.setenv("CARDIOSEG_CACHE_DIR", str(home / "cache"))
     started = []
     spawn = backends.cache_onnx_in_background
     monkeypatch.setattr(backends, "cache_onnx_in_background",

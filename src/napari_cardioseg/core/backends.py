@@ -8,6 +8,8 @@ that lost) on the shipped models.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import io
 import os
@@ -161,6 +163,17 @@ def cache_onnx_in_background(model: str | os.PathLike) -> subprocess.Popen:
         _EXPORTS[key] = subprocess.Popen([sys.executable, "-c", code, key],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return _EXPORTS[key]
+
+
+@atexit.register
+def _stop_exports() -> None:
+    """At exit, stop unfinished background exports (their cache files are written atomically)."""
+    for process in _EXPORTS.values():
+        if process.poll() is None:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+    _EXPORTS.clear()
 
 
 def _cache_main(model: str) -> None:
