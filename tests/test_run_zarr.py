@@ -155,3 +155,28 @@ def test_cli_prob_dtype_and_no_resume(tmp_path, stack, user_model, monkeypatch):
     assert looked == [] and zarr_io.read_ome_zarr(tmp_path / "a.zarr").complete is True
     assert main([*base, "-o", str(tmp_path / "a.zarr")]) == 0  # the default resumes
     assert len(looked) == 1
+
+
+def test_rows_of_blocks_as_dask_tasks_equal_one_process(tmp_path, rng, user_model):
+    pytest.importorskip("distributed")
+    image = rng.integers(0, 255, (150, 100)).astype(np.uint8)
+    write_tiff(tmp_path / "flat.tif", image, SCALE[1:])
+    one = drain(predict_to_zarr(tmp_path / "flat.tif", "tiny", tmp_path / "one.zarr", tile=32,
+                                device="cpu", halo=8))
+    # an interrupted run (two blocks done), then finished by two local dask workers
+    out = tmp_path / "two.zarr"
+    steps = predict_to_zarr(tmp_path / "flat.tif", "tiny", out, tile=32, device="cpu", halo=8)
+    for _ in range(3):
+        next(steps)
+    steps.close()
+    assert len(zarr_io.done_blocks(out)) == 2
+    progress = list(predict_to_zarr(tmp_path / "flat.tif", "tiny", out, tile=32, device="cpu",
+                                    halo=8, workers=2))
+    assert "5 rows of blocks as dask tasks" in progress[0].message  # 150 px / 32 px rows
+    assert progress[0].done == 2 and progress[-1].done == progress[-1].total
+    np.testing.assert_array_equal(zarr_io.read_ome_zarr(out).data[...],
+                                  zarr_io.read_ome_zarr(one).data[...])
+    assert zarr_io.read_ome_zarr(out).complete is True
+    with pytest.raises(CardiosegError, match="need a .zarr output"):
+        drain(__import__("napari_cardioseg.core.batch", fromlist=["predict_file"]).predict_file(
+            tmp_path / "flat.tif", tmp_path / "x.tif", model="tiny", workers=2))

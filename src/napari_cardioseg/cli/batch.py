@@ -30,10 +30,11 @@ def worker_count(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--workers`` and ``--scheduler`` (used when several inputs are given)."""
+    """Add ``--workers`` and ``--scheduler`` (several inputs; for predict also one big input)."""
     group = parser.add_argument_group(
         "several inputs", "with several inputs, a folder or a glob, -o is a folder (created if "
-        "missing) and each file is a task; a failing file is reported and the others go on")
+        "missing) and each file is a task; a failing file is reported and the others go on. "
+        "predict with one input and a .zarr output: rows of blocks are the tasks")
     group.add_argument("--workers", type=worker_count, default=None, metavar="N",
                        help="dask worker processes on this machine (default: one per core; 1 "
                        "runs the files one after another in this process)")

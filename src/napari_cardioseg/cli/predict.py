@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..core.device import DEVICES
@@ -51,16 +52,18 @@ def run(args: argparse.Namespace) -> int:
 
     Several files (or a folder, or a glob): one job per file, see :mod:`.batch`.
     """
-    from ..core.batch import is_batch, predict_file
+    from ..core.batch import SCHEDULER_ENV, is_batch, predict_file
     from .progress import drain_with_bar
 
     if is_batch(args.input):
         return _run_many(args)
+    scheduler = args.scheduler or os.environ.get(SCHEDULER_ENV) or None
     steps = predict_file(args.input[0], args.output, model=args.model, prob=args.prob,
                          tile=args.tile, overlap=args.overlap, batch=args.batch,
                          device=args.device, flips=args.flips, note=print,
                          backend=args.backend, channel=args.channel, scene=args.scene,
-                         resume=args.resume, prob_dtype=args.prob_dtype)
+                         resume=args.resume, prob_dtype=args.prob_dtype,
+                         workers=args.workers or 1, scheduler=scheduler)
     for path in drain_with_bar(steps, f"predict ({args.model})"):
         print(f"wrote {path}")
     return 0

@@ -10,10 +10,11 @@ recorded in its :class:`JobResult` and the others continue.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,13 +154,16 @@ def predict_file(
     scene: Selection = None,
     resume: bool = True,
     prob_dtype: str | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
 ) -> Generator[Progress, None, list[Path]]:
     """Predict one file into labels (and probabilities); returns the files written.
 
     A ``.zarr`` output streams block by block (:func:`run.predict_to_zarr`; ``resume`` continues
     an interrupted run); otherwise the image is read whole and labels (uint8) and probabilities go
     to calibrated TIFFs. ``prob_dtype`` (``uint8`` or ``float16``) stores probabilities; default
-    uint8 in zarr, float32 in TIFF.
+    uint8 in zarr, float32 in TIFF. ``workers`` > 1 or a ``scheduler`` address run the rows of
+    blocks of a ``.zarr`` output as dask tasks (see :func:`run.predict_to_zarr`).
     ``channel`` and ``scene`` (index or name) choose within a multichannel / multi-scene input.
     """
     if is_zarr_path(output):
@@ -168,8 +172,12 @@ def predict_file(
         out = yield from predict_to_zarr(input_path, model, output, tile=tile, overlap=overlap,
                                          batch=batch, device=device, prob_path=prob, flips=flips,
                                          backend=backend, channel=channel, scene=scene,
-                                         resume=resume, prob_dtype=prob_dtype or "uint8")
+                                         resume=resume, prob_dtype=prob_dtype or "uint8",
+                                         workers=workers, scheduler=scheduler)
         return [out, *([Path(prob)] if prob else [])]
+    if workers > 1 or scheduler:
+        raise CardiosegError("dask workers for one input need a .zarr output (blocks as tasks); "
+                             "for a TIFF output leave out --workers and --scheduler")
     import numpy as np
 
     from . import zarr_io
@@ -372,8 +380,15 @@ def job_steps(job: Job) -> Generator[Progress, None, JobResult]:
 
 
 def run_job(job: Job) -> JobResult:
-    """Run ``job`` to the end (what a dask worker executes)."""
-    return drain(job_steps(job))
+    """Run ``job`` to the end (what a dask worker executes).
+
+    Lazy inputs are read in this process: inside a dask task, computing a dask array would
+    otherwise send its graph (with open file handles) back to the cluster.
+    """
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return drain(job_steps(job))
 
 
 def _set_torch_threads(total_threads: dict[str, int], dask_worker: Any = None) -> int:
@@ -459,19 +474,24 @@ def _run_here(jobs: list[Job]) -> Generator[BatchProgress, None, list[JobResult]
     return results
 
 
-def _run_dask(jobs: list[Job], workers: int | None,
-              scheduler: str | None) -> Generator[BatchProgress, None, list[JobResult]]:
+@contextlib.contextmanager
+def dask_client(workers: int | None, scheduler: str | None, tasks: int,
+                torch_work: bool = True) -> Iterator[Any]:
+    """Yield a ``distributed.Client`` on a new ``LocalCluster`` or on the scheduler at ``scheduler``.
+
+    ``workers``: local single-threaded worker processes (``None``: :func:`default_workers` for
+    ``tasks``). With ``torch_work``, each worker's torch threads are set to its host's cores over
+    the task threads there, so the workers of one machine do not oversubscribe it.
+    """
     distributed = _import_distributed()
     cluster = None
     if scheduler is None:
-        n = default_workers(len(jobs)) if workers is None else int(workers)
-        yield BatchProgress(0, len(jobs), "cluster", f"starting {n} local workers")
+        n = default_workers(tasks) if workers is None else int(workers)
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                            dashboard_address=None)
         address = cluster.scheduler_address
     else:
         address = scheduler
-        yield BatchProgress(0, len(jobs), "cluster", f"connecting to {address}")
     try:
         try:
             client = distributed.Client(address, timeout="30s")
@@ -482,28 +502,39 @@ def _run_dask(jobs: list[Job], workers: int | None,
             if not info:
                 client.wait_for_workers(1, timeout=60)
                 info = client.scheduler_info(n_workers=-1)["workers"]
-            if any(job.command == "predict" for job in jobs):
+            if torch_work:
                 totals: dict[str, int] = {}
                 for addr, worker in info.items():
                     host = addr.rsplit(":", 1)[0]
                     totals[host] = totals.get(host, 0) + int(worker.get("nthreads", 1))
                 client.run(_set_torch_threads, totals)
-            futures = {client.submit(run_job, job, pure=False): i for i, job in enumerate(jobs)}
-            results: list[JobResult | None] = [None] * len(jobs)
-            done = 0
-            for future in distributed.as_completed(futures):
-                i = futures[future]
-                if future.status == "finished":
-                    result = future.result()
-                else:  # a worker died or the task was lost
-                    result = JobResult(jobs[i], False, 0.0, error=_one_line(future.exception()))
-                results[i] = result
-                done += 1
-                yield BatchProgress(done, len(jobs), jobs[i].command, jobs[i].input.name,
-                                    finished=result)
+            yield client
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def _run_dask(jobs: list[Job], workers: int | None,
+              scheduler: str | None) -> Generator[BatchProgress, None, list[JobResult]]:
+    distributed = _import_distributed()
+    where = scheduler or f"{default_workers(len(jobs)) if workers is None else workers} local workers"
+    yield BatchProgress(0, len(jobs), "cluster", f"starting {where}" if scheduler is None
+                        else f"connecting to {scheduler}")
+    torch_work = any(job.command == "predict" for job in jobs)
+    with dask_client(workers, scheduler, len(jobs), torch_work) as client:
+        futures = {client.submit(run_job, job, pure=False): i for i, job in enumerate(jobs)}
+        results: list[JobResult | None] = [None] * len(jobs)
+        done = 0
+        for future in distributed.as_completed(futures):
+            i = futures[future]
+            if future.status == "finished":
+                result = future.result()
+            else:  # a worker died or the task was lost
+                result = JobResult(jobs[i], False, 0.0, error=_one_line(future.exception()))
+            results[i] = result
+            done += 1
+            yield BatchProgress(done, len(jobs), jobs[i].command, jobs[i].input.name,
+                                finished=result)
     return [r for r in results if r is not None]
 
 

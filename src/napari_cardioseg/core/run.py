@@ -9,22 +9,25 @@ the end. Rerunning the same command after an interruption continues from the fin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
+import zarr
 
 from . import zarr_io
-from .blocks import block_geometry, card_halo, predict_blocks
+from .blocks import block_geometry, card_halo, fixed_normalization_card, plan_blocks, predict_blocks
 from .errors import CardiosegError
 from .formats import open_image
 from .models import ModelCard, load_model
 from .nets import spec_ndim
 from .predict import AUTO_TILE
-from .progress import Progress
+from .progress import Progress, drain
 
 RUN_FORMAT = 1  # bump when the way blocks are computed changes (old partial runs restart)
 
@@ -63,6 +66,52 @@ def stream_geometry(card: ModelCard, shape: Sequence[int], tile: int | None = No
     return block_geometry(card.spec, shape, edge, tuple(max(h, m) for h, m in zip(halo, least, strict=True)))
 
 
+def _predict_rows(task: dict, shape: Sequence[int], skip: set[tuple[int, ...]],
+                  workers: int, scheduler: str | None) -> Generator[Progress, None, int]:
+    """Run :func:`predict_row` for every row of blocks with work left, as dask tasks."""
+    from .batch import _import_distributed, dask_client
+
+    distributed = _import_distributed()
+    plan = plan_blocks(shape, task["block"], task["halo"])
+    rows = sorted({b.index[0] for b in plan if b.index not in skip})
+    done = sum(b.index in skip for b in plan)
+    yield Progress(done, len(plan), "predict", f"{len(rows)} rows of blocks as dask tasks")
+    with dask_client(workers if not scheduler else None, scheduler, len(rows)) as client:
+        futures = [client.submit(predict_row, task, row, pure=False) for row in rows]
+        for future in distributed.as_completed(futures):
+            done += future.result()
+            yield Progress(done, len(plan), "predict", f"{done} of {len(plan)} blocks")
+    return done
+
+
+def predict_row(task: dict, row: int) -> int:
+    """Worker side of :func:`predict_to_zarr` on a cluster: predict one row of blocks.
+
+    ``task`` holds the run's paths and settings (plain values, so it travels to any worker);
+    the blocks whose grid index starts with ``row`` and that are not marked done are predicted
+    into the stores, each marked done when written. Returns the number of blocks predicted.
+    """
+    model, card = load_model(task["model"])
+    card = dataclasses.replace(card, normalization=task["normalization"])  # fitted once
+    encoding = zarr_io.probabilities_dtype(task["prob_dtype"])
+    ndim = spec_ndim(card.spec)
+    out_path = Path(task["labels"])
+    # the lazy input is read here, not sent to the cluster (dask inside a task would do that)
+    with dask.config.set(scheduler="synchronous"), open_lazy(
+            task["input"], channel=task["channel"], scene=task["scene"]) as (volume, _, _):
+        plan = plan_blocks(volume.shape, task["block"], task["halo"])
+        finished = zarr_io.done_blocks(out_path)
+        skip = {b.index for b in plan if b.index[0] != row or b.index in finished}
+        labels = zarr.open_group(str(out_path), mode="r+")["0"]
+        prob = zarr.open_group(task["prob"], mode="r+")["0"] if task["prob"] else None
+        return drain(predict_blocks(
+            volume, model, card, labels, block=task["block"][-ndim:], halo=task["halo"][-ndim:],
+            batch=task["batch"], device=task["device"], flips=task["flips"],
+            backend=task["backend"], probabilities=prob,
+            encode=lambda p: zarr_io.encode_probabilities(p, encoding), skip=skip,
+            on_block_done=lambda index: zarr_io.mark_block_done(out_path, index)))
+
+
 def predict_to_zarr(
     input_path: str | os.PathLike,
     model_name: str,
@@ -80,6 +129,8 @@ def predict_to_zarr(
     backend: str = "eager",
     channel: int | str | None = None,
     scene: int | str | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
 ) -> Generator[Progress, None, Path]:
     """Predict ``input_path`` block by block into an OME-Zarr labels store, yielding progress.
 
@@ -110,6 +161,10 @@ def predict_to_zarr(
         Receptive-field radius per net axis; default :func:`blocks.card_halo` (from the card).
     channel, scene : int or str, optional
         Channel and scene of a multichannel / multi-scene input (index or name).
+    workers, scheduler : int, str, optional
+        ``workers > 1`` or a dask ``scheduler`` address: rows of blocks (one index along the
+        first axis of the block grid) are dask tasks, each writing its own chunks of the stores;
+        the normalisation is fitted once here and the result equals the one-process run.
 
     Returns
     -------
@@ -147,15 +202,24 @@ def predict_to_zarr(
                       for p, dtype, shape, chunks, lab in stores]
         skip = zarr_io.done_blocks(out_path)
         level_total = sum(zarr_io.level_chunk_count(g) for g in groups)
-        steps = predict_blocks(
-            volume, model, card, groups[0]["0"], block=block[-ndim:], halo=full_halo[-ndim:],
-            batch=batch, device=device, flips=flips, backend=backend,
-            probabilities=groups[1]["0"] if len(groups) > 1 else None,
-            encode=lambda p: zarr_io.encode_probabilities(p, encoding), skip=skip,
-            on_block_done=lambda index: zarr_io.mark_block_done(out_path, index))
+        if workers > 1 or scheduler:
+            steps = _predict_rows(dict(
+                input=str(input_path), channel=channel, scene=scene, model=model_name,
+                labels=str(out_path), prob=str(prob_path) if prob_path else None,
+                prob_dtype=prob_dtype, block=block, halo=full_halo, batch=batch, device=device,
+                flips=flips, backend=backend,
+                normalization=fixed_normalization_card(card, volume).normalization),
+                volume.shape, skip, workers, scheduler)
+        else:
+            steps = predict_blocks(
+                volume, model, card, groups[0]["0"], block=block[-ndim:],
+                halo=full_halo[-ndim:], batch=batch, device=device, flips=flips, backend=backend,
+                probabilities=groups[1]["0"] if len(groups) > 1 else None,
+                encode=lambda p: zarr_io.encode_probabilities(p, encoding), skip=skip,
+                on_block_done=lambda index: zarr_io.mark_block_done(out_path, index))
         blocks = 0
         for p in steps:
-            blocks = p.total or 0  # predict_blocks always knows its total
+            blocks = p.total or 0  # both know their total
             yield Progress(p.done, blocks + level_total, p.stage, p.message)
         done = blocks
         for group in groups[::-1]:  # the labels store is marked complete last
