@@ -205,23 +205,43 @@ def measure_iter(
                       None if image is None else image[idx],
                       None if cell_mask is None else cell_mask[idx])
         items, ctx = spec.build(plane)
-        rows = []
-        for item in items:
-            row = {"label": item.region.label, **({"z": z} if stack else {})}
-            row.update({columns[m.name]: m.func(item) for m in obj_measures})
-            rows.append(row)
+        ids = {"z": z} if stack else {}
+        rows = [object_row(item.region.label, item, obj_measures, columns, ids) for item in items]
         done += len(regions)
         yield Progress(done, total, "measure", f"measured {done} / {total} objects")
         obj_rows += rows
-        summary = {**({"z": z} if stack else {}),
-                   **{columns[m.name]: m.func(ctx) for m in img_measures}}
-        summary.update(summarise({columns[n]: np.array([r[columns[n]] for r in rows], dtype=float)
-                                  for n in described}))
-        summary_rows.append(summary)
-    obj_table = _table(obj_rows, id_cols + [columns[m.name] for m in obj_measures],
-                       [*id_cols, *(c for c in columns.values() if c == "touches_border")])
-    summary_table = _table(summary_rows, list(summary_rows[0]), ["z"] if stack else [])
+        summary_rows.append(summary_row(ctx, rows, img_measures, described, columns, ids))
+    obj_table, summary_table = result_tables(obj_rows, summary_rows, obj_measures, columns, id_cols)
     return MeasureResult(obj_table, summary_table, objects_image, spacing, kind, calibrated)
+
+
+def object_row(label: int, item: Any, obj_measures: Sequence[Measurement],
+               columns: dict[str, str], ids: dict[str, int] | None = None) -> dict[str, Any]:
+    """One row of the per-object table: ``label``, the ``ids`` (e.g. ``z``), every measure."""
+    row: dict[str, Any] = {"label": label, **(ids or {})}
+    row.update({columns[m.name]: m.func(item) for m in obj_measures})
+    return row
+
+
+def summary_row(ctx: Any, rows: Sequence[dict[str, Any]], img_measures: Sequence[Measurement],
+                described: Sequence[str], columns: dict[str, str],
+                ids: dict[str, int] | None = None) -> dict[str, Any]:
+    """One row of the summary: the per-image measures of ``ctx`` and statistics of ``rows``."""
+    summary: dict[str, Any] = {**(ids or {}),
+                               **{columns[m.name]: m.func(ctx) for m in img_measures}}
+    summary.update(summarise({columns[n]: np.array([r[columns[n]] for r in rows], dtype=float)
+                              for n in described}))
+    return summary
+
+
+def result_tables(obj_rows: list[dict], summary_rows: list[dict],
+                  obj_measures: Sequence[Measurement], columns: dict[str, str],
+                  id_cols: Sequence[str]) -> tuple[Table, Table]:
+    """Build the per-object and the summary table from their rows (id columns as integers)."""
+    obj_table = _table(obj_rows, [*id_cols, *(columns[m.name] for m in obj_measures)],
+                       [*id_cols, *(c for c in columns.values() if c == "touches_border")])
+    summary_table = _table(summary_rows, list(summary_rows[0]), ["z"] if "z" in id_cols else [])
+    return obj_table, summary_table
 
 
 def measure(labels: np.ndarray, spacing: Sequence[float] | None = None, kind: str = "shapes",
@@ -232,5 +252,5 @@ def measure(labels: np.ndarray, spacing: Sequence[float] | None = None, kind: st
 
 __all__ = [
     "KINDS", "MEASUREMENTS", "Kind", "MeasureResult", "Measurement", "get_kind", "list_columns",
-    "measure", "measure_iter", "measurements",
+    "measure", "measure_iter", "measurements", "object_row", "result_tables", "summary_row",
 ]

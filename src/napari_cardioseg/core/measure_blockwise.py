@@ -1,0 +1,297 @@
+"""Measurement of a chunked label volume that need not fit in memory, one object at a time.
+
+:func:`measure_blockwise_iter` gives the same tables as
+:func:`~napari_cardioseg.core.measure.measure_iter` for kinds whose per-object values depend on
+the object alone (those with a :attr:`~napari_cardioseg.core.measure.kinds.Kind.context`,
+e.g. ``shapes``), without ever holding the volume:
+
+1. objects: in ``components`` mode the volume is labelled block by block into a temporary
+   Zarr store (:func:`~napari_cardioseg.core.blockwise_labels.label_blockwise`; objects that
+   cross block borders are merged, numbered as :func:`skimage.measure.label` numbers them);
+   in ``labels`` mode one pass over the blocks collects every label value's bounding box and
+   voxel count;
+2. each object is read from its bounding box alone, padded with one background voxel on every
+   side exactly as the in-memory path crops it, and measured by the same registry functions;
+   ``touches_border`` refers to the whole volume;
+3. the summary comes from the object rows and sizes the same way as in memory.
+
+At most one block (labelling) or one object's bounding box (measuring) is in memory at a time,
+plus the rows of the tables. An object whose bounding box spans the whole volume (a connected
+network) is still read whole.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from .blocks import plan_blocks
+from .blockwise_labels import label_blockwise
+from .errors import CardiosegError
+from .measure import (
+    KINDS,
+    get_kind,
+    measurements,
+    object_row,
+    result_tables,
+    summary_row,
+)
+from .measure.kinds import DEFAULT_OPTIONS, Plane
+from .measure.objects import OBJECT_MODES, Region
+from .progress import Progress
+from .table import Table
+from .validate import check_spacing
+
+#: voxels per block when the block shape is derived from the chunks (int64 labels: 64 MiB)
+BLOCK_VOXELS = 2**23
+
+
+@dataclass
+class BlockwiseResult:
+    """Per-object and summary tables of a blockwise measurement (no object label image).
+
+    ``spacing`` is the pixel size in µm, or ones when ``calibrated`` is False (then every
+    column is in pixels).
+    """
+
+    objects: Table
+    summary: Table
+    spacing: tuple[float, ...]
+    kind: str
+    calibrated: bool = True
+
+    @property
+    def unit(self) -> str:
+        """``"µm"`` or ``"px"``."""
+        return "µm" if self.calibrated else "px"
+
+
+def blockwise_kinds() -> list[str]:
+    """Names of the kinds that can be measured blockwise."""
+    return [name for name, spec in KINDS.items() if spec.context is not None]
+
+
+class _Blocks:
+    """Read access to the label volume that checks values and optionally picks one class."""
+
+    def __init__(self, source: Any, value: int | None = None) -> None:
+        self.source = source
+        self.value = value
+        self.shape = tuple(int(n) for n in source.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(bool) if value is not None else np.dtype(source.dtype)
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        block = np.asarray(self.source[index])
+        if block.dtype.kind == "i" and block.size and block.min() < 0:
+            raise CardiosegError("the labels contain negative values")
+        return block == self.value if self.value is not None else block
+
+
+def default_block(labels: Any) -> tuple[int, ...]:
+    """Return the chunk shape of ``labels``, enlarged along the leading axes to ~8 Mvoxel.
+
+    Blocks then cover whole chunks (each chunk is read once per pass).
+    """
+    shape = tuple(int(n) for n in labels.shape)
+    chunks = getattr(labels, "chunksize", None) or getattr(labels, "chunks", None)
+    if not chunks or not all(isinstance(c, (int, np.integer)) for c in chunks):
+        chunks = tuple(min(n, 128) for n in shape)
+    block = [min(int(c), n) for c, n in zip(chunks, shape, strict=True)]
+    for axis in range(len(shape)):
+        while math.prod(block) * 2 <= BLOCK_VOXELS and block[axis] < shape[axis]:
+            block[axis] = min(block[axis] * 2, shape[axis])
+    return tuple(block)
+
+
+def _scan_values(labels: _Blocks, block: Sequence[int]
+                 ) -> Generator[Progress, None, dict[int, np.ndarray]]:
+    """Bounding box and voxel count per label value: ``{value: [*start, *stop, count]}``."""
+    plan = plan_blocks(labels.shape, block)
+    ndim = labels.ndim
+    found: dict[int, np.ndarray] = {}
+    for i, b in enumerate(plan):
+        data = labels[b.core]
+        origin = np.array([s.start for s in b.core])
+        values, inverse, counts = np.unique(data, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(data.shape)
+        for k, value in enumerate(values):
+            if value == 0:
+                continue
+            where = np.nonzero(inverse == k)
+            start = origin + [int(w.min()) for w in where]
+            stop = origin + [int(w.max()) + 1 for w in where]
+            entry = found.get(int(value))
+            if entry is None:
+                found[int(value)] = np.array([*start, *stop, counts[k]], np.int64)
+            else:
+                entry[:ndim] = np.minimum(entry[:ndim], start)
+                entry[ndim:2 * ndim] = np.maximum(entry[ndim:2 * ndim], stop)
+                entry[-1] += counts[k]
+        yield Progress(i + 1, len(plan), "scan", "reading label values")
+    return found
+
+
+def _resolve(mode: str, values: Sequence[int]) -> str:
+    """``components`` or ``labels``, as :func:`~.measure.objects.resolve_mode` decides."""
+    if mode != "auto":
+        return mode
+    top = max(values, default=0)
+    return "labels" if any(v != top for v in values) else "components"
+
+
+def _per_axis(block: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    """``block`` as one size per axis."""
+    if isinstance(block, (int, np.integer)):
+        return (int(block),) * ndim
+    return tuple(int(b) for b in block)
+
+
+def measure_blockwise_iter(
+    labels: Any,
+    spacing: Sequence[float] | None = None,
+    kind: str = "shapes",
+    *,
+    mode: str = "auto",
+    connectivity: int | None = None,
+    min_size: int | None = None,
+    class_value: int | None = None,
+    block: int | Sequence[int] | None = None,
+    workdir: str | os.PathLike | None = None,
+) -> Generator[Progress, None, BlockwiseResult]:
+    """Measure every object of a chunked label volume, one block / one object at a time.
+
+    Yields :class:`~napari_cardioseg.core.progress.Progress` and returns a
+    :class:`BlockwiseResult` whose tables equal those of
+    :func:`~napari_cardioseg.core.measure.measure_iter` on the same volume.
+
+    Parameters
+    ----------
+    labels : array-like
+        ``YX`` or ``ZYX`` integer mask or label image read lazily by slicing, e.g. a zarr or
+        dask array; 0 is background.
+    spacing : sequence of float, optional
+        Pixel size in µm per axis; None = uncalibrated (columns in px).
+    kind : str
+        A kind with a per-image ``context`` (see :func:`blockwise_kinds`), e.g. ``"shapes"``.
+    mode, connectivity, min_size, class_value
+        As for :func:`~napari_cardioseg.core.measure.measure_iter`.
+    block : int or sequence of int, optional
+        Block shape for labelling; default the chunk shape enlarged to about 8 Mvoxel.
+    workdir : path-like, optional
+        Folder for the temporary object-label store (default the system temporary folder);
+        it needs about as much space as the compressed labels.
+
+    Raises
+    ------
+    CardiosegError
+        A kind that cannot be measured blockwise, bad labels, mode, connectivity or size.
+    """
+    spec = get_kind(kind)
+    if spec.context is None:
+        raise CardiosegError(f"{kind} measurements need whole images; kinds measured blockwise: "
+                             f"{', '.join(blockwise_kinds())}")
+    if mode not in OBJECT_MODES:
+        raise CardiosegError(f"unknown object mode {mode!r}; choose one of {', '.join(OBJECT_MODES)}")
+    shape = tuple(int(n) for n in labels.shape)
+    ndim = len(shape)
+    if ndim not in (2, 3) or 0 in shape:
+        raise CardiosegError(f"the labels must be 2D (YX) or 3D (ZYX), got shape {shape}")
+    if np.dtype(labels.dtype).kind not in "uib":
+        raise CardiosegError(f"blockwise measurement needs integer labels, got {labels.dtype}")
+    calibrated = spacing is not None
+    spacing = check_spacing(spacing if spacing is not None else (1.0,) * ndim, ndim)
+    if min_size is None:
+        min_size = spec.min_size(spacing, calibrated)
+    if min_size < 0:
+        raise CardiosegError(f"minimum size must be >= 0, got {min_size}")
+    connectivity = ndim if connectivity is None else int(connectivity)
+    if not 1 <= connectivity <= ndim:
+        raise CardiosegError(f"connectivity must be 1..{ndim} for a {ndim}D image")
+    if class_value is not None:
+        if mode not in ("auto", "components"):
+            raise CardiosegError(f"one class is split into connected components; objects mode "
+                                 f"{mode!r} does not apply to it")
+        source, mode = _Blocks(labels, int(class_value)), "components"
+    else:
+        source = _Blocks(labels)
+    block = _per_axis(block, ndim) if block is not None else default_block(labels)
+
+    instances: Any  # the temporary object-label store, or the label image itself
+    with tempfile.TemporaryDirectory(prefix="cardioseg-measure-", dir=workdir) as tmp:
+        if mode != "components":
+            values = yield from _scan_values(source, block)
+            mode = _resolve(mode, list(values))
+        if mode == "components":
+            store = zarr.open_array(str(Path(tmp) / "objects.zarr"), mode="w", shape=shape,
+                                    chunks=block,
+                                    dtype=np.uint32 if math.prod(shape) < 2**32 else np.uint64)
+            found = yield from label_blockwise(source, store, block=block,
+                                               connectivity=connectivity)
+            if class_value is not None and not found.count:
+                raise CardiosegError(f"class {class_value} is not in the labels")
+            ids = np.arange(1, found.count + 1)
+            boxes, sizes, instances = found.boxes, found.sizes, store
+        else:
+            order = sorted(values)
+            ids = np.array(order, np.int64)
+            table = np.array([values[v] for v in order], np.int64).reshape(-1, 2 * ndim + 1)
+            boxes = table[:, :2 * ndim].reshape(-1, 2, ndim)
+            sizes, instances = table[:, -1], source
+        result = yield from _measure_objects(instances, ids, boxes, sizes, spec.name, shape,
+                                             spacing, calibrated, int(min_size))
+    return result
+
+
+def _measure_objects(instances: Any, ids: np.ndarray, boxes: np.ndarray, sizes: np.ndarray,
+                     kind: str, shape: tuple[int, ...], spacing: tuple[float, ...],
+                     calibrated: bool, min_size: int) -> Generator[Progress, None, BlockwiseResult]:
+    """Rows of every object of at least ``min_size`` voxels, then the summary.
+
+    Object ``ids[i]`` is the voxels equal to it in ``instances`` inside the box ``boxes[i]``
+    (start and stop per axis) and has ``sizes[i]`` voxels.
+    """
+    spec = get_kind(kind)
+    assert spec.context is not None
+    ndim = len(shape)
+    obj_measures = measurements(kind, "object", ndim)
+    img_measures = measurements(kind, "image", ndim, ())
+    columns = {m.name: m.column(calibrated) for m in (*obj_measures, *img_measures)}
+    described = [m.name for m in obj_measures if m.summarise]
+    options = DEFAULT_OPTIONS[calibrated]
+    voxel = np.prod(spacing)
+    keep = np.flatnonzero(sizes >= min_size)
+    total = len(keep)
+    yield Progress(0, total, "measure", f"measuring {total} objects")
+    rows, sizes_um = [], []
+    for i in keep:
+        label, size = int(ids[i]), int(sizes[i])
+        box = tuple(slice(int(a), int(b)) for a, b in zip(*boxes[i], strict=True))
+        crop = np.pad(np.asarray(instances[box]) == label, 1)
+        offset = tuple(s.start - 1 for s in box)
+        border = any(s.start == 0 or s.stop == n for s, n in zip(box, shape, strict=True))
+        region = Region(label, crop, offset, spacing, border)
+        items, _ = spec.build(Plane([region], crop, spacing, 0, options))
+        rows.append(object_row(label, items[0], obj_measures, columns))
+        sizes_um.append(float(size * voxel))
+        yield Progress(len(rows), total, "measure", f"measured {len(rows)} / {total} objects")
+    ctx = spec.context(sizes_um, shape, spacing)
+    summary = [summary_row(ctx, rows, img_measures, described, columns)]
+    obj_table, summary_table = result_tables(rows, summary, obj_measures, columns, ["label"])
+    return BlockwiseResult(obj_table, summary_table, spacing, kind, calibrated)
+
+
+def measure_blockwise(labels: Any, spacing: Sequence[float] | None = None,
+                      kind: str = "shapes", **kwargs: Any) -> BlockwiseResult:
+    """Run :func:`measure_blockwise_iter` to the end and return its result."""
+    from .progress import drain
+
+    return drain(measure_blockwise_iter(labels, spacing, kind, **kwargs))
