@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -12,11 +15,11 @@ from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.io import write_tiff
 from napari_cardioseg.core.measure import measure
 from napari_cardioseg.core.measure_blockwise import (
-    blockwise_kinds,
     default_block,
     measure_blockwise,
     measure_blockwise_iter,
 )
+from napari_cardioseg.core.synth import zdisk_image
 from napari_cardioseg.core.table import Table
 
 
@@ -105,15 +108,60 @@ def test_label_image_and_class_and_2d(rng):
 def test_empty_volume_and_errors(rng):
     result = measure_blockwise(np.zeros((6, 10, 10), np.uint8), (1.0, 0.5, 0.5), block=4)
     assert len(result.objects) == 0 and result.summary["count"][0] == 0
-    assert blockwise_kinds() == ["shapes"]
-    with pytest.raises(CardiosegError, match="need whole images"):
-        measure_blockwise(np.ones((10, 10), np.uint8), None, "zdisk")
+    with pytest.raises(CardiosegError, match="not used for shapes"):
+        measure_blockwise(np.ones((10, 10), np.uint8), None, image=np.ones((10, 10)))
     with pytest.raises(CardiosegError, match="negative"):
         measure_blockwise(-np.ones((4, 4), np.int16), None, block=2)
     with pytest.raises(CardiosegError, match="class 3 is not"):
         measure_blockwise(np.ones((4, 4), np.uint8), None, class_value=3)
     with pytest.raises(CardiosegError, match="integer"):
         measure_blockwise(np.ones((4, 4), np.float32), None)
+    with pytest.raises(CardiosegError, match="class 3 is not"):
+        measure_blockwise(np.ones((3, 8, 8), np.uint8), None, "zdisk", class_value=3)
+    with pytest.raises(CardiosegError, match="cell mask is empty"):
+        measure_blockwise(np.ones((3, 8, 8), np.uint8), None, "zdisk",
+                          cell_mask=np.zeros((3, 8, 8), np.uint8))
+
+
+def zdisk_stack(slices=3, shape=(96, 96)):
+    samples = [zdisk_image(shape, seed=s) for s in range(slices)]
+    return (np.stack([s.mask for s in samples]), np.stack([s.image for s in samples]),
+            np.stack([s.cell_mask for s in samples]), samples[0].pixel_size)
+
+
+def test_zdisk_stack_slice_by_slice_equals_in_memory():
+    mask, image, cells, pixel = zdisk_stack()
+    recorder = Recorder(mask)
+    spacing = (0.5, pixel, pixel)
+    expected = measure(mask, spacing, "zdisk", image=image, cell_mask=cells)
+    result = measure_blockwise(recorder, spacing, "zdisk", image=image, cell_mask=cells)
+    assert len(expected.objects) > 20 and set(expected.objects["z"]) == {0, 1, 2}
+    assert recorder.largest == mask[0].size  # one slice at a time
+    assert_same_table(expected.objects, result.objects)
+    assert_same_table(expected.summary, result.summary)
+    assert np.isfinite(result.summary["sarcomere_length_fft_um"]).all()
+    # a multi-class stack: one class, and all labels as they are
+    semantic = np.where(mask > 0, 1 + (np.arange(96) >= 48), 0).astype(np.uint16)
+    for options in ({"class_value": 2}, {"mode": "labels"}, {"mode": "auto"}):
+        expected = measure(semantic, None, "zdisk", **options)
+        result = measure_blockwise(semantic, None, "zdisk", **options)
+        assert len(expected.objects) > 5
+        assert_same_table(expected.objects, result.objects)
+        assert_same_table(expected.summary, result.summary)
+    # a 2D image is measured whole
+    expected = measure(mask[1], spacing[1:], "zdisk", image=image[1])
+    result = measure_blockwise(mask[1], spacing[1:], "zdisk", image=image[1])
+    assert_same_table(expected.objects, result.objects)
+    assert_same_table(expected.summary, result.summary)
+
+
+def test_one_class_object_image_keeps_more_than_255_labels():
+    """Regression: the object image of a one-class (uint8) mask wrapped at 255 labels."""
+    labels = np.zeros((2, 60, 120), np.uint8)
+    labels[:, ::3, ::3] = 2
+    result = measure(labels, None, "zdisk", class_value=2, min_length=0)
+    assert len(result.objects) == 1600
+    assert result.labels.max() == 1600 and len(np.unique(result.labels)) == 1601
 
 
 def test_default_block_covers_whole_chunks(tmp_path):
@@ -145,5 +193,39 @@ def test_cli_zarr_gives_the_same_csv_as_tiff(rng, tmp_path, capsys):
         assert (tmp_path / f"zarr{suffix}").read_text() == reference
         assert (tmp_path / f"memory{suffix}").read_text() == reference
         assert (tmp_path / f"forced{suffix}").read_text() == reference
-    assert main(["measure", str(tmp_path / "m.ome.zarr"), "--kind", "zdisk", "--blockwise",
-                 "-o", str(tmp_path / "z.csv")]) == 2
+
+
+def test_cli_batch_folder_measures_zarr_stores_too(rng, tmp_path):
+    mask = blobs(rng, (8, 24, 24))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_tiff(folder / "a.tif", mask, (0.5, 0.2, 0.2))
+    zarr_io.write_ome_zarr(folder / "b.ome.zarr", mask, (0.5, 0.2, 0.2), chunks=(4, 8, 8))
+    assert main(["measure", str(folder), "--kind", "shapes", "-o", str(tmp_path / "out")]) == 0
+    a, b = (tmp_path / "out" / "a.csv").read_text(), (tmp_path / "out" / "b.csv").read_text()
+    assert len(a.splitlines()) > 2 and a == b
+
+
+def test_blockwise_path_does_not_import_torch():
+    code = ("import sys, napari_cardioseg.core.measure_blockwise, napari_cardioseg.core.batch\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cli_zdisk_zarr_stack_with_image_equals_tiff(tmp_path):
+    mask, image, cells, pixel = zdisk_stack(slices=2, shape=(64, 64))
+    spacing = (0.5, pixel, pixel)
+    write_tiff(tmp_path / "z.tif", mask, spacing)
+    write_tiff(tmp_path / "img.tif", image, spacing)
+    write_tiff(tmp_path / "cells.tif", cells, spacing)
+    zarr_io.write_ome_zarr(tmp_path / "z.ome.zarr", mask, spacing, chunks=(1, 32, 32))
+    for name in ("z.tif", "z.ome.zarr"):
+        assert main(["measure", str(tmp_path / name), "--kind", "zdisk", "--image",
+                     str(tmp_path / "img.tif"), "--cell-mask", str(tmp_path / "cells.tif"),
+                     "-o", str(tmp_path / f"{name}.csv")]) == 0
+    for suffix in (".csv", "_summary.csv"):
+        reference = (tmp_path / f"z.tif{suffix}").read_text()
+        assert len(reference.splitlines()) > 2
+        assert (tmp_path / f"z.ome.zarr{suffix}").read_text() == reference
+    assert "cell_area_um2" in (tmp_path / "z.tif_summary.csv").read_text()

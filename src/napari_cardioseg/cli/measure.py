@@ -54,9 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    metavar=("MIN", "MAX"), help="sarcomere lengths searched (default 1 4 µm, or "
                    "5 50 px without a pixel size)")
     p.add_argument("--blockwise", action=argparse.BooleanOptionalAction, default=None,
-                   help="measure one block / one object at a time, for label volumes larger "
-                   "than memory (same tables; shapes only); default on for OME-Zarr inputs "
-                   "measured without --image / --cell-mask")
+                   help="read the files lazily and measure one object (shapes) or one slice "
+                   "(zdisk) at a time, for label volumes larger than memory; same tables. "
+                   "Default: on for OME-Zarr label images")
     p.add_argument("-o", "--output", type=Path, help="per-object CSV to write; with several inputs "
                    "a folder receiving NAME.csv and NAME_summary.csv")
     batch_args.add_arguments(p)
@@ -110,6 +110,6 @@ def _run_many(args: argparse.Namespace, options: dict) -> int:
         raise CardiosegError("--image and --cell-mask name one file; with several label images "
                              "measure each one with its own command")
     get_kind(args.kind)  # a bad --kind fails once, not once per file
-    inputs = expand_inputs(args.labels, TIFF_SUFFIXES)
+    inputs = expand_inputs(args.labels, (*TIFF_SUFFIXES, ".zarr"))
     outputs = output_paths(inputs, output_folder(args.output), ".csv")
     return run_jobs(make_jobs("measure", inputs, outputs, options), "measure", args)

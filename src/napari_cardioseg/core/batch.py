@@ -263,26 +263,24 @@ def measure_file(
 
     ``channel`` and ``scene`` (index or name) choose within the intensity image ``image``, and
     within the label image and the cell mask only when those have several channels / scenes.
-    ``blockwise`` measures one block / one object at a time
-    (:mod:`.measure_blockwise`, same tables); None = for OME-Zarr inputs of a kind that allows
-    it (``shapes``), without intensity image or cell mask.
+    ``blockwise`` reads the files lazily and measures one object (``shapes``) or one slice
+    (``zdisk``) at a time (:mod:`.measure_blockwise`, same tables); None = for OME-Zarr label
+    images.
     """
     from .io import check_outputs, read_single
     from .measure import get_kind, measure_iter
 
-    spec = get_kind(kind)
+    get_kind(kind)
     summary = summary_path(output)
     check_outputs([output, summary], [labels_path, image, cell_mask])
     if blockwise is None:
-        blockwise = (is_zarr_path(labels_path) and spec.context is not None
-                     and image is None and cell_mask is None)
+        blockwise = is_zarr_path(labels_path)
     if blockwise:
-        outcome = yield from _measure_blockwise(labels_path, output, summary, kind=kind,
-                                                image=image, cell_mask=cell_mask,
-                                                pixel_size=pixel_size, objects=objects,
-                                                connectivity=connectivity, min_size=min_size,
-                                                class_value=class_value, channel=channel,
-                                                scene=scene)
+        outcome = yield from _measure_blockwise(
+            labels_path, output, summary, kind=kind, image=image, cell_mask=cell_mask,
+            pixel_size=pixel_size, objects=objects, connectivity=connectivity,
+            min_size=min_size, min_length=min_length, class_value=class_value,
+            period_range=period_range, channel=channel, scene=scene)
         return outcome
     labels = read_single(labels_path, "labels", channel=channel, scene=scene, only_if_several=True)
     spacing = resolve_pixel_size(pixel_size, labels.scale, labels.calibrated, labels.data.ndim)
@@ -302,22 +300,24 @@ def _measure_blockwise(labels_path: str | os.PathLike, output: str | os.PathLike
                        *, kind: str, image: str | os.PathLike | None,
                        cell_mask: str | os.PathLike | None, pixel_size: Sequence[float] | None,
                        objects: str, connectivity: int | None, min_size: int | None,
-                       class_value: int | None, channel: Selection, scene: Selection,
+                       min_length: float | None, class_value: int | None,
+                       period_range: Sequence[float] | None, channel: Selection, scene: Selection,
                        ) -> Generator[Progress, None, MeasureOutcome]:
-    """:func:`measure_file` for a label volume read lazily and measured blockwise."""
+    """:func:`measure_file` with every file read lazily and measured blockwise."""
     from .io import open_single
     from .measure_blockwise import measure_blockwise_iter
 
-    if image is not None or cell_mask is not None:
-        raise CardiosegError("a blockwise measurement takes no intensity image or cell mask")
     labels = open_single(labels_path, channel=channel, scene=scene, only_if_several=True)
     if labels.complete is False:
         raise CardiosegError(f"{labels_path}: the store is incomplete (an interrupted run)")
     spacing = resolve_pixel_size(pixel_size, labels.scale, labels.calibrated, labels.data.ndim)
-    result = yield from measure_blockwise_iter(labels.data, spacing, kind, mode=objects,
-                                               connectivity=connectivity, min_size=min_size,
-                                               class_value=class_value,
-                                               workdir=Path(output).resolve().parent)
+    intensity = open_single(image, channel=channel, scene=scene).data if image else None
+    mask = open_single(cell_mask, channel=channel, scene=scene,
+                       only_if_several=True).data if cell_mask else None
+    result = yield from measure_blockwise_iter(
+        labels.data, spacing, kind, image=intensity, cell_mask=mask, mode=objects,
+        connectivity=connectivity, min_size=min_size, period_range=period_range,
+        class_value=class_value, min_length=min_length, workdir=Path(output).resolve().parent)
     result.objects.write_csv(output)
     result.summary.write_csv(summary)
     return MeasureOutcome(Path(output), summary, len(result.objects), result.calibrated)

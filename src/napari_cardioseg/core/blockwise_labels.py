@@ -24,8 +24,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.measure import label as sk_label
 
-from .blocks import plan_blocks
 from .errors import CardiosegError
+from .grid import plan_blocks
 from .progress import Progress
 
 

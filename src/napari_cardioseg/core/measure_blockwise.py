@@ -33,22 +33,25 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .blocks import plan_blocks
 from .blockwise_labels import label_blockwise
 from .errors import CardiosegError
+from .grid import plan_blocks
 from .measure import (
     KINDS,
+    analysis_options,
+    check_image,
     get_kind,
+    measure_iter,
     measurements,
     object_row,
     result_tables,
     summary_row,
 )
 from .measure.kinds import DEFAULT_OPTIONS, Plane
-from .measure.objects import OBJECT_MODES, Region
+from .measure.objects import OBJECT_MODES, Region, iter_regions, split_objects
 from .progress import Progress
 from .table import Table
-from .validate import check_spacing
+from .validate import check_labels, check_spacing
 
 #: voxels per block when the block shape is derived from the chunks (int64 labels: 64 MiB)
 BLOCK_VOXELS = 2**23
@@ -74,13 +77,8 @@ class BlockwiseResult:
         return "µm" if self.calibrated else "px"
 
 
-def blockwise_kinds() -> list[str]:
-    """Names of the kinds that can be measured blockwise."""
-    return [name for name, spec in KINDS.items() if spec.context is not None]
-
-
 class _Blocks:
-    """Read access to the label volume that checks values and optionally picks one class."""
+    """Read access to the label volume that refuses negative values and can pick one class."""
 
     def __init__(self, source: Any, value: int | None = None) -> None:
         self.source = source
@@ -160,18 +158,25 @@ def measure_blockwise_iter(
     spacing: Sequence[float] | None = None,
     kind: str = "shapes",
     *,
+    image: Any = None,
+    cell_mask: Any = None,
     mode: str = "auto",
     connectivity: int | None = None,
     min_size: int | None = None,
+    period_range: Sequence[float] | None = None,
     class_value: int | None = None,
+    min_length: float | None = None,
     block: int | Sequence[int] | None = None,
     workdir: str | os.PathLike | None = None,
 ) -> Generator[Progress, None, BlockwiseResult]:
-    """Measure every object of a chunked label volume, one block / one object at a time.
+    """Measure every object of a chunked label volume, one block, object or slice at a time.
 
     Yields :class:`~napari_cardioseg.core.progress.Progress` and returns a
     :class:`BlockwiseResult` whose tables equal those of
-    :func:`~napari_cardioseg.core.measure.measure_iter` on the same volume.
+    :func:`~napari_cardioseg.core.measure.measure_iter` on the same volume. Kinds with a
+    per-image ``context`` (``shapes``) are measured object by object; kinds measured per slice
+    (``zdisk``) one slice of a stack at a time (a 2D image is read whole: its per-image
+    measures need the whole plane).
 
     Parameters
     ----------
@@ -181,8 +186,11 @@ def measure_blockwise_iter(
     spacing : sequence of float, optional
         Pixel size in µm per axis; None = uncalibrated (columns in px).
     kind : str
-        A kind with a per-image ``context`` (see :func:`blockwise_kinds`), e.g. ``"shapes"``.
-    mode, connectivity, min_size, class_value
+        A key of :data:`~napari_cardioseg.core.measure.KINDS`.
+    image, cell_mask : array-like, optional
+        Intensity image and cell mask for the kinds that use them, ``ZYX`` or ``YX``, read one
+        slice at a time.
+    mode, connectivity, min_size, period_range, class_value, min_length
         As for :func:`~napari_cardioseg.core.measure.measure_iter`.
     block : int or sequence of int, optional
         Block shape for labelling; default the chunk shape enlarged to about 8 Mvoxel.
@@ -193,12 +201,150 @@ def measure_blockwise_iter(
     Raises
     ------
     CardiosegError
-        A kind that cannot be measured blockwise, bad labels, mode, connectivity or size.
+        Bad labels, images, mode, connectivity, sizes or options, as in memory.
     """
     spec = get_kind(kind)
+    if not spec.uses_image and (image is not None or cell_mask is not None):
+        raise CardiosegError(f"an intensity image or cell mask is not used for {kind} "
+                             f"measurements; kinds that use them: "
+                             f"{', '.join(k for k, v in KINDS.items() if v.uses_image)}")
     if spec.context is None:
-        raise CardiosegError(f"{kind} measurements need whole images; kinds measured blockwise: "
-                             f"{', '.join(blockwise_kinds())}")
+        result = yield from _by_slices(labels, spacing, kind, image=image, cell_mask=cell_mask,
+                                       mode=mode, connectivity=connectivity, min_size=min_size,
+                                       period_range=period_range, class_value=class_value,
+                                       min_length=min_length)
+        return result
+    result = yield from _by_objects(labels, spacing, kind, mode=mode, connectivity=connectivity,
+                                    min_size=min_size, class_value=class_value, block=block,
+                                    workdir=workdir)
+    return result
+
+
+def _slice_of(array: Any, z: int, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    """Slice ``z`` of a ``ZYX`` (or the whole of a ``YX``) image, checked as in memory."""
+    if array is None:
+        return None
+    plane = np.asarray(array[z] if len(array.shape) == 3 else array)
+    return check_image(plane, shape[-2:], what)
+
+
+def _scan_slices(labels: Any, cell_mask: Any, class_value: int | None, need_values: bool
+                 ) -> Generator[Progress, None, set[int]]:
+    """Label values present (when needed) and a check that the cell mask is not empty."""
+    values: set[int] = set()
+    has_cells = cell_mask is None
+    nz = labels.shape[0]
+    for z in range(nz):
+        if need_values:
+            values.update(int(v) for v in np.unique(check_labels(np.asarray(labels[z]))))
+        if not has_cells:
+            has_cells = bool(np.any(np.asarray(cell_mask[z] if len(cell_mask.shape) == 3
+                                               else cell_mask) > 0))
+        yield Progress(z + 1, nz, "scan", "reading label values")
+    if not has_cells:
+        raise CardiosegError("the cell mask is empty")
+    if class_value is not None and (class_value <= 0 or class_value not in values):
+        present = sorted(v for v in values if v > 0)[:20]
+        raise CardiosegError(f"class {class_value} is not in the labels; they hold "
+                             f"{present or 'no objects'}")
+    return values
+
+
+def _by_slices(
+    labels: Any,
+    spacing: Sequence[float] | None,
+    kind: str,
+    *,
+    image: Any,
+    cell_mask: Any,
+    mode: str,
+    connectivity: int | None,
+    min_size: int | None,
+    period_range: Sequence[float] | None,
+    class_value: int | None,
+    min_length: float | None,
+) -> Generator[Progress, None, BlockwiseResult]:
+    """Measure a per-slice kind one slice of a stack at a time (a 2D image whole)."""
+    shape = tuple(int(n) for n in labels.shape)
+    if len(shape) != 3 or 0 in shape:  # a 2D image is measured whole (errors as in memory)
+        result = yield from measure_iter(
+            np.asarray(labels), spacing, kind,
+            image=None if image is None else np.asarray(image),
+            cell_mask=None if cell_mask is None else np.asarray(cell_mask), mode=mode,
+            connectivity=connectivity, min_size=min_size, period_range=period_range,
+            class_value=class_value, min_length=min_length)
+        return BlockwiseResult(result.objects, result.summary, result.spacing, kind,
+                               result.calibrated)
+    spec = get_kind(kind)
+    for array, what in ((image, "intensity image"), (cell_mask, "cell mask")):
+        if array is not None and tuple(array.shape) not in (shape, shape[-2:]):
+            raise CardiosegError(f"the {what} has shape {tuple(array.shape)} but the labels "
+                                 f"have {shape}")
+    calibrated = spacing is not None
+    spacing = check_spacing(spacing if spacing is not None else (1.0,) * 3, 3)
+    plane_spacing = spacing[-2:]
+    options = analysis_options(calibrated, period_range, min_length)
+    if class_value is not None and mode not in ("auto", "components"):
+        raise CardiosegError(f"one class is split into connected components; objects mode {mode!r} "
+                             "does not apply to it")
+    if min_size is None:
+        min_size = spec.min_size(plane_spacing, calibrated)
+    if min_size < 0:
+        raise CardiosegError(f"minimum size must be >= 0, got {min_size}")
+    if mode not in OBJECT_MODES:
+        raise CardiosegError(f"unknown object mode {mode!r}; choose one of {', '.join(OBJECT_MODES)}")
+    need_values = class_value is not None or mode == "auto"
+    if need_values or cell_mask is not None:
+        values = yield from _scan_slices(labels, cell_mask, class_value, need_values)
+        if class_value is not None:
+            mode = "components"
+        elif mode == "auto":
+            mode = _resolve(mode, sorted(v for v in values if v != 0))
+    obj_measures = measurements(kind, "object", 2)
+    available = ("cell_mask",) if cell_mask is not None else ()
+    img_measures = measurements(kind, "image", 2, available)
+    columns = {m.name: m.column(calibrated) for m in (*obj_measures, *img_measures)}
+    described = [m.name for m in obj_measures if m.summarise]
+    obj_rows: list[dict] = []
+    summary_rows: list[dict] = []
+    used = 0
+    for z in range(shape[0]):
+        plane = check_labels(np.asarray(labels[z]))
+        if class_value is not None:
+            plane = (plane == class_value).astype(np.int64)
+        objects = split_objects(plane, mode, connectivity or 2, int(min_size))
+        if mode == "components":  # unique labels across the stack, as in memory
+            objects = np.where(objects > 0, objects + used, 0)
+            used = max(used, int(objects.max()))
+        mask = _slice_of(cell_mask, z, shape, "cell mask")
+        ctx_plane = Plane(iter_regions(objects, plane_spacing), objects, plane_spacing, z, options,
+                          _slice_of(image, z, shape, "intensity image"),
+                          None if mask is None else mask > 0)
+        items, ctx = spec.build(ctx_plane)
+        rows = [object_row(item.region.label, item, obj_measures, columns, {"z": z})
+                for item in items]
+        obj_rows += rows
+        summary_rows.append(summary_row(ctx, rows, img_measures, described, columns, {"z": z}))
+        yield Progress(z + 1, shape[0], "measure", f"measured slice {z + 1} / {shape[0]}")
+    obj_table, summary_table = result_tables(obj_rows, summary_rows, obj_measures, columns,
+                                             ["label", "z"])
+    return BlockwiseResult(obj_table, summary_table, spacing, kind, calibrated)
+
+
+def _by_objects(
+    labels: Any,
+    spacing: Sequence[float] | None,
+    kind: str,
+    *,
+    mode: str,
+    connectivity: int | None,
+    min_size: int | None,
+    class_value: int | None,
+    block: int | Sequence[int] | None,
+    workdir: str | os.PathLike | None,
+) -> Generator[Progress, None, BlockwiseResult]:
+    """Label blockwise, then measure one object crop at a time (kinds with a ``context``)."""
+    spec = get_kind(kind)
     if mode not in OBJECT_MODES:
         raise CardiosegError(f"unknown object mode {mode!r}; choose one of {', '.join(OBJECT_MODES)}")
     shape = tuple(int(n) for n in labels.shape)

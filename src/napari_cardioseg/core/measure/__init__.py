@@ -66,7 +66,11 @@ def list_columns(kind: str, calibrated: bool = True) -> list[tuple[str, str, str
     return out
 
 
-def _check_image(array: np.ndarray | None, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+def check_image(array: np.ndarray | None, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    """Check an intensity image or cell mask against the labels' ``shape`` and broadcast it.
+
+    A ``YX`` array is accepted for a ``ZYX`` stack (the same for every slice).
+    """
     if array is None:
         return None
     array = np.asarray(array)
@@ -91,8 +95,9 @@ def _one_class(labels: np.ndarray, value: int, mode: str) -> tuple[np.ndarray, s
     return mask.astype(np.uint8), "components"
 
 
-def _options(calibrated: bool, period_range: Sequence[float] | None,
-             min_length: float | None) -> Options:
+def analysis_options(calibrated: bool, period_range: Sequence[float] | None,
+                     min_length: float | None) -> Options:
+    """Check the period range and minimum Z-disk length; None takes the default."""
     default = DEFAULT_OPTIONS[calibrated]
     lo, hi = (float(v) for v in (period_range if period_range is not None
                                  else default.period_range))
@@ -159,15 +164,15 @@ def measure_iter(
     labels = check_labels(labels)
     calibrated = spacing is not None
     spacing = check_spacing(spacing if spacing is not None else (1.0,) * labels.ndim, labels.ndim)
-    options = _options(calibrated, period_range, min_length)
+    options = analysis_options(calibrated, period_range, min_length)
     if class_value is not None:
         labels, mode = _one_class(labels, int(class_value), mode)
     if not spec.uses_image and (image is not None or cell_mask is not None):
         raise CardiosegError(f"an intensity image or cell mask is not used for {kind} "
                              f"measurements; kinds that use them: "
                              f"{', '.join(k for k, v in KINDS.items() if v.uses_image)}")
-    image = _check_image(image, labels.shape, "intensity image")
-    cell_mask = _check_image(cell_mask, labels.shape, "cell mask")
+    image = check_image(image, labels.shape, "intensity image")
+    cell_mask = check_image(cell_mask, labels.shape, "cell mask")
     if cell_mask is not None:
         cell_mask = cell_mask > 0
         if not cell_mask.any():
@@ -181,7 +186,7 @@ def measure_iter(
     if min_size < 0:
         raise CardiosegError(f"minimum size must be >= 0, got {min_size}")
     mode = resolve_mode(labels, mode)
-    objects_image = np.zeros_like(labels)
+    objects_image = np.zeros(labels.shape, np.int64)  # not the dtype of a one-class uint8 mask
     found: list[tuple[int, Any, list]] = []
     used = 0
     for z, idx in planes:
@@ -251,6 +256,7 @@ def measure(labels: np.ndarray, spacing: Sequence[float] | None = None, kind: st
 
 
 __all__ = [
-    "KINDS", "MEASUREMENTS", "Kind", "MeasureResult", "Measurement", "get_kind", "list_columns",
+    "KINDS", "MEASUREMENTS", "Kind", "MeasureResult", "Measurement", "analysis_options",
+    "check_image", "get_kind", "list_columns",
     "measure", "measure_iter", "measurements", "object_row", "result_tables", "summary_row",
 ]
