@@ -1,9 +1,11 @@
-"""Measurement of a chunked label volume that need not fit in memory, one object at a time.
+"""Measurement of label volumes that need not fit in memory: one object or one slice at a time.
 
 :func:`measure_blockwise_iter` gives the same tables as
-:func:`~napari_cardioseg.core.measure.measure_iter` for kinds whose per-object values depend on
-the object alone (those with a :attr:`~napari_cardioseg.core.measure.kinds.Kind.context`,
-e.g. ``shapes``), without ever holding the volume:
+:func:`~napari_cardioseg.core.measure.measure_iter`, reading the labels (a zarr or dask array,
+or anything sliceable) piece by piece.
+
+Kinds whose per-object values depend on the object alone (those with a
+:attr:`~napari_cardioseg.core.measure.kinds.Kind.context`, e.g. ``shapes``):
 
 1. objects: in ``components`` mode the volume is labelled block by block into a temporary
    Zarr store (:func:`~napari_cardioseg.core.blockwise_labels.label_blockwise`; objects that
@@ -18,6 +20,10 @@ e.g. ``shapes``), without ever holding the volume:
 At most one block (labelling) or one object's bounding box (measuring) is in memory at a time,
 plus the rows of the tables. An object whose bounding box spans the whole volume (a connected
 network) is still read whole.
+
+Kinds measured per slice (``zdisk``: the per-image measures and the orientation relative to the
+myofibril axis need the whole plane) read a ``ZYX`` stack, its intensity image and cell mask one
+slice at a time; a 2D image is read whole.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from scipy import ndimage
 
 from .blockwise_labels import label_blockwise
 from .errors import CardiosegError
@@ -120,22 +127,34 @@ def _scan_values(labels: _Blocks, block: Sequence[int]
         data = labels[b.core]
         origin = np.array([s.start for s in b.core])
         values, inverse, counts = np.unique(data, return_inverse=True, return_counts=True)
-        inverse = inverse.reshape(data.shape)
-        for k, value in enumerate(values):
-            if value == 0:
+        boxes = ndimage.find_objects(inverse.reshape(data.shape).astype(np.int64) + 1)
+        for value, box, count in zip(values, boxes, counts, strict=True):
+            if value == 0 or box is None:
                 continue
-            where = np.nonzero(inverse == k)
-            start = origin + [int(w.min()) for w in where]
-            stop = origin + [int(w.max()) + 1 for w in where]
+            start = origin + [s.start for s in box]
+            stop = origin + [s.stop for s in box]
             entry = found.get(int(value))
             if entry is None:
-                found[int(value)] = np.array([*start, *stop, counts[k]], np.int64)
+                found[int(value)] = np.array([*start, *stop, count], np.int64)
             else:
                 entry[:ndim] = np.minimum(entry[:ndim], start)
                 entry[ndim:2 * ndim] = np.maximum(entry[ndim:2 * ndim], stop)
-                entry[-1] += counts[k]
+                entry[-1] += count
         yield Progress(i + 1, len(plan), "scan", "reading label values")
     return found
+
+
+def _present_values(labels: _Blocks, block: Sequence[int]) -> Generator[Progress, None, set[int]]:
+    """Nonzero label values present (a cheap pass deciding the ``auto`` object mode)."""
+    plan = plan_blocks(labels.shape, block)
+    values: set[int] = set()
+    for i, b in enumerate(plan):
+        data = labels[b.core]
+        found = np.flatnonzero(np.bincount(data.ravel())) if data.dtype.kind in "ub" and (
+            data.dtype.itemsize <= 2) else np.unique(data)
+        values.update(int(v) for v in found if v != 0)
+        yield Progress(i + 1, len(plan), "scan", "reading label values")
+    return values
 
 
 def _resolve(mode: str, values: Sequence[int]) -> str:
@@ -373,9 +392,8 @@ def _by_objects(
 
     instances: Any  # the temporary object-label store, or the label image itself
     with tempfile.TemporaryDirectory(prefix="cardioseg-measure-", dir=workdir) as tmp:
-        if mode != "components":
-            values = yield from _scan_values(source, block)
-            mode = _resolve(mode, list(values))
+        if mode == "auto":
+            mode = _resolve(mode, sorted((yield from _present_values(source, block))))
         if mode == "components":
             store = zarr.open_array(str(Path(tmp) / "objects.zarr"), mode="w", shape=shape,
                                     chunks=block,
@@ -387,6 +405,7 @@ def _by_objects(
             ids = np.arange(1, found.count + 1)
             boxes, sizes, instances = found.boxes, found.sizes, store
         else:
+            values = yield from _scan_values(source, block)
             order = sorted(values)
             ids = np.array(order, np.int64)
             table = np.array([values[v] for v in order], np.int64).reshape(-1, 2 * ndim + 1)
