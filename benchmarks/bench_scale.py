@@ -91,6 +91,30 @@ def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss * 1024.0  # Linux reports KiB
 
 
+#: runs ``cardioseg ARGS`` and reports the process's own peak RSS (VmHWM): ``wait4``'s maxrss
+#: of a child also counts the memory of this (forked) parent, which has imported torch
+_PEAK_WRAPPER = (
+    "import sys\n"
+    "from napari_cardioseg.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "kib = next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM'))\n"
+    "sys.stderr.write(f'VmHWM {kib}\\n')\n"
+    "sys.exit(code)\n"
+)
+
+
+def run_cli_peak(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Seconds and the child's own peak RSS (bytes) of one ``cardioseg`` command (Linux)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *args], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{args[0]} failed: {done.stderr[-2000:]}")
+    kib = next(line.split()[1] for line in done.stderr.splitlines() if line.startswith("VmHWM"))
+    return seconds, float(kib) * 1024.0
+
+
 def bench_measure(work: Path, sizes: list[float], memory_max: float, threads: int) -> None:
     """Blockwise against in-memory ``cardioseg measure --kind shapes`` on random ellipsoids."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -107,10 +131,9 @@ def bench_measure(work: Path, sizes: list[float], memory_max: float, threads: in
             if mode == "in-memory" and size > memory_max:
                 continue
             out = work / f"stats-{size}-{mode}.csv"
-            cmd = [sys.executable, "-m", "napari_cardioseg", "measure", str(src), "--kind",
-                   "shapes", "-o", str(out),
+            cmd = ["measure", str(src), "--kind", "shapes", "-o", str(out),
                    "--blockwise" if mode == "blockwise" else "--no-blockwise"]
-            seconds, rss = run_child(cmd, env)
+            seconds, rss = run_cli_peak(cmd, env)
             tables[mode] = out.read_text()
             print(f"{voxels / 1e9:7.3f} {'x'.join(map(str, shape)):>16} "
                   f"{len(tables[mode].splitlines()) - 1:7d} {mode:>9} {rss / 1e9:11.3f} "
