@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "components). Writes the per-object table to -o and the per-image summary next to it. "
         "Without a pixel size (in the file or --pixel-size) every column is in pixels.",
     )
-    p.add_argument("labels", nargs="*", help="label image or mask (TIFF, 2D or 3D); several files, "
-                   "folders or globs for a batch")
+    p.add_argument("labels", nargs="*", help="label image or mask (TIFF or OME-Zarr, 2D or 3D); several "
+                   "files, folders or globs for a batch")
     p.add_argument("--kind", help="which measurements: zdisk or shapes (see --list-columns)")
     p.add_argument("--list-columns", action="store_true",
                    help="print every column (name, unit, description) of --kind, or of all "
@@ -53,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--period-range", type=float, nargs=2, default=None,
                    metavar=("MIN", "MAX"), help="sarcomere lengths searched (default 1 4 µm, or "
                    "5 50 px without a pixel size)")
+    p.add_argument("--blockwise", action=argparse.BooleanOptionalAction, default=None,
+                   help="read the files lazily and measure one object (shapes) or one slice "
+                   "(zdisk) at a time, for label volumes larger than memory; same tables. "
+                   "Default: on for OME-Zarr label images")
     p.add_argument("-o", "--output", type=Path, help="per-object CSV to write; with several inputs "
                    "a folder receiving NAME.csv and NAME_summary.csv")
     batch_args.add_arguments(p)
@@ -84,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     options = {"kind": args.kind, "pixel_size": args.pixel_size, "objects": args.objects,
                "connectivity": args.connectivity, "min_size": args.min_size,
                "min_length": args.min_length, "class_value": args.class_value,
-               "period_range": args.period_range, "channel": args.channel, "scene": args.scene}
+               "period_range": args.period_range, "channel": args.channel, "scene": args.scene,
+               "blockwise": args.blockwise}
     if is_batch(args.labels):
         return _run_many(args, options)
     steps = measure_file(args.labels[0], args.output, image=args.image, cell_mask=args.cell_mask,
@@ -105,6 +110,6 @@ def _run_many(args: argparse.Namespace, options: dict) -> int:
         raise CardiosegError("--image and --cell-mask name one file; with several label images "
                              "measure each one with its own command")
     get_kind(args.kind)  # a bad --kind fails once, not once per file
-    inputs = expand_inputs(args.labels, TIFF_SUFFIXES)
+    inputs = expand_inputs(args.labels, (*TIFF_SUFFIXES, ".zarr"))
     outputs = output_paths(inputs, output_folder(args.output), ".csv")
     return run_jobs(make_jobs("measure", inputs, outputs, options), "measure", args)

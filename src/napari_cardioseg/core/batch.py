@@ -276,11 +276,15 @@ def measure_file(
     period_range: Sequence[float] | None = None,
     channel: Selection = None,
     scene: Selection = None,
+    blockwise: bool | None = None,
 ) -> Generator[Progress, None, MeasureOutcome]:
     """Measure one label image into ``output`` (per object) and its ``_summary`` CSV.
 
     ``channel`` and ``scene`` (index or name) choose within the intensity image ``image``, and
     within the label image and the cell mask only when those have several channels / scenes.
+    ``blockwise`` reads the files lazily and measures one object (``shapes``) or one slice
+    (``zdisk``) at a time (:mod:`.measure_blockwise`, same tables); None = for OME-Zarr label
+    images.
     """
     from .io import check_outputs, read_single
     from .measure import get_kind, measure_iter
@@ -288,6 +292,15 @@ def measure_file(
     get_kind(kind)
     summary = summary_path(output)
     check_outputs([output, summary], [labels_path, image, cell_mask])
+    if blockwise is None:
+        blockwise = is_zarr_path(labels_path)
+    if blockwise:
+        outcome = yield from _measure_blockwise(
+            labels_path, output, summary, kind=kind, image=image, cell_mask=cell_mask,
+            pixel_size=pixel_size, objects=objects, connectivity=connectivity,
+            min_size=min_size, min_length=min_length, class_value=class_value,
+            period_range=period_range, channel=channel, scene=scene)
+        return outcome
     labels = read_single(labels_path, "labels", channel=channel, scene=scene, only_if_several=True)
     spacing = resolve_pixel_size(pixel_size, labels.scale, labels.calibrated, labels.data.ndim)
     intensity = read_single(image, "image", channel=channel, scene=scene).data if image else None
@@ -297,6 +310,33 @@ def measure_file(
                                      mode=objects, connectivity=connectivity, min_size=min_size,
                                      period_range=period_range, class_value=class_value,
                                      min_length=min_length)
+    result.objects.write_csv(output)
+    result.summary.write_csv(summary)
+    return MeasureOutcome(Path(output), summary, len(result.objects), result.calibrated)
+
+
+def _measure_blockwise(labels_path: str | os.PathLike, output: str | os.PathLike, summary: Path,
+                       *, kind: str, image: str | os.PathLike | None,
+                       cell_mask: str | os.PathLike | None, pixel_size: Sequence[float] | None,
+                       objects: str, connectivity: int | None, min_size: int | None,
+                       min_length: float | None, class_value: int | None,
+                       period_range: Sequence[float] | None, channel: Selection, scene: Selection,
+                       ) -> Generator[Progress, None, MeasureOutcome]:
+    """:func:`measure_file` with every file read lazily and measured blockwise."""
+    from .io import open_single
+    from .measure_blockwise import measure_blockwise_iter
+
+    labels = open_single(labels_path, channel=channel, scene=scene, only_if_several=True)
+    if labels.complete is False:
+        raise CardiosegError(f"{labels_path}: the store is incomplete (an interrupted run)")
+    spacing = resolve_pixel_size(pixel_size, labels.scale, labels.calibrated, labels.data.ndim)
+    intensity = open_single(image, channel=channel, scene=scene).data if image else None
+    mask = open_single(cell_mask, channel=channel, scene=scene,
+                       only_if_several=True).data if cell_mask else None
+    result = yield from measure_blockwise_iter(
+        labels.data, spacing, kind, image=intensity, cell_mask=mask, mode=objects,
+        connectivity=connectivity, min_size=min_size, period_range=period_range,
+        class_value=class_value, min_length=min_length, workdir=Path(output).resolve().parent)
     result.objects.write_csv(output)
     result.summary.write_csv(summary)
     return MeasureOutcome(Path(output), summary, len(result.objects), result.calibrated)

@@ -1,11 +1,13 @@
 """Connected-component (instance) labelling of a chunked label volume, block by block.
 
-The same components as :func:`skimage.measure.label` (``background=0``: connected voxels of one
-non-zero value form one object), computed without holding the volume: every block is labelled on
+The same labels as :func:`skimage.measure.label` (``background=0``: connected voxels of one
+non-zero value form one object, numbered in the raster order of their first voxel), computed
+without holding the volume: every block is labelled on
 its own with provisional numbers written to the output; pairs of provisional labels that touch
 across a block border (and carry the same input value) are collected; the connected components of
 that small graph (:func:`scipy.sparse.csgraph.connected_components`) give the final consecutive
-numbers, written back block by block. Bounding boxes are gathered per block and merged, so each
+numbers (ordered by each object's first voxel in raster order, as skimage numbers them), written
+back block by block. Bounding boxes and voxel counts are gathered per block and merged, so each
 object can then be measured from its box alone (:func:`object_crops`).
 """
 
@@ -22,8 +24,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.measure import label as sk_label
 
-from .blocks import plan_blocks
 from .errors import CardiosegError
+from .grid import plan_blocks
 from .progress import Progress
 
 
@@ -37,10 +39,13 @@ class Instances:
         Number of objects; labels are ``1..count`` in the output.
     boxes : numpy.ndarray
         ``(count, 2, ndim)`` int64: row ``i`` holds the start and stop of object ``i + 1``.
+    sizes : numpy.ndarray
+        ``(count,)`` int64: voxel count of object ``i + 1`` in row ``i``.
     """
 
     count: int
     boxes: np.ndarray
+    sizes: np.ndarray
 
     def box(self, label: int) -> tuple[slice, ...]:
         """Return the bounding box of object ``label`` as slices."""
@@ -116,7 +121,7 @@ def label_blockwise(
     total = 3 * len(plan)
     yield Progress(0, total, "label", "labelling blocks")
 
-    starts, stops, offset = [], [], 0
+    starts, stops, firsts, sizes, offset = [], [], [], [], 0
     for i, b in enumerate(plan):
         local = sk_label(np.asarray(labels[b.core]), background=0, connectivity=connectivity)
         count = int(local.max())
@@ -124,6 +129,8 @@ def label_blockwise(
         for box in ndimage.find_objects(local):
             starts.append(origin + [s.start for s in box])
             stops.append(origin + [s.stop for s in box])
+        firsts.append(_first_voxels(local, count, origin, shape))
+        sizes.append(np.bincount(local.ravel(), minlength=count + 1)[1:])
         local = local.astype(np.int64)
         local[local > 0] += offset
         out[b.core] = local
@@ -141,18 +148,45 @@ def label_blockwise(
                        shape=(offset + 1, offset + 1))
     count, lut = connected_components(graph, directed=False)
     count -= 1  # node 0, the background, has no edges and is component 0
+    # renumber the components by their first voxel in raster order, as skimage does
+    first = np.full(count + 1, -1, np.int64)
+    if count:
+        first[1:] = np.iinfo(np.int64).max
+        np.minimum.at(first, lut[1:], np.concatenate(firsts))
+    rank = np.empty(count + 1, np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(count + 1)
+    lut = rank[lut]
 
     for i, b in enumerate(plan):
         out[b.core] = lut[np.asarray(out[b.core])]
         yield Progress(2 * len(plan) + i + 1, total, "label", "numbering objects")
 
     boxes = np.zeros((count, 2, ndim), np.int64)
+    voxels = np.zeros(count, np.int64)
     if count:
         final = lut[1:] - 1
         boxes[:, 0] = np.iinfo(np.int64).max
         np.minimum.at(boxes[:, 0], final, np.array(starts))
         np.maximum.at(boxes[:, 1], final, np.array(stops))
-    return Instances(count, boxes)
+        np.add.at(voxels, final, np.concatenate(sizes))
+    return Instances(count, boxes, voxels)
+
+
+def _first_voxels(local: np.ndarray, count: int, origin: np.ndarray,
+                  shape: tuple[int, ...]) -> np.ndarray:
+    """Flat index in the whole volume of the first voxel (raster order) of local labels 1..count.
+
+    Raster order inside a block is raster order in the volume, so the first occurrence of a
+    label in the block's own scan is its smallest flat index in the volume.
+    """
+    if not count:
+        return np.zeros(0, np.int64)
+    flat = local.ravel()
+    values, where = np.unique(flat, return_index=True)
+    where = where[values > 0]
+    coords = np.unravel_index(where, local.shape)
+    return np.ravel_multi_index(tuple(c + o for c, o in zip(coords, origin, strict=True)),
+                                shape).astype(np.int64)
 
 
 def object_crops(instances: Any, found: Instances) -> Iterator[tuple[int, tuple[slice, ...],

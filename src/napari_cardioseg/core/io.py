@@ -32,7 +32,7 @@ import tifffile
 from .errors import CardiosegError
 
 if TYPE_CHECKING:
-    from .formats import Format, Source
+    from .formats import Format, LazyImage, Source
 
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.int32, np.float32, np.float64)
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
@@ -425,7 +425,7 @@ def read_single(path: str | os.PathLike, what: str = "image", *,
 
 def _read_single(path: str | os.PathLike, channel: int | str | None, scene: int | str | None,
                  only_if_several: bool) -> ImageData:
-    from .formats import find_format, open_channels, open_file, pick_channel
+    from .formats import find_format, pick_channel
 
     if find_format(path).name == "TIFF":
         if only_if_several:
@@ -435,6 +435,19 @@ def _read_single(path: str | os.PathLike, channel: int | str | None, scene: int 
             channel = None
         names = [img.channel or str(i) for i, img in enumerate(images)]
         return images[pick_channel(path, names, channel)]
+    img = open_single(path, channel=channel, scene=scene, only_if_several=only_if_several)
+    data = _checked_dtype(Path(path), np.asarray(img.data))
+    return ImageData(data, img.scale, img.name, img.calibrated, img.channel)
+
+
+def open_single(path: str | os.PathLike, *, channel: int | str | None = None,
+                scene: int | str | None = None, only_if_several: bool = False) -> LazyImage:
+    """Open one channel of one scene lazily, choosing as :func:`read_single` does.
+
+    ``only_if_several`` applies ``channel`` / ``scene`` only to a file that has several.
+    """
+    from .formats import open_channels, open_file, pick_channel
+
     if only_if_several:
         _, handle = open_file(path)
         scene = scene if len(handle.scenes) > 1 else None
@@ -442,9 +455,7 @@ def _read_single(path: str | os.PathLike, channel: int | str | None, scene: int 
     if only_if_several and len(lazy) == 1:
         channel = None
     names = [img.channel or str(i) for i, img in enumerate(lazy)]
-    img = lazy[pick_channel(path, names, channel)]
-    data = _checked_dtype(Path(path), np.asarray(img.data))
-    return ImageData(data, img.scale, img.name, img.calibrated, img.channel)
+    return lazy[pick_channel(path, names, channel)]
 
 
 def tiff_series_count(path: str | os.PathLike) -> int:

@@ -66,7 +66,11 @@ def list_columns(kind: str, calibrated: bool = True) -> list[tuple[str, str, str
     return out
 
 
-def _check_image(array: np.ndarray | None, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+def check_image(array: np.ndarray | None, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    """Check an intensity image or cell mask against the labels' ``shape`` and broadcast it.
+
+    A ``YX`` array is accepted for a ``ZYX`` stack (the same for every slice).
+    """
     if array is None:
         return None
     array = np.asarray(array)
@@ -91,8 +95,9 @@ def _one_class(labels: np.ndarray, value: int, mode: str) -> tuple[np.ndarray, s
     return mask.astype(np.uint8), "components"
 
 
-def _options(calibrated: bool, period_range: Sequence[float] | None,
-             min_length: float | None) -> Options:
+def analysis_options(calibrated: bool, period_range: Sequence[float] | None,
+                     min_length: float | None) -> Options:
+    """Check the period range and minimum Z-disk length; None takes the default."""
     default = DEFAULT_OPTIONS[calibrated]
     lo, hi = (float(v) for v in (period_range if period_range is not None
                                  else default.period_range))
@@ -159,15 +164,15 @@ def measure_iter(
     labels = check_labels(labels)
     calibrated = spacing is not None
     spacing = check_spacing(spacing if spacing is not None else (1.0,) * labels.ndim, labels.ndim)
-    options = _options(calibrated, period_range, min_length)
+    options = analysis_options(calibrated, period_range, min_length)
     if class_value is not None:
         labels, mode = _one_class(labels, int(class_value), mode)
     if not spec.uses_image and (image is not None or cell_mask is not None):
         raise CardiosegError(f"an intensity image or cell mask is not used for {kind} "
                              f"measurements; kinds that use them: "
                              f"{', '.join(k for k, v in KINDS.items() if v.uses_image)}")
-    image = _check_image(image, labels.shape, "intensity image")
-    cell_mask = _check_image(cell_mask, labels.shape, "cell mask")
+    image = check_image(image, labels.shape, "intensity image")
+    cell_mask = check_image(cell_mask, labels.shape, "cell mask")
     if cell_mask is not None:
         cell_mask = cell_mask > 0
         if not cell_mask.any():
@@ -181,7 +186,7 @@ def measure_iter(
     if min_size < 0:
         raise CardiosegError(f"minimum size must be >= 0, got {min_size}")
     mode = resolve_mode(labels, mode)
-    objects_image = np.zeros_like(labels)
+    objects_image = np.zeros(labels.shape, np.int64)  # not the dtype of a one-class uint8 mask
     found: list[tuple[int, Any, list]] = []
     used = 0
     for z, idx in planes:
@@ -205,23 +210,43 @@ def measure_iter(
                       None if image is None else image[idx],
                       None if cell_mask is None else cell_mask[idx])
         items, ctx = spec.build(plane)
-        rows = []
-        for item in items:
-            row = {"label": item.region.label, **({"z": z} if stack else {})}
-            row.update({columns[m.name]: m.func(item) for m in obj_measures})
-            rows.append(row)
+        ids = {"z": z} if stack else {}
+        rows = [object_row(item.region.label, item, obj_measures, columns, ids) for item in items]
         done += len(regions)
         yield Progress(done, total, "measure", f"measured {done} / {total} objects")
         obj_rows += rows
-        summary = {**({"z": z} if stack else {}),
-                   **{columns[m.name]: m.func(ctx) for m in img_measures}}
-        summary.update(summarise({columns[n]: np.array([r[columns[n]] for r in rows], dtype=float)
-                                  for n in described}))
-        summary_rows.append(summary)
-    obj_table = _table(obj_rows, id_cols + [columns[m.name] for m in obj_measures],
-                       [*id_cols, *(c for c in columns.values() if c == "touches_border")])
-    summary_table = _table(summary_rows, list(summary_rows[0]), ["z"] if stack else [])
+        summary_rows.append(summary_row(ctx, rows, img_measures, described, columns, ids))
+    obj_table, summary_table = result_tables(obj_rows, summary_rows, obj_measures, columns, id_cols)
     return MeasureResult(obj_table, summary_table, objects_image, spacing, kind, calibrated)
+
+
+def object_row(label: int, item: Any, obj_measures: Sequence[Measurement],
+               columns: dict[str, str], ids: dict[str, int] | None = None) -> dict[str, Any]:
+    """One row of the per-object table: ``label``, the ``ids`` (e.g. ``z``), every measure."""
+    row: dict[str, Any] = {"label": label, **(ids or {})}
+    row.update({columns[m.name]: m.func(item) for m in obj_measures})
+    return row
+
+
+def summary_row(ctx: Any, rows: Sequence[dict[str, Any]], img_measures: Sequence[Measurement],
+                described: Sequence[str], columns: dict[str, str],
+                ids: dict[str, int] | None = None) -> dict[str, Any]:
+    """One row of the summary: the per-image measures of ``ctx`` and statistics of ``rows``."""
+    summary: dict[str, Any] = {**(ids or {}),
+                               **{columns[m.name]: m.func(ctx) for m in img_measures}}
+    summary.update(summarise({columns[n]: np.array([r[columns[n]] for r in rows], dtype=float)
+                              for n in described}))
+    return summary
+
+
+def result_tables(obj_rows: list[dict], summary_rows: list[dict],
+                  obj_measures: Sequence[Measurement], columns: dict[str, str],
+                  id_cols: Sequence[str]) -> tuple[Table, Table]:
+    """Build the per-object and the summary table from their rows (id columns as integers)."""
+    obj_table = _table(obj_rows, [*id_cols, *(columns[m.name] for m in obj_measures)],
+                       [*id_cols, *(c for c in columns.values() if c == "touches_border")])
+    summary_table = _table(summary_rows, list(summary_rows[0]), ["z"] if "z" in id_cols else [])
+    return obj_table, summary_table
 
 
 def measure(labels: np.ndarray, spacing: Sequence[float] | None = None, kind: str = "shapes",
@@ -231,6 +256,7 @@ def measure(labels: np.ndarray, spacing: Sequence[float] | None = None, kind: st
 
 
 __all__ = [
-    "KINDS", "MEASUREMENTS", "Kind", "MeasureResult", "Measurement", "get_kind", "list_columns",
-    "measure", "measure_iter", "measurements",
+    "KINDS", "MEASUREMENTS", "Kind", "MeasureResult", "Measurement", "analysis_options",
+    "check_image", "get_kind", "list_columns",
+    "measure", "measure_iter", "measurements", "object_row", "result_tables", "summary_row",
 ]

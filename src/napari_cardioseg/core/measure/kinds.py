@@ -66,6 +66,11 @@ class Kind:
         ``plane.labels``) and the per-image context.
     min_size : callable
         ``min_size(spacing, calibrated) -> int``: default minimum object size in pixels.
+    context : callable, optional
+        ``context(sizes, shape, spacing)``: the per-image context from the object sizes alone
+        (pixel count × pixel size, µm³ or µm²). Given for kinds whose per-object values
+        depend on the object alone; those kinds can be measured blockwise, one object crop at
+        a time (:mod:`napari_cardioseg.core.measure_blockwise`).
     """
 
     name: str
@@ -74,6 +79,7 @@ class Kind:
     uses_image: bool
     build: Callable[[Plane], tuple[list[Any], Any]]
     min_size: Callable[[tuple[float, ...], bool], int]
+    context: Callable[[list[float], tuple[int, ...], tuple[float, ...]], Any] | None = None
 
 
 #: smallest object kept by default: volume (µm³) in 3D, area (µm²) in 2D, about a 0.2 µm sphere
@@ -90,7 +96,7 @@ def _shapes_min_size(spacing: tuple[float, ...], calibrated: bool) -> int:
 
 def _shapes_build(plane: Plane) -> tuple[list[Any], Any]:
     items = [shapes.ShapeObject(r) for r in plane.regions]
-    return items, shapes.ShapeImage(items, plane.labels.shape, plane.spacing)
+    return items, shapes.ShapeImage([o.size for o in items], plane.labels.shape, plane.spacing)
 
 
 def _zdisk_build(plane: Plane) -> tuple[list[Any], Any]:
@@ -115,7 +121,7 @@ KINDS: dict[str, Kind] = {
                   min_size=lambda spacing, calibrated: 0),
     "shapes": Kind("shapes", "2D/3D object shapes: size, surface, sphericity/circularity, "
                    "solidity, elongation, Feret diameter", per_slice=False, uses_image=False,
-                   build=_shapes_build, min_size=_shapes_min_size),
+                   build=_shapes_build, min_size=_shapes_min_size, context=shapes.ShapeImage),
 }
 
 #: default options when the image is calibrated (µm) and when it is not (px)

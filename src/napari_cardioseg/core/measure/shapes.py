@@ -317,9 +317,13 @@ def bbox_stop(obj: ShapeObject, axis: int) -> float:
 
 @dataclass
 class ShapeImage:
-    """All objects of one image with the image's shape and spacing."""
+    """The sizes of all objects of one image (µm³ or µm²) with the image's shape and spacing.
 
-    objects: list[ShapeObject]
+    The per-image measures need nothing else, so a blockwise measurement can build this from
+    the sizes alone, without keeping the objects.
+    """
+
+    sizes: list[float]
     shape: tuple[int, ...]
     spacing: tuple[float, ...]
 
@@ -331,12 +335,12 @@ class ShapeImage:
 
 def count(ctx: ShapeImage) -> float:
     """Number of objects."""  # noqa: D401 (a column description, see registry.py)
-    return float(len(ctx.objects))
+    return float(len(ctx.sizes))
 
 
 def total_size(ctx: ShapeImage) -> float:
     """Summed object volume (3D, µm³) or area (2D, µm²)."""  # noqa: D401 (column description)
-    return float(sum(o.size for o in ctx.objects))
+    return float(sum(ctx.sizes))
 
 
 def size_fraction(ctx: ShapeImage) -> float:
@@ -346,4 +350,4 @@ def size_fraction(ctx: ShapeImage) -> float:
 
 def number_density(ctx: ShapeImage) -> float:
     """Objects per µm³ (3D) or per µm² (2D) of image."""
-    return len(ctx.objects) / ctx.image_size
+    return len(ctx.sizes) / ctx.image_size
