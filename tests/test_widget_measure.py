@@ -155,3 +155,35 @@ def test_measure_one_class_of_a_prediction(viewer, qtbot):
     qtbot.waitUntil(lambda: widget.result is not None, timeout=20000)
     assert sorted(widget.result.objects["area_um2"]) == pytest.approx([16 * 0.01, 100 * 0.01])
     assert viewer.layers["prediction objects"].data.max() == 2  # the class's two components
+
+
+def test_lazy_labels_layer_is_measured_blockwise_with_the_in_memory_tables(viewer, qtbot,
+                                                                           tmp_path, monkeypatch):
+    import zarr
+
+    from napari_cardioseg.core.measure import measure
+
+    labels = np.zeros((6, 40, 40), np.uint16)
+    labels[1:3, 2:8, 2:8] = 4
+    labels[3:6, 20:30, 25:35] = 9  # crosses the chunk borders below
+    labels[2, 35:38, 5:9] = 2
+    store = zarr.open_array(str(tmp_path / "l.zarr"), mode="w", shape=labels.shape,
+                            chunks=(2, 16, 16), dtype=labels.dtype)
+    store[:] = labels
+    layer = viewer.add_labels(store, name="instances", scale=(0.5, 0.1, 0.1))
+    layer.metadata["cardioseg_calibrated"] = True
+    widget = MeasureWidget(viewer)
+    widget._labels_layer.value = layer
+    widget._kind.value, widget._mode.value = "shapes", "labels"
+    widget.measure()
+    qtbot.waitUntil(lambda: widget.result is not None and widget._run.enabled, timeout=30000)
+    expected = measure(labels, (0.5, 0.1, 0.1), "shapes", mode="labels").objects
+    got = widget.result.objects
+    assert list(got["label"]) == [2, 4, 9] == list(expected["label"])
+    np.testing.assert_allclose(got["volume_um3"], expected["volume_um3"])
+    assert "instances objects" not in viewer.layers  # the layer's values are the objects
+    assert sorted(layer.features["index"]) == [2, 4, 9]  # features on the lazy layer itself
+    reported = []
+    monkeypatch.setattr("napari_cardioseg.widgets.measure.report_error", reported.append)
+    assert widget.export("masks", tmp_path / "m.tif") is None  # no object image to export
+    assert "blockwise" in str(reported[0]) and not (tmp_path / "m.tif").exists()

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Optional, cast
 
+import numpy as np
 from magicgui.widgets import ComboBox, ProgressBar, create_widget
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.colormaps import DirectLabelColormap
@@ -55,6 +56,16 @@ def layer_choice(viewer: napari.viewer.Viewer, kinds: type | tuple[type, ...], l
     for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
         event.connect(box.reset_choices)  # napari does this too once docked
     return box
+
+
+def is_lazy(layer: Any) -> bool:
+    """Tell whether a layer's data is multiscale or not held in memory (zarr, dask)."""
+    return bool(layer.multiscale or not isinstance(layer.data, np.ndarray))
+
+
+def full_resolution(layer: Any) -> Any:
+    """Return a layer's full-resolution array (level 0 of multiscale data), lazy or not."""
+    return layer.data[0] if layer.multiscale else layer.data
 
 
 def spatial_scale(layer: Any) -> tuple[float, ...]:
@@ -195,9 +206,9 @@ def start_generator(
 
 
 __all__ = [
-    "layer_choice", "output_layer_kwargs", "prediction_colormap", "refresh_model_lists", "region_in_view",
-    "report_error", "result_name", "scribble_colormap", "show_info", "show_progress", "spatial_scale",
-    "start_generator", "widget_alive",
+    "full_resolution", "is_lazy", "layer_choice", "output_layer_kwargs", "prediction_colormap",
+    "refresh_model_lists", "region_in_view", "report_error", "result_name", "scribble_colormap",
+    "show_info", "show_progress", "spatial_scale", "start_generator", "widget_alive",
 ]
 
 

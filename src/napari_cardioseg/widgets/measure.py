@@ -23,10 +23,12 @@ from ..core.errors import CardiosegError
 from ..core.io import write_tiff
 from ..core.measure import KINDS, MeasureResult, list_columns, measure_iter
 from ..core.measure.objects import OBJECT_MODES
-from ..core.table import Table
+from ..core.measure_blockwise import BlockwiseResult, measure_blockwise_iter
 from ..core.units import is_calibrated
 from . import measure_plots
 from ._common import (
+    full_resolution,
+    is_lazy,
     layer_choice,
     output_layer_kwargs,
     report_error,
@@ -34,7 +36,7 @@ from ._common import (
     spatial_scale,
     start_generator,
 )
-from .measure_table import TableModel, fill_summary
+from .measure_table import TableModel, features_of, fill_summary
 
 if TYPE_CHECKING:
     import napari
@@ -94,7 +96,7 @@ class MeasureWidget(Container):
         self.canvas = FigureCanvasQTAgg(self.figure)
         for widget in (self.view, self.summary_view, self.canvas):
             self.native.layout().addWidget(widget)
-        self.result: MeasureResult | None = None
+        self.result: MeasureResult | BlockwiseResult | None = None
         self.worker = None
         self._source: Labels | None = None
         self._labels_layer.changed.connect(self._from_layer)
@@ -132,16 +134,19 @@ class MeasureWidget(Container):
         self._show_units()
         scale = spatial_scale(layer)
         spacing = scale if is_calibrated(layer.metadata, scale) else None
-        image = None if self._image.value is None else np.asarray(self._image.value.data)
-        cell = None if self._cell.value is None else np.asarray(self._cell.value.data)
+        lazy = is_lazy(layer)  # a zarr/dask or multiscale layer: measured blockwise
+        read = full_resolution if lazy else lambda ly: np.asarray(ly.data)
+        image = None if self._image.value is None else read(self._image.value)
+        cell = None if self._cell.value is None else read(self._cell.value)
         self._source = layer
         self._run.enabled = False
         self._status.value = "measuring..."
         self.worker = start_generator(
-            measure_iter, np.asarray(layer.data), spacing, self._kind.value, image=image,
-            cell_mask=cell, mode=self._mode.value, min_size=self._min_size.value or None,
-            class_value=self._class.value or None, owner=self, on_yield=self._progress,
-            on_return=self.show_result, on_finish=self._finished, total=1,
+            measure_blockwise_iter if lazy else measure_iter, read(layer), spacing,
+            self._kind.value, image=image, cell_mask=cell, mode=self._mode.value,
+            min_size=self._min_size.value or None, class_value=self._class.value or None,
+            owner=self, on_yield=self._progress, on_return=self.show_result,
+            on_finish=self._finished, total=1,
         )
 
     def _progress(self, step: Any) -> None:
@@ -157,7 +162,7 @@ class MeasureWidget(Container):
     def _finished(self) -> None:
         self._run.enabled = True
 
-    def show_result(self, result: MeasureResult) -> None:
+    def show_result(self, result: MeasureResult | BlockwiseResult) -> None:
         """Fill the tables, set the layer features, update the plots."""
         self.result = result
         tips = {name: f"{text} [{unit}]" if unit else text
@@ -167,15 +172,22 @@ class MeasureWidget(Container):
         units = "" if result.calibrated else " (in pixels: no pixel size)"
         self._status.value = f"{len(result.objects)} objects{units}"
         target = self._target_layer(result)
-        target.features = self._features(result.objects)
+        if target is not None:
+            target.features = features_of(result.objects)
         self._column.choices = [n for n in result.objects.names if n not in ("label", "z")]
         self._plot()
 
-    def _target_layer(self, result: MeasureResult) -> Labels:
-        """Return the input layer when its values are the objects, else an ``objects`` layer on top."""
+    def _target_layer(self, result: MeasureResult | BlockwiseResult) -> Labels | None:
+        """Return the input layer when its values are the objects, else an ``objects`` layer on top.
+
+        A blockwise result has no object image: the input layer gets the features when its
+        values are the objects (``labels`` mode), else none does.
+        """
         source = self._source
         if source is None:
             raise CardiosegError("measure first")
+        if not isinstance(result, MeasureResult):
+            return source if self._mode.value == "labels" else None
         if np.array_equal(np.asarray(source.data), result.labels):
             return source
         name = f"{source.name} objects"
@@ -184,14 +196,6 @@ class MeasureWidget(Container):
             layer.data = result.labels
             return layer
         return self._viewer.add_labels(result.labels, **output_layer_kwargs(source, name))
-
-    @staticmethod
-    def _features(objects: Table) -> dict[str, np.ndarray]:
-        """One row per label value (the first, for labels measured on several slices)."""
-        _, first = np.unique(objects["label"], return_index=True)
-        columns = {"index": objects["label"][first]}
-        columns.update({k: v[first] for k, v in objects.columns.items() if k != "label"})
-        return columns
 
     def _plot(self) -> None:
         measure_plots.draw(self.figure, None if self.result is None else self.result.objects,
@@ -223,17 +227,18 @@ class MeasureWidget(Container):
         try:
             if self.result is None or self._source is None:
                 raise CardiosegError("measure first, then export")
+            masks = self.result.labels if isinstance(self.result, MeasureResult) else None
+            if what == "masks" and masks is None:
+                raise CardiosegError("a layer measured blockwise has no object masks to export")
             suffix = ".tif" if what == "masks" else ".csv"
             if path is None:
-                chosen, _ = QFileDialog.getSaveFileName(
+                path, _ = QFileDialog.getSaveFileName(
                     self.native, f"Export {what}", f"{self._source.name}_{what}{suffix}",
                     "TIFF (*.tif *.tiff)" if what == "masks" else "CSV (*.csv)")
-                if not chosen:
+                if not path:
                     return None
-                path = chosen
-            if what == "masks":
-                write_tiff(path, self.result.labels,
-                           self.result.spacing if self.result.calibrated else None)
+            if masks is not None and what == "masks":
+                write_tiff(path, masks, self.result.spacing if self.result.calibrated else None)
             else:
                 getattr(self.result, what).write_csv(path)
         except CardiosegError as exc:

@@ -95,3 +95,11 @@ def fill_summary(view: QTableWidget, summary: Table, tooltips: dict[str, str]) -
             header.setToolTip(text)
         for col in range(len(summary)):
             view.setItem(row, col, QTableWidgetItem(format_value(summary[name][col])))
+
+
+def features_of(objects: Table) -> dict[str, np.ndarray]:
+    """Return a layer ``features`` table: one row per label value (the first row of each)."""
+    _, first = np.unique(objects["label"], return_index=True)
+    columns = {"index": objects["label"][first]}
+    columns.update({k: v[first] for k, v in objects.columns.items() if k != "label"})
+    return columns

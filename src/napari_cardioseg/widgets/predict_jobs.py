@@ -28,7 +28,14 @@ from ..core.nets import spec_ndim
 from ..core.predict import load_and_predict_steps
 from ..core.progress import Progress
 from ..core.run import stream_geometry
-from ._common import output_layer_kwargs, prediction_colormap, result_name, spatial_scale
+from ._common import (
+    full_resolution,
+    is_lazy,
+    output_layer_kwargs,
+    prediction_colormap,
+    result_name,
+    spatial_scale,
+)
 
 #: image layers with more voxels than this (or not held in memory) are predicted into a store
 LARGE_VOXELS = 1 << 27
@@ -36,8 +43,7 @@ LARGE_VOXELS = 1 << 27
 
 def is_large(layer: Image) -> bool:
     """Tell whether ``layer`` is multiscale, lazy (not NumPy) or over :data:`LARGE_VOXELS` voxels."""
-    return bool(layer.multiscale or not isinstance(layer.data, np.ndarray)
-                or layer.data.size > LARGE_VOXELS)
+    return is_lazy(layer) or layer.data.size > LARGE_VOXELS
 
 
 def gui_backend(model: str) -> str:
@@ -70,7 +76,7 @@ class Stream:
     def __init__(self, layer: Image, model: str, tile: int | None, overlap: float) -> None:
         self.card: ModelCard = read_card(model)
         self.model = model
-        self.volume: Any = layer.data[0] if layer.multiscale else layer.data
+        self.volume: Any = full_resolution(layer)
         self.block, self.halo = stream_geometry(self.card, self.volume.shape, tile, overlap)
         name = result_name(layer, self.card.name, "labels")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
