@@ -21,7 +21,12 @@ slices, Dice on four) and ``sample-shift`` (the plugin's EM sample, inverted and
 
 Usage: ``python benchmarks/bench_sparse.py --init mito-em [--scenarios emnet lucchi-shift]
 [--rounds 4] [--round-steps 60] [--prior 1.0] [--encoder-lr-scale 0.1] [--holdout 0.2]
-[--dilate 1]``
+[--dilate 1] [--probe-head] [--round-teacher]``
+
+``--probe-head`` fits the head to the strokes before every round (``TrainConfig.probe_head``,
+:mod:`napari_cardioseg.core.probe_head`); its step-0 model is scored as probe step 0.
+``--round-teacher`` makes each round's start model the prior's teacher, as the Train widget does
+(default: the init model in every round). Results: README, "What the numbers say".
 """
 
 from __future__ import annotations

@@ -101,6 +101,10 @@ def test_fitted_head_separates_the_unpainted_pixels(toy_arch):
     with torch.no_grad():
         model.head.weight.mul_(-1.0)  # make sure the untrained head is wrong
     body = model.body.weight.clone()
+    head = model.head.weight.clone()
+    only_background = np.where(scribbles == 1, 1, 0).astype(np.uint8)
+    assert probe_head.probe_head(model, toy_arch, [image], [only_background]) is None
+    assert torch.equal(model.head.weight, head)  # one painted class: nothing fitted
     unpainted = scribbles == 0
     before = np.mean(_predict(model, image)[unpainted] == truth[unpainted])
     fit = probe_head.probe_head(model, toy_arch, [image], [scribbles], anchor=False)

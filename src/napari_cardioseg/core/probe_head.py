@@ -308,7 +308,8 @@ def probe_head(model: nn.Module, spec: dict, images: Sequence[np.ndarray],
     Returns
     -------
     ProbeFit or None
-        None (nothing changed) when the net's head cannot be probed or nothing is painted.
+        None (nothing changed) when the net's head cannot be probed or fewer than two classes
+        are painted.
     """
     start = time.perf_counter()
     layer = head_layer(model, spec)
@@ -318,7 +319,7 @@ def probe_head(model: nn.Module, spec: dict, images: Sequence[np.ndarray],
     x, y = stroke_features(model, layer, images, scribbles, net_ndim=_nets.spec_ndim(spec),
                            multiple=_nets.size_multiple(spec), n_classes=n_classes,
                            device=device, rng=np.random.default_rng(seed))
-    if y.numel() == 0:
+    if torch.unique(y).numel() < 2:  # one painted class says nothing about the boundary
         return None
     weight = layer.weight.detach()
     has_bias = layer.bias is not None
