@@ -21,7 +21,12 @@ slices, Dice on four) and ``sample-shift`` (the plugin's EM sample, inverted and
 
 Usage: ``python benchmarks/bench_sparse.py --init mito-em [--scenarios emnet lucchi-shift]
 [--rounds 4] [--round-steps 60] [--prior 1.0] [--encoder-lr-scale 0.1] [--holdout 0.2]
-[--dilate 1]``
+[--dilate 1] [--probe-head] [--round-teacher]``
+
+``--probe-head`` fits the head to the strokes before every round (``TrainConfig.probe_head``,
+:mod:`napari_cardioseg.core.probe_head`); its step-0 model is scored as probe step 0.
+``--round-teacher`` makes each round's start model the prior's teacher, as the Train widget does
+(default: the init model in every round). Results: README, "What the numbers say".
 """
 
 from __future__ import annotations
@@ -136,7 +141,7 @@ def run(name: str, args: argparse.Namespace) -> None:
     for z in stroked:
         scribbles[z] = first_strokes(truth[z], rng, args.per_class, args.length)
     options = {"prior_weight": args.prior, "encoder_lr_scale": args.encoder_lr_scale,
-               "holdout": args.holdout,
+               "holdout": args.holdout, "probe_head": args.probe_head,
                "threads": args.threads, "device": "cpu"}
     if args.lr is not None:
         options["lr"] = args.lr
@@ -156,7 +161,8 @@ def run(name: str, args: argparse.Namespace) -> None:
                                                    args.corrections, args.length)
         train_scribbles = dilate_strokes(scribbles, args.dilate)
         session = TrainSession([image], [train_scribbles], init=(model, card), steps=args.round_steps,
-                               seed=args.seed + round_, prior_model=teacher, **options)
+                               seed=args.seed + round_,
+                               prior_model=None if args.round_teacher else teacher, **options)
         spent_eval = 0.0
         for progress in session.run():
             if round_ == 0 and first_better is None and progress.done in args.probe_steps:
@@ -199,12 +205,18 @@ def main() -> None:
     parser.add_argument("--corrections", type=int, default=4,
                         help="correction strokes per kind (FP, FN) and slice after each round")
     parser.add_argument("--length", type=int, default=15, help="stroke length in pixels")
-    parser.add_argument("--probe-steps", type=int, nargs="+", default=[1, 3, 5, 10, 20, 40])
+    parser.add_argument("--probe-steps", type=int, nargs="+", default=[0, 1, 3, 5, 10, 20, 40],
+                        help="round-0 steps scored against zero-shot (0: the probed head)")
     parser.add_argument("--prior", type=float, default=0.0, help="distillation weight (0 = off)")
     parser.add_argument("--encoder-lr-scale", type=float, default=1.0)
     parser.add_argument("--holdout", type=float, default=0.0,
                         help="share of strokes held out to pick each round's state (0 = off)")
     parser.add_argument("--dilate", type=int, default=0, help="stroke dilation radius (px)")
+    parser.add_argument("--probe-head", action="store_true",
+                        help="linear probe of the head before each round (LP-FT)")
+    parser.add_argument("--round-teacher", action="store_true",
+                        help="the prior's teacher is each round's start model (after the probe), "
+                             "as in the Train widget; default: the init model in every round")
     parser.add_argument("--augment", choices=["default", "strong"], default="default")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)

@@ -71,3 +71,14 @@ def test_module_imports_neither_torch_nor_the_trainer():
             "print(sorted(m for m in ('torch', 'napari_cardioseg.core.train') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_probe_head_flag_reaches_the_card(files, capsys):
+    tmp, _ = files
+    base = ["train", "--image", str(tmp / "img.tif"), "--labels", str(tmp / "scr.tif"),
+            "--steps", "2", "--seed", "0", "--arch", "unet2d"]
+    assert main([*base, "--probe-head", "-o", str(tmp / "probed")]) == 0
+    probed = read_card(tmp / "probed.json").training["probe_head"]
+    assert probed["pixels"] == 90 and probed["classes"] == [0, 1]
+    assert main([*base, "-o", str(tmp / "plain")]) == 0  # from scratch: off by default
+    assert "probe_head" not in read_card(tmp / "plain.json").training

@@ -50,7 +50,7 @@ def test_new_layer_train_live_preview_and_save(widget, viewer, qtbot):
     live = viewer.layers[LIVE]
     assert tuple(live.scale) == (0.5, 0.25) and tuple(live.translate) == (3.0, 4.0)
     previews = [p for p in yielded if p.preview is not None]
-    assert previews and previews[0].done == 1  # a preview right after the first step
+    assert previews and previews[0].done == 0  # the probed head (probe_head), before any step
     assert previews[-1].preview_region == (slice(0, 64), slice(0, 128))  # the view: all of it
     np.testing.assert_array_equal(live.data, previews[-1].preview)
     assert widget.result is not None and widget.result.card.training["steps"] == 4

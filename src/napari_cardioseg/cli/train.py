@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="train for this many seconds instead of a step count")
     parser.add_argument("--freeze-encoder", action="store_true",
                         help="train only the decoder and head (faster on a CPU)")
+    parser.add_argument("--probe-head", action=argparse.BooleanOptionalAction, default=None,
+                        help="fit the output layer to the strokes first (linear probe), then "
+                        "fine-tune; default: on with --init")
     parser.add_argument("--seed", type=checked.seed, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL_PATH",
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         labels.data = labels.data.astype(np.int32)
     config = TrainConfig(
         init=args.init, arch=args.arch, steps=args.steps, time_budget=args.time_budget,
-        freeze_encoder=args.freeze_encoder, seed=args.seed, device=args.device,
+        freeze_encoder=args.freeze_encoder, probe_head=args.probe_head, seed=args.seed,
+        device=args.device,
         threads=train_threads(gui=False),
         pixel_size=image.scale if image.calibrated else None,
     )

@@ -514,6 +514,25 @@ def label_dtype(classes: int) -> np.dtype:
 _ARGMAX_BLOCK = 1 << 24
 
 
+def probabilities_to_uncertainty(prob: Any) -> np.ndarray:
+    """Per-pixel uncertainty ``(1 - max_c p_c) · C / (C - 1)``, float32 in [0, 1].
+
+    0 where one class has all the probability, 1 where all ``C`` classes are equally likely
+    (the largest value ``1 - max_c p_c`` can take is ``1 - 1/C``, hence the scale).
+
+    Parameters
+    ----------
+    prob : array-like
+        ``(C, *shape)`` class probabilities (each pixel sums to 1), ``C >= 2``.
+    """
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.ndim < 2 or prob.shape[0] < 2:
+        raise CardiosegError(f"expected probabilities shaped (C>=2, ...), got {prob.shape}")
+    classes = prob.shape[0]
+    uncertainty = (1.0 - prob.max(axis=0)) * (classes / (classes - 1))
+    return np.clip(uncertainty, 0.0, 1.0).astype(np.float32)
+
+
 def probabilities_to_labels(prob: Any) -> np.ndarray:
     """Most probable class per pixel: 0 background, 1 first class, ...
 

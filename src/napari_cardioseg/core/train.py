@@ -27,12 +27,17 @@ import torch
 from . import adapt as _adapt
 from . import models as _models
 from . import nets as _nets
+from . import probe_head as _probe
 from .augment import augment_pair, context_shape
 from .device import choose_device, train_threads
 from .errors import CardiosegError
 from .losses import sparse_loss
 from .normalize import apply_normalization, fit_normalization
-from .predict import predict_probabilities, probabilities_to_labels
+from .predict import (
+    predict_probabilities,
+    probabilities_to_labels,
+    probabilities_to_uncertainty,
+)
 from .progress import Progress, drain
 from .sampling import ScribbleIndex, check_pairs, extract, window_centre
 from .train_card import training_card
@@ -51,6 +56,7 @@ from .train_init import (
     freeze_encoder,
     learning_rate,
     prior_weight,
+    probes,
     start_model,
 )
 
@@ -77,6 +83,14 @@ class TrainProgress(Progress):
         image.
     preview_region : tuple of slice or None
         Where ``preview`` belongs in the first image.
+    uncertainty : numpy.ndarray or None
+        With ``preview``: float32 per-pixel uncertainty in [0, 1] of the same region
+        (:func:`core.predict.probabilities_to_uncertainty`: 0 sure, 1 all classes equally likely).
+
+    Notes
+    -----
+    With ``probe_head`` the first item has ``done == 0`` and no loss: the preview of the head
+    fitted by the linear probe, before any optimiser step.
     """
 
     stage: str = "train"
@@ -84,6 +98,7 @@ class TrainProgress(Progress):
     elapsed: float = 0.0
     preview: np.ndarray | None = None
     preview_region: Region | None = None
+    uncertainty: np.ndarray | None = None
 
 
 @dataclass
@@ -137,12 +152,19 @@ def preview_region(request: Region | None, shape: Sequence[int], net_ndim: int) 
     return tuple(region)
 
 
+def preview_prediction(model: torch.nn.Module, spec: dict, normalized: np.ndarray,
+                       device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and uncertainty (float32, 0..1) of an already normalised crop, by the sliding window."""
+    card = _models.ModelCard("preview", spec, default_class_names(int(spec["classes"])),
+                             dict(_IDENTITY), None)
+    prob = predict_probabilities(normalized, model, card, device=device)
+    return probabilities_to_labels(prob), probabilities_to_uncertainty(prob)
+
+
 def preview_labels(model: torch.nn.Module, spec: dict, normalized: np.ndarray,
                    device: torch.device) -> np.ndarray:
     """Predicted labels of an already normalised crop, by the sliding-window predictor."""
-    card = _models.ModelCard("preview", spec, default_class_names(int(spec["classes"])),
-                             dict(_IDENTITY), None)
-    return probabilities_to_labels(predict_probabilities(normalized, model, card, device=device))
+    return preview_prediction(model, spec, normalized, device)[0]
 
 
 class TrainSession:
@@ -218,6 +240,9 @@ class TrainSession:
         if weight > 0 and self.start.base_card is None and prior_model is None:
             raise CardiosegError("a prior needs a pretrained model to start from (init)")
         self.prior = _adapt.Prior(prior_model or self.model, weight) if weight > 0 else None
+        self._own_teacher = prior_model is None  # the teacher follows the probed head
+        self.probe = probes(config, self.start)
+        self.probe_fit: _probe.ProbeFit | None = None
         if self.prior is not None:
             self.prior.teacher.to(self.device)
         slice_wise = self.ndim == 2
@@ -291,13 +316,30 @@ class TrainSession:
             self._best_score = score
             self._keep_state()
 
-    def _preview(self) -> tuple[np.ndarray, Region] | None:
-        """Labels for the region requested now, or None when none is requested."""
+    def _preview(self) -> tuple[np.ndarray, np.ndarray, Region] | None:
+        """Labels and uncertainty for the region requested now, or None when none is requested."""
         request = self.preview() if callable(self.preview) else self.preview
         region = preview_region(request, self.images[0].shape, self.ndim)
         if region is None:
             return None
-        return preview_labels(self.model, self.spec, self.normalized[0][region], self.device), region
+        labels, uncertainty = preview_prediction(self.model, self.spec,
+                                                 self.normalized[0][region], self.device)
+        return labels, uncertainty, region
+
+    def _probe_head(self) -> _probe.ProbeFit | None:
+        """Fit the head to the painted pixels (held-out strokes left out), the features fixed."""
+        scribbles = list(self.scribbles)
+        if self.held is not None:
+            scribbles = [np.where(held, 0, s) for s, held in zip(scribbles, self.held, strict=True)]
+        base = self.start.base_card  # a head trained for these classes anchors the fit
+        anchor = base is not None and int(base.spec["classes"]) == int(self.spec["classes"])
+        self.probe_fit = _probe.probe_head(self.model, self.spec, self.normalized, scribbles,
+                                           device=self.device, anchor=anchor,
+                                           seed=self.config.seed)
+        if self.probe_fit is not None and self.prior is not None and self._own_teacher:
+            self.prior = _adapt.Prior(self.model, self.prior.weight)
+            self.prior.teacher.to(self.device)
+        return self.probe_fit
 
     def _done(self, step: int) -> bool:
         steps, budget = self.config.total_steps, self.config.time_budget
@@ -328,9 +370,20 @@ class TrainSession:
             self.holdout = _adapt.HeldOut(
                 self.normalized, self.scribbles, self.held, self.ndim,
                 _nets.size_multiple(self.spec), int(self.spec["classes"])) or None
+        last_preview = None
+        fit = self._probe_head() if self.probe else None
+        if fit is not None:  # step 0: the probed head, before any optimiser step
+            preview = self._preview()
+            if preview is not None:
+                last_preview = time.perf_counter()
+            labels, uncertainty, region = preview if preview is not None else (None, None, None)
+            self.elapsed = time.perf_counter() - start
+            yield TrainProgress(
+                0, self.config.total_steps, elapsed=self.elapsed,
+                message=f"head fitted to {fit.pixels} painted pixels in {fit.seconds:.1f} s",
+                preview=labels, preview_region=region, uncertainty=uncertainty)
         if self.holdout is not None:
             self._score_holdout(0)
-        last_preview = None
         step = 0
         smoothed = 0.0
         while not self._done(step):
@@ -353,11 +406,12 @@ class TrainSession:
                 if preview is not None:
                     last_preview = time.perf_counter()
             self.elapsed = time.perf_counter() - start
-            labels, region = preview if preview is not None else (None, None)
+            labels, uncertainty, region = preview if preview is not None else (None, None, None)
             yield TrainProgress(
                 step, self.config.total_steps,
                 message=f"step {step}  loss {loss:.4f}  {self.elapsed:.0f} s",
                 loss=loss, elapsed=self.elapsed, preview=labels, preview_region=region,
+                uncertainty=uncertainty,
             )
 
     def receptive_field(self) -> tuple[int, ...]:
@@ -380,6 +434,7 @@ class TrainSession:
             counts=self.index.counts(), losses=self.losses, best_smoothed=self._best_loss,
             seconds=self.elapsed, patch=self.patch, batch=self.batch,
             receptive_field=self.receptive_field(),
+            probe=None if self.probe_fit is None else dataclasses.asdict(self.probe_fit),
         )
         return TrainResult(model, card, list(self.losses))
 
@@ -410,5 +465,6 @@ def train(images: Sequence[np.ndarray], scribbles: Sequence[np.ndarray],
 __all__ = [
     "DEFAULT_ARCH", "LR_FINETUNE", "LR_SCRATCH", "InitModel", "PreviewRequest", "TrainConfig",
     "TrainProgress", "TrainResult", "TrainSession", "default_patch", "preview_labels",
+    "preview_prediction",
     "preview_region", "train", "train_generator",
 ]

@@ -25,7 +25,7 @@ def loss_summary(losses: Sequence[float], best_smoothed: float) -> dict:
 def training_card(
     config: TrainConfig, start: StartModel, *, image_shapes: Sequence[Sequence[int]],
     counts: dict[int, int], losses: Sequence[float], best_smoothed: float, seconds: float,
-    patch: Sequence[int], batch: int, receptive_field: Sequence[int],
+    patch: Sequence[int], batch: int, receptive_field: Sequence[int], probe: dict | None = None,
 ) -> ModelCard:
     """Build a card for the trained model: the start model's identity, the run's record and its data.
 
@@ -47,6 +47,9 @@ def training_card(
         Training window and windows per step.
     receptive_field : sequence of int
         The net's receptive field in pixels per axis.
+    probe : dict, optional
+        What the linear probe of the head did (:class:`core.probe_head.ProbeFit` as a dict),
+        recorded as ``training["probe_head"]``.
     """
     names = start.class_names
     training = {
@@ -64,6 +67,9 @@ def training_card(
         "freeze_encoder": config.freeze_encoder,
         "loss": loss_summary(losses, best_smoothed),
     }
+    if probe is not None:
+        training["probe_head"] = {k: list(v) if isinstance(v, tuple) else v
+                                  for k, v in probe.items()}
     base = start.base_card
     pixel_size = list(config.pixel_size) if config.pixel_size is not None else (
         base.pixel_size if base is not None else None)

@@ -27,6 +27,7 @@ LR_SCRATCH = 5e-3  # learning rates (AdamW) when none is given: training from sc
 LR_FINETUNE = 2.5e-4  # and fine-tuning a pretrained or previously trained model
 PRIOR_FINETUNE = 1.0  # distillation prior weight and encoder learning-rate scale when adapting
 ENCODER_LR_SCALE_FINETUNE = 0.1  # a model to strokes (train_init.adapts; else 0 and 1)
+PROBE_FINETUNE = True  # linear probe of the head before fine-tuning a model (train_init.probes)
 
 
 def _integer(value: Any) -> TypeGuard[int]:
@@ -97,6 +98,14 @@ class TrainConfig:
         state returned: the best held-out balanced accuracy, scored before the first step and
         every :data:`core.adapt.HOLDOUT_EVERY` steps, never one worse than the start. 0: the
         lowest smoothed loss.
+    probe_head : bool, optional
+        Before the first step, fit the net's output layer alone to the painted pixels with the
+        features fixed (a linear probe, :mod:`core.probe_head`; "LP-FT", Kumar et al. 2022),
+        then fine-tune from there; a preview of the fitted head comes before any optimiser
+        step. Every run (each Train click) probes again with all strokes. Default:
+        :data:`PROBE_FINETUNE` when starting from ``init`` with its batch-norm statistics
+        kept (``train_init.probes``), else off. True on a net whose registry row names no
+        probe-able head raises an error.
 
     Notes
     -----
@@ -123,6 +132,7 @@ class TrainConfig:
     prior_weight: float | None = None
     encoder_lr_scale: float | None = None
     holdout: float = 0.0
+    probe_head: bool | None = None
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`CardiosegError` naming the first bad one."""
@@ -212,6 +222,8 @@ class TrainConfig:
             raise CardiosegError(f"encoder_lr_scale must be in (0, 1], got {self.encoder_lr_scale!r}")
         if not ((_positive_number(self.holdout) or self.holdout == 0) and self.holdout <= 0.5):
             raise CardiosegError(f"holdout must be a share in [0, 0.5], got {self.holdout!r}")
+        if self.probe_head is not None and not isinstance(self.probe_head, bool):
+            raise CardiosegError(f"probe_head must be True, False or None, got {self.probe_head!r}")
 
     @property
     def total_steps(self) -> int | None:

@@ -21,6 +21,7 @@ from .train_config import (
     LR_FINETUNE,
     LR_SCRATCH,
     PRIOR_FINETUNE,
+    PROBE_FINETUNE,
     TrainConfig,
 )
 
@@ -146,6 +147,27 @@ def encoder_lr_scale(config: TrainConfig, start: StartModel) -> float:
     if config.encoder_lr_scale is not None:
         return float(config.encoder_lr_scale)
     return ENCODER_LR_SCALE_FINETUNE if adapts(config, start) else 1.0
+
+
+def probes(config: TrainConfig, start: StartModel) -> bool:
+    """Tell whether the run starts with a linear probe of the head (``probe_head``).
+
+    By default :data:`PROBE_FINETUNE` when starting from ``init`` with its batch-norm statistics
+    kept (the features the probe sees are those fine-tuning starts from), else False. Raises
+    :class:`CardiosegError` when asked for on a net whose head cannot be probed.
+    """
+    from .probe_head import head_layer
+
+    supported = head_layer(start.model, start.spec) is not None
+    if config.probe_head:
+        if not supported:
+            raise CardiosegError(f"{start.spec['arch']}: its output layer is not a stride-1 "
+                                 "convolution, so probe_head cannot fit it")
+        return True
+    if config.probe_head is None:
+        return (PROBE_FINETUNE and supported and start.base_card is not None
+                and keeps_norm_stats(config, start))
+    return False
 
 
 def fixed_norm_layers(config: TrainConfig, start: StartModel) -> list[torch.nn.Module]:

@@ -70,6 +70,10 @@ class Architecture:
         2018; EfficientNet's squeeze-and-excitation, Hu et al. 2018; the group normalisation in
         smp's FPN decoder, Wu & He 2018), so no finite receptive field exists;
         :func:`receptive_field` reports :data:`PROBE_MAX` for it.
+    head : str or None
+        Dotted name (``nn.Module.get_submodule``) of the output convolution that maps the last
+        features to the logits, e.g. for the linear probe of :mod:`core.probe_head`; None when
+        the net has no such layer (e.g. a transposed-convolution head).
     """
 
     builder: str | Callable[[dict], nn.Module]
@@ -80,6 +84,7 @@ class Architecture:
     scratch: Mapping[str, Any] | None = field(default_factory=lambda: MappingProxyType({}))
     recommended: bool = False
     global_context: bool = False
+    head: str | None = None
 
     def module(self) -> ModuleType:
         """Import and return the module implementing the net (this imports torch)."""
@@ -105,6 +110,7 @@ def _smp(name: str) -> Architecture:
         bounds=MappingProxyType({"encoder_depth": (3, 5)}),
         recommended=name == "unet-mobilenet_v2",
         global_context=arch in ("deeplabv3plus", "fpn") or encoder.startswith("efficientnet"),
+        head="segmentation_head.0",
     )
 
 
@@ -112,16 +118,16 @@ ARCHITECTURES: dict[str, Architecture] = {
     "unet2d": Architecture(
         "unet:build_2d", 2, _depth_multiple(3), "small plain 2D U-Net",
         bounds=MappingProxyType({"depth": (1, 6), "base": (1, 128)}),
-        scratch=MappingProxyType({"depth": 3, "base": 16}), recommended=True),
+        scratch=MappingProxyType({"depth": 3, "base": 16}), recommended=True, head="head"),
     "unet3d": Architecture(
         "unet:build_3d", 3, _depth_multiple(3), "3D U-Net (Çiçek et al. 2016)",
         bounds=MappingProxyType({"depth": (1, 5), "base": (1, 64)}),
-        scratch=MappingProxyType({"depth": 3, "base": 8}), recommended=True),
+        scratch=MappingProxyType({"depth": 3, "base": 8}), recommended=True, head="head"),
     **{name: _smp(name) for name in smp2d.SMP_NETS},
     "highres3dzm": Architecture(
         "highres3dzm:build", 3, lambda spec: 1,
         "HighRes3DZMNet, dilated residual 3D net with zero-mean input kernels",
-        bounds=MappingProxyType({"blocks": (1, 8), "channels": (1, 256)})),
+        bounds=MappingProxyType({"blocks": (1, 8), "channels": (1, 256)}), head="head"),
     "pix2pix": Architecture(
         "pix2pix:build", 2, _depth_multiple(6), "pix2pix U-Net generator (Isola et al. 2017)",
         bounds=MappingProxyType({"depth": (1, 8), "base": (1, 128)})),
@@ -196,6 +202,12 @@ def encoder_modules(model: nn.Module, spec: dict) -> list[nn.Module]:
     return architecture(spec).module().encoder(model)
 
 
+def head_module(model: nn.Module, spec: dict) -> nn.Module | None:
+    """Return the output convolution named by the registry row (None when it names none)."""
+    name = architecture(spec).head
+    return None if name is None else model.get_submodule(name)
+
+
 def replace_head(model: nn.Module, spec: dict, classes: int) -> tuple[nn.Module, dict]:
     """Give ``model`` a fresh ``classes``-way output layer, keeping every other weight.
 
@@ -244,6 +256,6 @@ def zero_mean_constraint(model: nn.Module) -> None:
 
 __all__ = [
     "ARCHITECTURES", "PROBE_MAX", "Architecture", "architecture", "build_model", "check_options",
-    "encoder_modules", "receptive_field", "replace_head", "scratch_choices", "scratch_spec",
+    "encoder_modules", "head_module", "receptive_field", "replace_head", "scratch_choices", "scratch_spec",
     "size_multiple", "spec_ndim", "zero_mean_constraint",
 ]
