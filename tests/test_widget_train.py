@@ -14,7 +14,7 @@ from napari_cardioseg.core.colors import BACKGROUND, class_color
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import PRETRAINED_DIR, list_models, suggested_name, user_models_dir
 from napari_cardioseg.core.nets import ARCHITECTURES, scratch_choices
-from napari_cardioseg.widgets.live_preview import LIVE
+from napari_cardioseg.widgets.live_preview import LIVE, UNCERTAIN
 from napari_cardioseg.widgets.loss_plot import smooth
 from napari_cardioseg.widgets.predict import PredictWidget
 from napari_cardioseg.widgets.train import TrainWidget, start_choices
@@ -53,6 +53,10 @@ def test_new_layer_train_live_preview_and_save(widget, viewer, qtbot):
     assert previews and previews[0].done == 0  # the probed head (probe_head), before any step
     assert previews[-1].preview_region == (slice(0, 64), slice(0, 128))  # the view: all of it
     np.testing.assert_array_equal(live.data, previews[-1].preview)
+    uncertain = viewer.layers[UNCERTAIN]  # where the next strokes help most
+    assert tuple(uncertain.scale) == (0.5, 0.25) and uncertain.data.dtype == np.uint8
+    np.testing.assert_array_equal(uncertain.data, np.rint(previews[-1].uncertainty * 255))
+    assert 0 < uncertain.data.max() <= 255
     assert widget.result is not None and widget.result.card.training["steps"] == 4
     assert widget.result.card.pixel_size == [0.5, 0.25]
     assert widget.trained._predict.enabled and widget.trained._save.enabled

@@ -1,9 +1,11 @@
-"""The Train widget's live preview: a Labels layer the trainer's previews are copied into.
+"""The Train widget's live preview: the layers the trainer's previews are copied into.
 
 The trainer predicts only the part of the image in view (:data:`VIEW_HALF` pixels around the view
 centre; a sub-volume :data:`VIEW_HALF_Z` slices deep for 3D nets), in its worker; this object keeps
 that region current from the viewer's camera and slider (main thread) and writes each yielded
-preview into the layer.
+preview into a Labels layer (:data:`LIVE`) and its uncertainty (0 sure, 255 all classes equally
+likely: :func:`core.predict.probabilities_to_uncertainty`) into an Image layer (:data:`UNCERTAIN`),
+which shows where the next strokes help most.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     import napari
 
 LIVE = "prediction (live)"
+UNCERTAIN = "uncertainty (live)"
 VIEW_HALF = 256  # preview half-width in pixels around the view centre (YX)
 VIEW_HALF_Z = 8  # preview half-depth of a 3D sub-volume (3D models)
 
@@ -36,20 +39,27 @@ class LivePreview:
         viewer.camera.events.center.connect(self.update_view)
 
     def start(self, image: Image, active: Labels | None) -> Labels:
-        """Reuse or add the live layer on ``image``; ``active`` stays the selected layer."""
+        """Reuse or add the live layers on ``image``; ``active`` stays the selected layer."""
         self.source, self.volumetric = image, False
         self.update_view()
-        if LIVE in self._viewer.layers:
-            layer = self._viewer.layers[LIVE]
+        self._layer(UNCERTAIN, image, lambda data, place: self._viewer.add_image(
+            data, colormap="inferno", contrast_limits=(0, 255), blending="additive",
+            opacity=0.6, **place))
+        layer = self._layer(LIVE, image, lambda data, place: self._viewer.add_labels(
+            data, opacity=0.5, colormap=ui.prediction_colormap(), **place))
+        if active is not None:
+            self._viewer.layers.selection.active = active  # keep painting strokes
+        return layer
+
+    def _layer(self, name: str, image: Image, add: Any) -> Any:
+        """Return the layer ``name`` on ``image``: reused when its shape fits, else (re)added."""
+        if name in self._viewer.layers:
+            layer = self._viewer.layers[name]
             if layer.data.shape == image.data.shape:
                 layer.scale, layer.translate = image.scale, image.translate
                 return layer
             self._viewer.layers.remove(layer)
-        layer = self._viewer.add_labels(np.zeros(image.data.shape, np.uint8), opacity=0.5,
-                                        colormap=ui.prediction_colormap(),
-                                        **ui.output_layer_kwargs(image, LIVE))
-        self._viewer.layers.selection.active = active  # keep painting strokes
-        return layer
+        return add(np.zeros(image.data.shape, np.uint8), ui.output_layer_kwargs(image, name))
 
     def update_view(self, _event: Any = None) -> None:
         """Remember the image region in view; the trainer reads :attr:`view` for its previews."""
@@ -62,8 +72,14 @@ class LivePreview:
         self.view = ui.region_in_view(self._viewer, image, halves)
 
     def show(self, progress: TrainProgress) -> None:
-        """Copy a yielded preview into the live layer (if it still exists)."""
-        if progress.preview is not None and LIVE in self._viewer.layers:
+        """Copy a yielded preview (and its uncertainty) into the live layers that still exist."""
+        if progress.preview is None:
+            return
+        if LIVE in self._viewer.layers:
             layer = self._viewer.layers[LIVE]
             layer.data[progress.preview_region] = progress.preview
+            layer.refresh()
+        if progress.uncertainty is not None and UNCERTAIN in self._viewer.layers:
+            layer = self._viewer.layers[UNCERTAIN]
+            layer.data[progress.preview_region] = np.rint(progress.uncertainty * 255)
             layer.refresh()
