@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="train for this many seconds instead of a step count")
     parser.add_argument("--freeze-encoder", action="store_true",
                         help="train only the decoder and head (faster on a CPU)")
+    parser.add_argument("--gan-weight", type=float, default=0.0, metavar="W",
+                        help="add a conditional-GAN term (PatchGAN discriminator, as pix2pix) with "
+                        "this weight; needs complete masks (--labels = mask + 1), not strokes")
     parser.add_argument("--probe-head", action=argparse.BooleanOptionalAction, default=None,
                         help="fit the output layer to the strokes first (linear probe), then "
                         "fine-tune; default: on with --init")
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         init=args.init, arch=args.arch, steps=args.steps, time_budget=args.time_budget,
         freeze_encoder=args.freeze_encoder, probe_head=args.probe_head, seed=args.seed,
+        gan_weight=args.gan_weight,
         device=args.device,
         threads=train_threads(gui=False),
         pixel_size=image.scale if image.calibrated else None,

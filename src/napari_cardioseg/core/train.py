@@ -31,6 +31,7 @@ from . import probe_head as _probe
 from .augment import augment_pair, context_shape
 from .device import choose_device, train_threads
 from .errors import CardiosegError
+from .gan import Adversary, check_complete
 from .losses import sparse_loss
 from .normalize import apply_normalization, fit_normalization
 from .predict import (
@@ -241,6 +242,10 @@ class TrainSession:
             raise CardiosegError("a prior needs a pretrained model to start from (init)")
         self.prior = _adapt.Prior(prior_model or self.model, weight) if weight > 0 else None
         self._own_teacher = prior_model is None  # the teacher follows the probed head
+        if config.gan_weight > 0:
+            check_complete(self.scribbles)
+        self.adversary = (Adversary(self.ndim, int(self.spec["classes"]), config.gan_weight,
+                                    self.lr, self.device) if config.gan_weight > 0 else None)
         self.probe = probes(config, self.start)
         self.probe_fit: _probe.ProbeFit | None = None
         if self.prior is not None:
@@ -297,11 +302,16 @@ class TrainSession:
         loss = sparse_loss(logits, y)
         if self.prior is not None:  # adapt hook: keep the init model's answer where unpainted
             loss = loss + self.prior.loss(logits, x, y)
+        reported = float(loss.detach())  # the adversarial term is left out of the loss curve
+        if self.adversary is not None:  # cGAN hook: the generator also tries to pass as real
+            loss = loss + self.adversary.generator_loss(x, logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.adversary is not None:
+            self.adversary.step(x, logits, y)
         _nets.zero_mean_constraint(self.model)
-        return float(loss.detach())
+        return reported
 
     def _keep_state(self) -> None:
         self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -67,6 +67,8 @@ def training_card(
         "freeze_encoder": config.freeze_encoder,
         "loss": loss_summary(losses, best_smoothed),
     }
+    if config.gan_weight > 0:  # pix2pix-style conditional GAN (core.gan)
+        training["gan_weight"] = config.gan_weight
     if probe is not None:
         training["probe_head"] = {k: list(v) if isinstance(v, tuple) else v
                                   for k, v in probe.items()}

@@ -93,6 +93,9 @@ class TrainConfig:
     encoder_lr_scale : float, optional
         The encoder learns at ``lr * encoder_lr_scale`` (0 < scale <= 1; 1: one learning rate).
         Default: :data:`ENCODER_LR_SCALE_FINETUNE` when ``train_init.adapts``, else 1.
+    gan_weight : float
+        Weight (>= 0) of the conditional-GAN term (:mod:`core.gan`, pix2pix's PatchGAN); 0 = off.
+        Needs complete masks (every pixel labelled), e.g. the recipes.
     holdout : float
         Share of each class's strokes (0 <= share <= 0.5) kept out of training to choose the
         state returned: the best held-out balanced accuracy, scored before the first step and
@@ -133,6 +136,7 @@ class TrainConfig:
     encoder_lr_scale: float | None = None
     holdout: float = 0.0
     probe_head: bool | None = None
+    gan_weight: float = 0.0
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`CardiosegError` naming the first bad one."""
@@ -220,6 +224,8 @@ class TrainConfig:
         if self.encoder_lr_scale is not None and not (_positive_number(self.encoder_lr_scale)
                                                       and self.encoder_lr_scale <= 1):
             raise CardiosegError(f"encoder_lr_scale must be in (0, 1], got {self.encoder_lr_scale!r}")
+        if not (_positive_number(self.gan_weight) or self.gan_weight == 0):
+            raise CardiosegError(f"gan_weight must be a finite number >= 0, got {self.gan_weight!r}")
         if not ((_positive_number(self.holdout) or self.holdout == 0) and self.holdout <= 0.5):
             raise CardiosegError(f"holdout must be a share in [0, 0.5], got {self.holdout!r}")
         if self.probe_head is not None and not isinstance(self.probe_head, bool):

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="start from the stage-1 checkpoint in OUT/checkpoints (stage 2 only)")
     parser.add_argument("--exclude", action="append", default=[], choices=["lucchi", "emnet"],
                         help="mito only: leave this real data set out of training (repeatable)")
+    parser.add_argument("--gan-weight", type=float, default=0.0,
+                        help="mito only: weight of a conditional-GAN term (PatchGAN, as pix2pix); "
+                        "0 = plain segmentation loss")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_dir = args.data or data.default_data_dir()
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             from . import mito
 
             mito.run(data_dir, args.minutes, args.out, seed=args.seed, resume=args.resume,
-                     exclude=tuple(args.exclude))
+                     exclude=tuple(args.exclude), gan_weight=args.gan_weight)
         else:
             from . import zdisk
 

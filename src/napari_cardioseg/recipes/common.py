@@ -32,7 +32,7 @@ def log(message: str) -> None:
 def train_dense(
     images: Sequence[np.ndarray], masks: Sequence[np.ndarray], card: ModelCard, *,
     seconds: float, seed: int, patch: int, batch: int, lr: float, augment: AugmentConfig,
-    model: torch.nn.Module | None = None,
+    model: torch.nn.Module | None = None, gan_weight: float = 0.0,
 ) -> TrainResult:
     """Train on full masks (scribbles = mask + 1) with the project's trainer.
 
@@ -49,6 +49,7 @@ def train_dense(
         keep_norm_stats=False,  # dense labels: batch-norm statistics are learned, as from scratch
         refresh_every=1e9,  # dense labels never change: index them once
         threads=torch.get_num_threads(),  # the recipe's --threads, not the GUI's half of the cores
+        gan_weight=gan_weight,
     )
     session = TrainSession(list(images), scribbles, config)
     last = time.perf_counter()
@@ -63,6 +64,7 @@ def train_dense(
 def first_stage(
     images: Sequence[np.ndarray], masks: Sequence[np.ndarray], card: ModelCard, checkpoint: Path, *,
     resume: bool, seconds: float, seed: int, lr: float, augment: AugmentConfig,
+    gan_weight: float = 0.0,
 ) -> tuple[torch.nn.Module, ModelCard, int, float]:
     """Stage 1 of a recipe (fresh weights, high learning rate), saved to ``checkpoint``.
 
@@ -74,7 +76,7 @@ def first_stage(
         log(f"resuming from {checkpoint} ({card.training['steps']} steps)")
     else:
         result = train_dense(images, masks, card, seconds=seconds, seed=seed, patch=PATCH, batch=BATCH,
-                             lr=lr, augment=augment)
+                             lr=lr, augment=augment, gan_weight=gan_weight)
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         result.save(checkpoint)
         model, card = result.model, result.card
@@ -84,14 +86,14 @@ def first_stage(
 def second_stage(
     images: Sequence[np.ndarray], masks: Sequence[np.ndarray], card: ModelCard, model: torch.nn.Module, *,
     seconds: float, seed: int, lr: float, augment: AugmentConfig,
-    validate: Callable[[torch.nn.Module, ModelCard], dict],
+    validate: Callable[[torch.nn.Module, ModelCard], dict], gan_weight: float = 0.0,
 ) -> tuple[TrainResult, dict]:
     """Stage 2 of a recipe (continues ``model`` at a lower learning rate), then ``validate``.
 
     Returns the training result and the validation metrics.
     """
     result = train_dense(images, masks, card, seconds=seconds, seed=seed, patch=PATCH, batch=BATCH, lr=lr,
-                         augment=augment, model=model)
+                         augment=augment, model=model, gan_weight=gan_weight)
     log(f"stage 2: {len(result.losses)} steps; validating")
     metrics = validate(result.model, result.card)
     log(f"validation: {metrics}")

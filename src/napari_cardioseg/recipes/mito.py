@@ -111,12 +111,13 @@ def evaluate(model, card: ModelCard, data_dir: Path) -> dict:
 
 
 def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: bool = False,
-        exclude: tuple[str, ...] = ()) -> Path:
+        exclude: tuple[str, ...] = (), gan_weight: float = 0.0) -> Path:
     """Train, validate and save ``mito-em`` into ``out``; returns the card path.
 
     Stage 1 (real data) is checkpointed in ``out/checkpoints``; ``resume`` starts from that
     checkpoint with stage 2 (real + synthetic data). ``exclude`` leaves real data sets out
-    (:func:`real_pool`); they are still validated on.
+    (:func:`real_pool`); they are still validated on. ``gan_weight`` > 0 adds the
+    conditional-GAN term (:mod:`core.gan`) in both stages.
     """
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -128,13 +129,14 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
     )
     model, card, stage1_steps, stage1_seconds = common.first_stage(
         images, masks, card, out / "checkpoints" / f"{NAME}-stage1", resume=resume,
-        seconds=minutes * 60 * STAGE1, seed=seed, lr=2e-3, augment=AUGMENT)
+        seconds=minutes * 60 * STAGE1, seed=seed, lr=2e-3, augment=AUGMENT, gan_weight=gan_weight)
     synth_images, synth_masks = synthetic_pool()
     common.log(f"stage 2: {len(images)} real + {len(synth_images)} synthetic images")
     counts = {"real_and_degraded": len(images), "synthetic_slices": len(synth_images)}
     result, metrics = common.second_stage(
         images + synth_images, masks + synth_masks, card, model, seconds=minutes * 60 * (1 - STAGE1),
-        seed=seed + 1, lr=5e-4, augment=AUGMENT, validate=lambda m, c: evaluate(m, c, data_dir))
+        seed=seed + 1, lr=5e-4, augment=AUGMENT, validate=lambda m, c: evaluate(m, c, data_dir),
+        gan_weight=gan_weight)
     steps = [stage1_steps, len(result.losses)]
     card = result.card
     card.description = (
@@ -148,7 +150,8 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
                                                     for n in exclude)],
         "pool": counts,
         "recipe": f"python -m napari_cardioseg.recipes mito --minutes {minutes:g}"
-                  + "".join(f" --exclude {name}" for name in exclude),
+                  + "".join(f" --exclude {name}" for name in exclude)
+                  + (f" --gan-weight {gan_weight:g}" if gan_weight > 0 else ""),
         "seed": seed,
         "steps": {"stage 1 (real data, lr 2e-3)": steps[0],
                   "stage 2 (real + synthetic, lr 5e-4)": steps[1]},
