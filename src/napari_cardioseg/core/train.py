@@ -189,7 +189,7 @@ class TrainSession:
         Region of image 1 to preview, or a callable returning one (or None) when asked.
     prior_model : torch.nn.Module, optional
         Teacher of the distillation prior (when its weight is > 0); default: the start
-        model as it was before training.
+        model as it was before training (after the head's linear probe, with ``probe_head``).
     """
 
     def __init__(
