@@ -32,7 +32,6 @@ import math
 import os
 import tempfile
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from .errors import CardiosegError
 from .grid import plan_blocks
 from .measure import (
     KINDS,
+    MeasureResult,
     analysis_options,
     check_image,
     get_kind,
@@ -57,31 +57,10 @@ from .measure import (
 from .measure.kinds import DEFAULT_OPTIONS, Plane
 from .measure.objects import OBJECT_MODES, Region, iter_regions, split_objects
 from .progress import Progress
-from .table import Table
 from .validate import check_labels, check_spacing
 
 #: voxels per block when the block shape is derived from the chunks (int64 labels: 64 MiB)
 BLOCK_VOXELS = 2**23
-
-
-@dataclass
-class BlockwiseResult:
-    """Per-object and summary tables of a blockwise measurement (no object label image).
-
-    ``spacing`` is the pixel size in µm, or ones when ``calibrated`` is False (then every
-    column is in pixels).
-    """
-
-    objects: Table
-    summary: Table
-    spacing: tuple[float, ...]
-    kind: str
-    calibrated: bool = True
-
-    @property
-    def unit(self) -> str:
-        """``"µm"`` or ``"px"``."""
-        return "µm" if self.calibrated else "px"
 
 
 class _Blocks:
@@ -187,11 +166,11 @@ def measure_blockwise_iter(
     min_length: float | None = None,
     block: int | Sequence[int] | None = None,
     workdir: str | os.PathLike | None = None,
-) -> Generator[Progress, None, BlockwiseResult]:
+) -> Generator[Progress, None, MeasureResult]:
     """Measure every object of a chunked label volume, one block, object or slice at a time.
 
     Yields :class:`~napari_cardioseg.core.progress.Progress` and returns a
-    :class:`BlockwiseResult` whose tables equal those of
+    :class:`MeasureResult` whose tables equal those of
     :func:`~napari_cardioseg.core.measure.measure_iter` on the same volume. Kinds with a
     per-image ``context`` (``shapes``) are measured object by object; kinds measured per slice
     (``zdisk``) one slice of a stack at a time (a 2D image is read whole: its per-image
@@ -282,7 +261,7 @@ def _by_slices(
     period_range: Sequence[float] | None,
     class_value: int | None,
     min_length: float | None,
-) -> Generator[Progress, None, BlockwiseResult]:
+) -> Generator[Progress, None, MeasureResult]:
     """Measure a per-slice kind one slice of a stack at a time (a 2D image whole)."""
     shape = tuple(int(n) for n in labels.shape)
     if len(shape) != 3 or 0 in shape:  # a 2D image is measured whole (errors as in memory)
@@ -292,7 +271,7 @@ def _by_slices(
             cell_mask=None if cell_mask is None else np.asarray(cell_mask), mode=mode,
             connectivity=connectivity, min_size=min_size, period_range=period_range,
             class_value=class_value, min_length=min_length)
-        return BlockwiseResult(result.objects, result.summary, result.spacing, kind,
+        return MeasureResult(result.objects, result.summary, result.spacing, kind,
                                result.calibrated)
     spec = get_kind(kind)
     for array, what in ((image, "intensity image"), (cell_mask, "cell mask")):
@@ -347,7 +326,7 @@ def _by_slices(
         yield Progress(z + 1, shape[0], "measure", f"measured slice {z + 1} / {shape[0]}")
     obj_table, summary_table = result_tables(obj_rows, summary_rows, obj_measures, columns,
                                              ["label", "z"])
-    return BlockwiseResult(obj_table, summary_table, spacing, kind, calibrated)
+    return MeasureResult(obj_table, summary_table, spacing, kind, calibrated)
 
 
 def _by_objects(
@@ -361,7 +340,7 @@ def _by_objects(
     class_value: int | None,
     block: int | Sequence[int] | None,
     workdir: str | os.PathLike | None,
-) -> Generator[Progress, None, BlockwiseResult]:
+) -> Generator[Progress, None, MeasureResult]:
     """Label blockwise, then measure one object crop at a time (kinds with a ``context``)."""
     spec = get_kind(kind)
     if mode not in OBJECT_MODES:
@@ -418,7 +397,7 @@ def _by_objects(
 
 def _measure_objects(instances: Any, ids: np.ndarray, boxes: np.ndarray, sizes: np.ndarray,
                      kind: str, shape: tuple[int, ...], spacing: tuple[float, ...],
-                     calibrated: bool, min_size: int) -> Generator[Progress, None, BlockwiseResult]:
+                     calibrated: bool, min_size: int) -> Generator[Progress, None, MeasureResult]:
     """Rows of every object of at least ``min_size`` voxels, then the summary.
 
     Object ``ids[i]`` is the voxels equal to it in ``instances`` inside the box ``boxes[i]``
@@ -451,11 +430,11 @@ def _measure_objects(instances: Any, ids: np.ndarray, boxes: np.ndarray, sizes: 
     ctx = spec.context(sizes_um, shape, spacing)
     summary = [summary_row(ctx, rows, img_measures, described, columns)]
     obj_table, summary_table = result_tables(rows, summary, obj_measures, columns, ["label"])
-    return BlockwiseResult(obj_table, summary_table, spacing, kind, calibrated)
+    return MeasureResult(obj_table, summary_table, spacing, kind, calibrated)
 
 
 def measure_blockwise(labels: Any, spacing: Sequence[float] | None = None,
-                      kind: str = "shapes", **kwargs: Any) -> BlockwiseResult:
+                      kind: str = "shapes", **kwargs: Any) -> MeasureResult:
     """Run :func:`measure_blockwise_iter` to the end and return its result."""
     from .progress import drain
 

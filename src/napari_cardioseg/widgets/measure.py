@@ -23,7 +23,7 @@ from ..core.errors import CardiosegError
 from ..core.io import write_tiff
 from ..core.measure import KINDS, MeasureResult, list_columns, measure_iter
 from ..core.measure.objects import OBJECT_MODES
-from ..core.measure_blockwise import BlockwiseResult, measure_blockwise_iter
+from ..core.measure_blockwise import measure_blockwise_iter
 from ..core.units import is_calibrated
 from . import measure_plots
 from ._common import (
@@ -96,7 +96,7 @@ class MeasureWidget(Container):
         self.canvas = FigureCanvasQTAgg(self.figure)
         for widget in (self.view, self.summary_view, self.canvas):
             self.native.layout().addWidget(widget)
-        self.result: MeasureResult | BlockwiseResult | None = None
+        self.result: MeasureResult | None = None
         self.worker = None
         self._source: Labels | None = None
         self._labels_layer.changed.connect(self._from_layer)
@@ -162,7 +162,7 @@ class MeasureWidget(Container):
     def _finished(self) -> None:
         self._run.enabled = True
 
-    def show_result(self, result: MeasureResult | BlockwiseResult) -> None:
+    def show_result(self, result: MeasureResult) -> None:
         """Fill the tables, set the layer features, update the plots."""
         self.result = result
         tips = {name: f"{text} [{unit}]" if unit else text
@@ -177,7 +177,7 @@ class MeasureWidget(Container):
         self._column.choices = [n for n in result.objects.names if n not in ("label", "z")]
         self._plot()
 
-    def _target_layer(self, result: MeasureResult | BlockwiseResult) -> Labels | None:
+    def _target_layer(self, result: MeasureResult) -> Labels | None:
         """Return the input layer when its values are the objects, else an ``objects`` layer on top.
 
         A blockwise result has no object image: the input layer gets the features when its
@@ -186,7 +186,7 @@ class MeasureWidget(Container):
         source = self._source
         if source is None:
             raise CardiosegError("measure first")
-        if not isinstance(result, MeasureResult):
+        if result.labels is None:  # measured blockwise
             return source if self._mode.value == "labels" else None
         if np.array_equal(np.asarray(source.data), result.labels):
             return source
@@ -227,7 +227,7 @@ class MeasureWidget(Container):
         try:
             if self.result is None or self._source is None:
                 raise CardiosegError("measure first, then export")
-            masks = self.result.labels if isinstance(self.result, MeasureResult) else None
+            masks = self.result.labels
             if what == "masks" and masks is None:
                 raise CardiosegError("a layer measured blockwise has no object masks to export")
             suffix = ".tif" if what == "masks" else ".csv"

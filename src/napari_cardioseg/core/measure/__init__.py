@@ -29,15 +29,16 @@ class MeasureResult:
     """Per-object table, summary table and the object label image that was measured.
 
     ``spacing`` is the pixel size in µm, or ones when ``calibrated`` is False (then every
-    column is in pixels).
+    column is in pixels). ``labels`` is None for a blockwise measurement
+    (:mod:`core.measure_blockwise`), which never holds the whole object image.
     """
 
     objects: Table
     summary: Table
-    labels: np.ndarray
     spacing: tuple[float, ...]
     kind: str
     calibrated: bool = True
+    labels: np.ndarray | None = None
 
     @property
     def unit(self) -> str:
@@ -217,7 +218,7 @@ def measure_iter(
         obj_rows += rows
         summary_rows.append(summary_row(ctx, rows, img_measures, described, columns, ids))
     obj_table, summary_table = result_tables(obj_rows, summary_rows, obj_measures, columns, id_cols)
-    return MeasureResult(obj_table, summary_table, objects_image, spacing, kind, calibrated)
+    return MeasureResult(obj_table, summary_table, spacing, kind, calibrated, objects_image)
 
 
 def object_row(label: int, item: Any, obj_measures: Sequence[Measurement],
