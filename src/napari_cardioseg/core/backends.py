@@ -150,15 +150,17 @@ def cache_onnx_in_background(model: str | os.PathLike) -> subprocess.Popen:
     """Export ``model`` (name or card path) into the ONNX cache in a separate Python process.
 
     For a GUI: torch's exporter holds the interpreter lock for about half a second at a time,
-    which would freeze the viewer if it ran in one of its threads. One process per model at a
-    time; the processes are kept (and reaped) in :data:`_EXPORTS`.
+    which would freeze the viewer if it ran in one of its threads. The process runs at the lowest
+    priority, so it does not starve the viewer of CPU either. One process per model at a time;
+    the processes are kept (and reaped) in :data:`_EXPORTS`.
     """
     key = str(model)
     for name, process in list(_EXPORTS.items()):
         if process.poll() is not None:
             del _EXPORTS[name]
     if key not in _EXPORTS:
-        code = ("import sys; sys.modules.setdefault('triton', None); "
+        code = ("import os, sys; os.nice(19) if hasattr(os, 'nice') else None; "  # yield the CPU
+                "sys.modules.setdefault('triton', None); "
                 "from napari_cardioseg.core.backends import _cache_main; _cache_main(sys.argv[1])")
         _EXPORTS[key] = subprocess.Popen([sys.executable, "-c", code, key],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
