@@ -4,7 +4,9 @@ Not a test. A 10 ms QTimer ticks on the GUI thread while a widget works; the lar
 between ticks is the longest the viewer froze. Runs on the plugin's sample data with the shipped
 models: Predict (``zdisk-fluo`` on the 1024×1024 Z-disk sample, twice: the first run per model
 and process also builds the ONNX Runtime session) and Train (``mito-em`` fine-tuned on the EM
-sample's ground truth used as strokes on every 8th row, for ``--train-seconds``). Needs a display
+sample's ground truth used as strokes on every 8th row, for ``--train-seconds``). ``--think`` waits
+that long after opening the Predict widget before the first Run, as a user choosing the image and the
+model would (the widget imports the heavy modules in the background meanwhile). Needs a display
 (``xvfb-run -a python benchmarks/bench_gui_gaps.py``).
 """
 
@@ -45,6 +47,9 @@ def main() -> None:
     """Print the click time and the largest gap of each run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-seconds", type=float, default=20.0)
+    parser.add_argument("--think", type=float, default=0.0,
+                        help="seconds between opening the Predict widget and the first Run, as a "
+                        "user choosing the image and model (the widget warms imports meanwhile)")
     args = parser.parse_args()
     os.environ.setdefault("CARDIOSEG_HOME", tempfile.mkdtemp())  # a fresh ONNX cache
     import napari
@@ -62,6 +67,8 @@ def main() -> None:
     viewer.window.add_dock_widget(predict)
     predict._image.value = image
     predict._model.value = next(c for c in predict._model.choices if "zdisk-fluo" in str(c))
+    opened = time.perf_counter()
+    _gaps_while(app, lambda: None, lambda: time.perf_counter() - opened < args.think)
     for run in ("first", "second"):
         click, gap = _gaps_while(app, predict.run, lambda: predict.worker is not None)
         print(f"Predict zdisk-fluo {data.shape} ({run} run): click {click * 1000:.0f} ms, "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Optional, cast
@@ -22,6 +25,30 @@ if TYPE_CHECKING:
     import napari
 
     from ..core.progress import Progress
+
+
+#: modules the first prediction or training run imports (segmentation-models-pytorch pulls in timm
+#: and torchvision); importing them holds the GIL for about 0.1 s at a time
+HEAVY_MODULES = ("segmentation_models_pytorch", "onnxruntime")
+_warming: list[threading.Thread] = []
+
+
+def warm_up_imports() -> None:
+    """Import :data:`HEAVY_MODULES` in a background thread, once per process.
+
+    Called when a widget opens: the import's stalls then fall while the user chooses layers and
+    models, not into the first run.
+    """
+    if _warming:
+        return
+
+    def load() -> None:
+        for name in HEAVY_MODULES:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+
+    _warming.append(threading.Thread(target=load, name="cardioseg-warm-up", daemon=True))
+    _warming[0].start()
 
 
 def report_error(exc: BaseException) -> None:
@@ -208,7 +235,8 @@ def start_generator(
 __all__ = [
     "full_resolution", "is_lazy", "layer_choice", "output_layer_kwargs", "prediction_colormap",
     "refresh_model_lists", "region_in_view", "report_error", "result_name", "scribble_colormap",
-    "show_info", "show_progress", "spatial_scale", "start_generator", "widget_alive",
+    "show_info", "show_progress", "spatial_scale", "start_generator", "warm_up_imports",
+    "widget_alive",
 ]
 
 

@@ -1,12 +1,10 @@
 """Predict: run a pretrained or user model on an image layer, in a worker with a progress bar.
 
 Results are a Labels layer (0 background, 1 first class, ...) and, optionally, an Image layer of
-foreground probabilities, both named after the image and the model and placed on the input with
-its scale and translate. Probabilities and labels are computed in the worker
-(:func:`core.predict.predict_steps`, on the CPU through ONNX Runtime once the model's graph is
-cached, see :func:`.predict_jobs.gui_backend`); this widget only adds
-the layers. "Export to bioimage.io…" writes the chosen model as a bioimage.io package
-(:func:`core.bioimageio_export.export_bioimageio`) in a worker.
+foreground probabilities, named after the image and the model and placed on the input with its
+scale and translate. The model is loaded, run and its layers built in the worker
+(:mod:`.predict_jobs`; ONNX Runtime once the model's graph is cached); large layers stream into a
+zarr store. "Export to bioimage.io…" writes the chosen model as a bioimage.io package.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from ._common import (
     report_error,
     show_progress,
     start_generator,
+    warm_up_imports,
 )
 from .model_export import export_model
 from .predict_jobs import Stream, gui_backend, is_large, predict_layers
@@ -53,6 +52,7 @@ class PredictWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
+        warm_up_imports()  # the first run's heavy imports, while the user chooses
         self._files: dict[str, str] = {}  # label -> card path of models loaded from files
         self._image = layer_choice(napari_viewer, Image, "image", "The image layer to segment.")
         self._model = ComboBox(

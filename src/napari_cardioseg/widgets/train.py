@@ -54,6 +54,7 @@ class TrainWidget(widgets.Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
+        ui.warm_up_imports()  # the first run's heavy imports, while the user chooses
         self._image = ui.layer_choice(napari_viewer, Image, "image",
                                       "The image to learn from and to predict.")
         self._scribbles = ui.layer_choice(napari_viewer, Labels, "scribbles",
