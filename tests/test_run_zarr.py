@@ -180,3 +180,15 @@ def test_rows_of_blocks_as_dask_tasks_equal_one_process(tmp_path, rng, user_mode
     assert zarr_io.read_ome_zarr(out).complete is True
     with pytest.raises(CardiosegError, match=r"need a \.zarr output"):
         drain(predict_file(tmp_path / "flat.tif", tmp_path / "x.tif", model="tiny", workers=2))
+
+
+def test_an_uncalibrated_input_gives_an_uncalibrated_store(tmp_path, rng, user_model):
+    image = rng.integers(0, 255, (40, 52)).astype(np.uint8)
+    write_tiff(tmp_path / "plain.tif", image, None)  # no pixel size
+    drain(predict_to_zarr(tmp_path / "plain.tif", "tiny", tmp_path / "p.zarr", device="cpu"))
+    store = zarr_io.read_ome_zarr(tmp_path / "p.zarr")
+    assert store.complete is True and store.calibrated is False  # no invented 1 µm
+    write_tiff(tmp_path / "cal.tif", image, SCALE[1:])
+    drain(predict_to_zarr(tmp_path / "cal.tif", "tiny", tmp_path / "c.zarr", device="cpu"))
+    calibrated = zarr_io.read_ome_zarr(tmp_path / "c.zarr")
+    assert calibrated.calibrated is True and calibrated.scale == pytest.approx(SCALE[1:])

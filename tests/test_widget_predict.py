@@ -256,6 +256,10 @@ def test_large_layer_streams_into_a_store_shown_while_it_fills(viewer, qtbot, ho
     assert widget._status.value == f"done: {stream.path}"
     info = zarr.open_group(str(stream.path), mode="r").attrs["cardioseg"]
     assert info["complete"] is True
+    from napari_cardioseg.core.zarr_io import read_ome_zarr
+
+    stored = read_ome_zarr(stream.path)
+    assert stored.calibrated is True and stored.scale == pytest.approx((1.0, 0.5, 0.5))
     expected = predict_labels(image, model, card, device="cpu")  # the in-memory prediction
     assert np.mean(np.asarray(layer.data) == expected) >= 0.999
     assert widget._progress.value == widget._progress.max > 1  # one step per block and level
@@ -282,4 +286,6 @@ def test_stopping_a_streamed_prediction_keeps_the_finished_blocks(viewer, qtbot,
     assert widget._status.value == f"stopped: the finished blocks stay in {path}"
     assert "cells tiny labels" in viewer.layers  # what is done stays on screen
     assert not zarr.open_group(str(path), mode="r").attrs["cardioseg"].get("complete")
+    axes = zarr.open_group(str(path), mode="r").attrs["multiscales"][0]["axes"]
+    assert all("unit" not in ax for ax in axes)  # the layer has no pixel size: none invented
     assert blocks[-1].total > len(blocks)  # stopped before the end

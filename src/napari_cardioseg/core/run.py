@@ -181,7 +181,7 @@ def predict_to_zarr(
     encoding = zarr_io.probabilities_dtype(prob_dtype)
     model, card = load_model(model_name)
     ndim = spec_ndim(card.spec)
-    with open_lazy(input_path, channel=channel, scene=scene) as (volume, scale, _calibrated):
+    with open_lazy(input_path, channel=channel, scene=scene) as (volume, scale, calibrated):
         block, full_halo = stream_geometry(card, volume.shape, tile, overlap, halo)
         run = {"format": RUN_FORMAT, "input": str(Path(input_path).resolve()),
                "shape": list(volume.shape), "model": card.name, "weights": card.weights_sha256,
@@ -198,7 +198,7 @@ def predict_to_zarr(
         if len(groups) < len(stores):
             groups = [zarr_io.create_ome_zarr(p, shape, dtype, scale, chunks=chunks, labels=lab,
                                               axes=("C" if not lab else "") + "ZYX"[-volume.ndim:],
-                                              name=card.name, run=run)
+                                              name=card.name, run=run, calibrated=calibrated)
                       for p, dtype, shape, chunks, lab in stores]
         skip = zarr_io.done_blocks(out_path)
         level_total = sum(zarr_io.level_chunk_count(g) for g in groups)

@@ -63,13 +63,15 @@ def level_shapes(shape: Sequence[int], levels: int | None = None) -> list[tuple[
     return shapes
 
 
-def _axes_metadata(axes: str) -> list[dict]:
-    out = []
+def _axes_metadata(axes: str, calibrated: bool = True) -> list[dict]:
+    """NGFF axes; spatial axes carry ``micrometer`` only when the pixel size is known."""
+    out: list[dict] = []
     for ax in axes.lower():
         if ax == "c":
             out.append({"name": "c", "type": "channel"})
         else:
-            out.append({"name": ax, "type": "space", "unit": "micrometer"})
+            out.append({"name": ax, "type": "space",
+                        **({"unit": "micrometer"} if calibrated else {})})
     return out
 
 
@@ -85,6 +87,7 @@ def create_ome_zarr(
     name: str = "",
     labels: bool = True,
     run: dict | None = None,
+    calibrated: bool = True,
 ) -> zarr.Group:
     """Create an empty, incomplete multiscale store at ``path`` (replacing what is there).
 
@@ -95,7 +98,7 @@ def create_ome_zarr(
     shape, dtype : sequence of int, dtype
         Level-0 array; a leading ``C`` axis (probabilities) is allowed when ``axes`` says so.
     scale : sequence of float
-        Pixel size in µm per spatial axis of level 0.
+        Pixel size in µm per spatial axis of level 0 (ones when not ``calibrated``).
     chunks : sequence of int
         Chunk shape of every level (clipped to the level's shape).
     axes : str, optional
@@ -106,6 +109,8 @@ def create_ome_zarr(
         Label image (downsampled by striding, NGFF ``image-label``) or intensities (by mean).
     run : dict, optional
         JSON description of the run filling the store, compared by :func:`open_incomplete`.
+    calibrated : bool
+        False: the axes get no unit, so the store reads back uncalibrated (no invented µm).
     """
     shape = tuple(int(n) for n in shape)
     axes = (axes or "ZYX"[-len(shape):]).upper()
@@ -137,7 +142,7 @@ def create_ome_zarr(
         datasets.append({"path": str(k), "coordinateTransformations": [
             {"type": "scale", "scale": level_scale}]})
     group.attrs["multiscales"] = [{"version": NGFF_VERSION, "name": name,
-                                   "axes": _axes_metadata(axes), "datasets": datasets,
+                                   "axes": _axes_metadata(axes, calibrated), "datasets": datasets,
                                    "type": "nearest" if labels else "mean"}]
     if labels:
         group.attrs["image-label"] = {"version": NGFF_VERSION}
@@ -373,14 +378,18 @@ def write_ome_zarr(
     levels: int | None = None,
     labels: bool = True,
     name: str = "",
+    calibrated: bool = True,
 ) -> Path:
-    """Write an in-memory array (labels, probabilities or an image) as a complete OME-Zarr."""
+    """Write an in-memory array (labels, probabilities or an image) as a complete OME-Zarr.
+
+    ``calibrated`` False writes no length unit (see :func:`create_ome_zarr`).
+    """
     data = np.asarray(data)
     axes = (axes or "ZYX"[-data.ndim:]).upper()
     chunks = chunks or tuple(1 if a == "C" else min(n, 128)
                              for a, n in zip(axes, data.shape, strict=False))
     group = create_ome_zarr(path, data.shape, data.dtype, scale, chunks=chunks, axes=axes,
-                            levels=levels, labels=labels, name=name)
+                            levels=levels, labels=labels, name=name, calibrated=calibrated)
     _array(group, "0")[...] = data
     for _ in build_levels(group):
         pass

@@ -28,6 +28,7 @@ from ..core.nets import spec_ndim
 from ..core.predict import load_and_predict_steps
 from ..core.progress import Progress
 from ..core.run import stream_geometry
+from ..core.units import is_calibrated
 from ._common import (
     full_resolution,
     is_lazy,
@@ -81,9 +82,11 @@ class Stream:
         name = result_name(layer, self.card.name, "labels")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.path = predictions_folder() / f"{name.replace(' ', '_')}-{stamp}.ome.zarr"
+        scale = spatial_scale(layer)
         self.group = zarr_io.create_ome_zarr(
-            self.path, self.volume.shape, np.uint8, spatial_scale(layer), chunks=self.block,
-            name=self.card.name, run={"model": self.card.name, "image": layer.name})
+            self.path, self.volume.shape, np.uint8, scale, chunks=self.block,
+            name=self.card.name, run={"model": self.card.name, "image": layer.name},
+            calibrated=is_calibrated(layer.metadata, scale))  # never an invented µm
         self.layer = Labels(self.group["0"], name=name, colormap=prediction_colormap(),
                             scale=tuple(layer.scale)[-self.volume.ndim:],
                             translate=tuple(layer.translate)[-self.volume.ndim:],
