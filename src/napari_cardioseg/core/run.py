@@ -66,6 +66,41 @@ def stream_geometry(card: ModelCard, shape: Sequence[int], tile: int | None = No
     return block_geometry(card.spec, shape, edge, tuple(max(h, m) for h, m in zip(halo, least, strict=True)))
 
 
+def _into_stores(volume: Any, model: Any, card: ModelCard, labels: Any, prob: Any,
+                 out_path: Path, encoding: np.dtype, block: Sequence[int], halo: Sequence[int],
+                 skip: set[tuple[int, ...]], **kwargs: Any) -> Generator[Progress, None, int]:
+    """:func:`blocks.predict_blocks` into the stores' level-0 arrays, marking each block done.
+
+    ``block`` and ``halo`` are per volume axis (:func:`stream_geometry`); ``kwargs`` are
+    ``batch``, ``device``, ``flips`` and ``backend``.
+    """
+    ndim = spec_ndim(card.spec)
+    return predict_blocks(
+        volume, model, card, labels, block=block[-ndim:], halo=halo[-ndim:], probabilities=prob,
+        encode=lambda p: zarr_io.encode_probabilities(p, encoding), skip=skip,
+        on_block_done=lambda index: zarr_io.mark_block_done(out_path, index), **kwargs)
+
+
+def fill_levels(steps: Iterator[Progress],
+                groups: Sequence[zarr.Group]) -> Generator[Progress, None, None]:
+    """Pass on the block progress of ``steps``, then build each store's levels and mark it complete.
+
+    One bar for both (blocks, then level chunks); the first store (the labels) is marked complete
+    last, so a store that reads complete has everything.
+    """
+    level_total = sum(zarr_io.level_chunk_count(g) for g in groups)
+    blocks = 0
+    for p in steps:
+        blocks = p.total or 0  # block predictions always know their total
+        yield Progress(p.done, blocks + level_total, p.stage, p.message)
+    done = blocks
+    for group in groups[::-1]:
+        for p in zarr_io.build_levels(group):
+            yield Progress(done + p.done, blocks + level_total, p.stage, p.message)
+        done += zarr_io.level_chunk_count(group)
+        zarr_io.mark_complete(group)
+
+
 def _predict_rows(task: dict, shape: Sequence[int], skip: set[tuple[int, ...]],
                   workers: int, scheduler: str | None) -> Generator[Progress, None, int]:
     """Run :func:`predict_row` for every row of blocks with work left, as dask tasks."""
@@ -93,8 +128,6 @@ def predict_row(task: dict, row: int) -> int:
     """
     model, card = load_model(task["model"])
     card = dataclasses.replace(card, normalization=task["normalization"])  # fitted once
-    encoding = zarr_io.probabilities_dtype(task["prob_dtype"])
-    ndim = spec_ndim(card.spec)
     out_path = Path(task["labels"])
     # the lazy input is read here, not sent to the cluster (dask inside a task would do that)
     with dask.config.set(scheduler="synchronous"), open_lazy(
@@ -104,12 +137,11 @@ def predict_row(task: dict, row: int) -> int:
         skip = {b.index for b in plan if b.index[0] != row or b.index in finished}
         labels = zarr.open_group(str(out_path), mode="r+")["0"]
         prob = zarr.open_group(task["prob"], mode="r+")["0"] if task["prob"] else None
-        return drain(predict_blocks(
-            volume, model, card, labels, block=task["block"][-ndim:], halo=task["halo"][-ndim:],
+        return drain(_into_stores(
+            volume, model, card, labels, prob, out_path,
+            zarr_io.probabilities_dtype(task["prob_dtype"]), task["block"], task["halo"], skip,
             batch=task["batch"], device=task["device"], flips=task["flips"],
-            backend=task["backend"], probabilities=prob,
-            encode=lambda p: zarr_io.encode_probabilities(p, encoding), skip=skip,
-            on_block_done=lambda index: zarr_io.mark_block_done(out_path, index)))
+            backend=task["backend"]))
 
 
 def predict_to_zarr(
@@ -180,7 +212,6 @@ def predict_to_zarr(
         raise CardiosegError(f"overlap must be between 0 and 0.5, got {overlap}")
     encoding = zarr_io.probabilities_dtype(prob_dtype)
     model, card = load_model(model_name)
-    ndim = spec_ndim(card.spec)
     with open_lazy(input_path, channel=channel, scene=scene) as (volume, scale, calibrated):
         block, full_halo = stream_geometry(card, volume.shape, tile, overlap, halo)
         run = {"format": RUN_FORMAT, "input": str(Path(input_path).resolve()),
@@ -201,7 +232,6 @@ def predict_to_zarr(
                                               name=card.name, run=run, calibrated=calibrated)
                       for p, dtype, shape, chunks, lab in stores]
         skip = zarr_io.done_blocks(out_path)
-        level_total = sum(zarr_io.level_chunk_count(g) for g in groups)
         if workers > 1 or scheduler:
             steps = _predict_rows(dict(
                 input=str(input_path), channel=channel, scene=scene, model=model_name,
@@ -211,20 +241,9 @@ def predict_to_zarr(
                 normalization=fixed_normalization_card(card, volume).normalization),
                 volume.shape, skip, workers, scheduler)
         else:
-            steps = predict_blocks(
-                volume, model, card, groups[0]["0"], block=block[-ndim:],
-                halo=full_halo[-ndim:], batch=batch, device=device, flips=flips, backend=backend,
-                probabilities=groups[1]["0"] if len(groups) > 1 else None,
-                encode=lambda p: zarr_io.encode_probabilities(p, encoding), skip=skip,
-                on_block_done=lambda index: zarr_io.mark_block_done(out_path, index))
-        blocks = 0
-        for p in steps:
-            blocks = p.total or 0  # both know their total
-            yield Progress(p.done, blocks + level_total, p.stage, p.message)
-        done = blocks
-        for group in groups[::-1]:  # the labels store is marked complete last
-            for p in zarr_io.build_levels(group):
-                yield Progress(done + p.done, blocks + level_total, p.stage, p.message)
-            done += zarr_io.level_chunk_count(group)
-            zarr_io.mark_complete(group)
+            steps = _into_stores(volume, model, card, groups[0]["0"],
+                                 groups[1]["0"] if len(groups) > 1 else None, out_path, encoding,
+                                 block, full_halo, skip, batch=batch, device=device, flips=flips,
+                                 backend=backend)
+        yield from fill_levels(steps, groups)
     return out_path

@@ -27,7 +27,7 @@ from ..core.models import ModelCard, load_model, read_card, user_models_dir
 from ..core.nets import spec_ndim
 from ..core.predict import load_and_predict_steps
 from ..core.progress import Progress
-from ..core.run import stream_geometry
+from ..core.run import fill_levels, stream_geometry
 from ..core.units import is_calibrated
 from ._common import (
     full_resolution,
@@ -97,15 +97,9 @@ class Stream:
         yield Progress(0, None, "load", f"loading {self.card.name}")
         net, card = load_model(self.model)
         ndim = spec_ndim(card.spec)
-        levels = zarr_io.level_chunk_count(self.group)  # one bar: blocks, then the levels
-        blocks = 0
-        for p in predict_blocks(self.volume, net, card, self.group["0"], block=self.block[-ndim:],
-                                halo=self.halo[-ndim:], **kwargs):
-            blocks = p.total or 0
-            yield Progress(p.done, blocks + levels, p.stage, p.message)
-        for p in zarr_io.build_levels(self.group):
-            yield Progress(blocks + p.done, blocks + levels, p.stage, p.message)
-        zarr_io.mark_complete(self.group)
+        blocks = predict_blocks(self.volume, net, card, self.group["0"], block=self.block[-ndim:],
+                                halo=self.halo[-ndim:], **kwargs)
+        yield from fill_levels(blocks, [self.group])
         return self.path
 
 
