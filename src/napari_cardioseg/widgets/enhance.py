@@ -38,7 +38,8 @@ from ..core.contrast import (
 from ..core.errors import CardiosegError
 from ..core.progress import Progress
 from ..core.units import CALIBRATED_KEY, is_calibrated
-from ._common import layer_choice, output_layer_kwargs, report_error, start_generator
+from ._common import layer_choice, output_layer_kwargs, report_error
+from .workers import start_generator
 
 if TYPE_CHECKING:
     import napari

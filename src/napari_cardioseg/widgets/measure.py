@@ -34,9 +34,9 @@ from ._common import (
     report_error,
     show_info,
     spatial_scale,
-    start_generator,
 )
 from .measure_table import TableModel, features_of, fill_summary
+from .workers import start_generator
 
 if TYPE_CHECKING:
     import napari

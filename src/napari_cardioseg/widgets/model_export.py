@@ -17,7 +17,8 @@ from qtpy.QtWidgets import QFileDialog, QInputDialog, QWidget
 
 from ..core.errors import CardiosegError
 from ..core.models import ModelCard
-from ._common import report_error, start_generator
+from ._common import report_error
+from .workers import start_generator
 
 
 def _require_extra() -> None:

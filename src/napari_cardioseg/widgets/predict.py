@@ -34,11 +34,10 @@ from ._common import (
     layer_choice,
     report_error,
     show_progress,
-    start_generator,
-    warm_up_imports,
 )
 from .model_export import export_model
 from .predict_jobs import Stream, gui_backend, is_large, predict_layers
+from .workers import start_generator, warm_up_imports
 
 if TYPE_CHECKING:
     import napari

@@ -23,6 +23,7 @@ from ..core.models import list_models, read_card
 from ..core.nets import scratch_choices
 from ..core.train import TrainConfig, TrainProgress, TrainResult, TrainSession
 from . import _common as ui
+from . import workers
 from .live_preview import LivePreview
 from .loss_plot import LOSS_SMOOTHING, LossPlot, smooth
 from .trained_model import TrainedModel
@@ -54,7 +55,7 @@ class TrainWidget(widgets.Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        ui.warm_up_imports()  # the first run's heavy imports, while the user chooses
+        workers.warm_up_imports()  # the first run's heavy imports, while the user chooses
         self._image = ui.layer_choice(napari_viewer, Image, "image",
                                       "The image to learn from and to predict.")
         self._scribbles = ui.layer_choice(napari_viewer, Labels, "scribbles",
@@ -185,7 +186,7 @@ class TrainWidget(widgets.Container):
         self._smoothed = []
         self._plot.set_values([])
         self._set_running(True)
-        self.worker = ui.start_generator(self._session_run, image.data, scribbles.data, config,
+        self.worker = workers.start_generator(self._session_run, image.data, scribbles.data, config,
                                          owner=self, on_yield=self._on_progress,
                                          on_finish=self._finished)
 

@@ -22,6 +22,7 @@ from ..core.predict import predict_generator, probabilities_to_labels
 from ..core.progress import Progress
 from ..core.train import TrainResult
 from . import _common as ui
+from . import workers
 from .model_export import export_model
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class TrainedModel(Container):
             ui.report_error(CardiosegError("train a model and choose an image first"))
             return
         name = self.result.card.name
-        self.worker = ui.start_generator(
+        self.worker = workers.start_generator(
             _labels_generator, image.data, self.result, owner=self,
             activity=f"Predict ({name})",
             on_return=lambda labels: self._viewer.add_labels(
