@@ -8,17 +8,16 @@ a bioimage.io package (:mod:`.model_export`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 from qtpy.QtWidgets import QFileDialog
 
 from ..core.errors import CardiosegError
 from ..core.models import check_save_name, suggested_name, user_models_dir
-from ..core.predict import predict_generator, probabilities_to_labels
+from ..core.predict import predict_steps
 from ..core.progress import Progress
 from ..core.train import TrainResult
 from . import _common as ui
@@ -27,12 +26,6 @@ from .model_export import export_model
 
 if TYPE_CHECKING:
     import napari
-
-
-def _labels_generator(image: Any, result: TrainResult) -> Generator[Any, None, np.ndarray]:
-    """Predict ``image`` with the trained model, returning labels (argmax in the worker)."""
-    prob = yield from predict_generator(image, result.model, result.card)
-    return probabilities_to_labels(prob)
 
 
 class TrainedModel(Container):
@@ -79,10 +72,10 @@ class TrainedModel(Container):
             return
         name = self.result.card.name
         self.worker = workers.start_generator(
-            _labels_generator, image.data, self.result, owner=self,
+            predict_steps, image.data, self.result.model, self.result.card, owner=self,
             activity=f"Predict ({name})",
-            on_return=lambda labels: self._viewer.add_labels(
-                labels, colormap=ui.prediction_colormap(),
+            on_return=lambda prediction: self._viewer.add_labels(
+                prediction.labels, colormap=ui.prediction_colormap(),
                 **ui.output_layer_kwargs(image, ui.result_name(image, name, "labels"))),
             on_finish=self._idle,
         )
