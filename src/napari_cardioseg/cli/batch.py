@@ -48,7 +48,8 @@ def run_jobs(jobs: list[Job], label: str, args: argparse.Namespace) -> int:
 
     Returns 0 when every file succeeded, 1 otherwise.
     """
-    from ..core.batch import SCHEDULER_ENV, has_distributed, run_batch, summary_table
+    from ..core.batch import run_batch, summary_table
+    from ..core.cluster import SCHEDULER_ENV, has_distributed
 
     scheduler = args.scheduler or os.environ.get(SCHEDULER_ENV) or None
     workers = args.workers

@@ -10,15 +10,15 @@ recorded in its :class:`JobResult` and the others continue.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cluster import dask_client, default_workers, import_distributed
 from .errors import CardiosegError
 from .formats import suffixes as format_suffixes
 from .progress import Progress, drain
@@ -30,8 +30,6 @@ INPUT_SUFFIXES = format_suffixes()
 TIFF_SUFFIXES = (".tif", ".tiff")
 _STRIP = tuple(sorted(INPUT_SUFFIXES, key=len, reverse=True))
 Selection = int | str | None
-SCHEDULER_ENV = "CARDIOSEG_SCHEDULER"
-CLUSTER_EXTRA = "pip install 'napari-cardioseg[cluster]'"
 Note = Callable[[str], None]
 
 
@@ -431,39 +429,6 @@ def run_job(job: Job) -> JobResult:
         return drain(job_steps(job))
 
 
-def _set_torch_threads(total_threads: dict[str, int], dask_worker: Any = None) -> int:
-    """On a worker (``Client.run``): torch threads = its host's cores over its task threads."""
-    import torch
-
-    host = dask_worker.address.rsplit(":", 1)[0]
-    share = max(1, (os.cpu_count() or 1) // max(1, total_threads.get(host, 1)))
-    torch.set_num_threads(share)
-    return share
-
-
-def _import_distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as exc:
-        raise CardiosegError(f"running on a dask cluster needs dask.distributed: {CLUSTER_EXTRA}"
-                             ) from exc
-    return distributed
-
-
-def has_distributed() -> bool:
-    """Return True when dask.distributed can be imported."""
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def default_workers(jobs: int) -> int:
-    """Local workers for ``jobs`` files: one per core, no more than files."""
-    return max(1, min(os.cpu_count() or 1, jobs))
-
-
 def run_batch(
     jobs: Sequence[Job],
     *,
@@ -514,49 +479,9 @@ def _run_here(jobs: list[Job]) -> Generator[BatchProgress, None, list[JobResult]
     return results
 
 
-@contextlib.contextmanager
-def dask_client(workers: int | None, scheduler: str | None, tasks: int,
-                torch_work: bool = True) -> Iterator[Any]:
-    """Yield a ``distributed.Client`` on a new ``LocalCluster`` or on the scheduler at ``scheduler``.
-
-    ``workers``: local single-threaded worker processes (``None``: :func:`default_workers` for
-    ``tasks``). With ``torch_work``, each worker's torch threads are set to its host's cores over
-    the task threads there, so the workers of one machine do not oversubscribe it.
-    """
-    distributed = _import_distributed()
-    cluster = None
-    if scheduler is None:
-        n = default_workers(tasks) if workers is None else int(workers)
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
-        address = cluster.scheduler_address
-    else:
-        address = scheduler
-    try:
-        try:
-            client = distributed.Client(address, timeout="30s")
-        except OSError as exc:
-            raise CardiosegError(f"cannot reach the dask scheduler at {address} ({exc})") from exc
-        with client:
-            info = client.scheduler_info(n_workers=-1)["workers"]
-            if not info:
-                client.wait_for_workers(1, timeout=60)
-                info = client.scheduler_info(n_workers=-1)["workers"]
-            if torch_work:
-                totals: dict[str, int] = {}
-                for addr, worker in info.items():
-                    host = addr.rsplit(":", 1)[0]
-                    totals[host] = totals.get(host, 0) + int(worker.get("nthreads", 1))
-                client.run(_set_torch_threads, totals)
-            yield client
-    finally:
-        if cluster is not None:
-            cluster.close()
-
-
 def _run_dask(jobs: list[Job], workers: int | None,
               scheduler: str | None) -> Generator[BatchProgress, None, list[JobResult]]:
-    distributed = _import_distributed()
+    distributed = import_distributed()
     where = scheduler or f"{default_workers(len(jobs)) if workers is None else workers} local workers"
     yield BatchProgress(0, len(jobs), "cluster", f"starting {where}" if scheduler is None
                         else f"connecting to {scheduler}")

@@ -104,9 +104,9 @@ def fill_levels(steps: Iterator[Progress],
 def _predict_rows(task: dict, shape: Sequence[int], skip: set[tuple[int, ...]],
                   workers: int, scheduler: str | None) -> Generator[Progress, None, int]:
     """Run :func:`predict_row` for every row of blocks with work left, as dask tasks."""
-    from .batch import _import_distributed, dask_client
+    from .cluster import dask_client, import_distributed
 
-    distributed = _import_distributed()
+    distributed = import_distributed()
     plan = plan_blocks(shape, task["block"], task["halo"])
     rows = sorted({b.index[0] for b in plan if b.index not in skip})
     done = sum(b.index in skip for b in plan)
