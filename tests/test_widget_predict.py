@@ -289,3 +289,18 @@ def test_stopping_a_streamed_prediction_keeps_the_finished_blocks(viewer, qtbot,
     axes = zarr.open_group(str(path), mode="r").attrs["multiscales"][0]["axes"]
     assert all("unit" not in ax for ax in axes)  # the layer has no pixel size: none invented
     assert blocks[-1].total > len(blocks)  # stopped before the end
+
+
+def test_opening_a_widget_warms_the_first_run_costs(home, viewer):
+    """The warm-up thread imports the heavy modules and freezes long-lived objects out of the GC."""
+    import gc
+    import sys
+
+    from napari_cardioseg.widgets import workers
+
+    PredictWidget(viewer)
+    assert workers._warming, "opening the widget starts the warm-up"
+    workers._warming[0].join(timeout=120)
+    assert not workers._warming[0].is_alive()
+    assert "onnxruntime" in sys.modules
+    assert gc.get_freeze_count() > 10_000  # napari's, vispy's and torch's objects
