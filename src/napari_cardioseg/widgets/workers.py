@@ -34,8 +34,10 @@ _warming: list[threading.Thread] = []
 
 def _warm_vispy() -> None:
     """Fill the caches vispy builds on first use when napari adds a Labels layer (about 50 ms)."""
-    from vispy.visuals.line.dash_atlas import DashAtlas
-    from vispy.visuals.shaders.parsing import parse_function_signature
+    from vispy.visuals.line.dash_atlas import DashAtlas  # type: ignore[import-untyped]
+    from vispy.visuals.shaders.parsing import (  # type: ignore[import-untyped]
+        parse_function_signature,
+    )
 
     DashAtlas()  # its dash patterns are cached per process
     parse_function_signature("void main() {}")  # compiles (and caches) the signature regex
