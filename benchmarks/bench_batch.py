@@ -7,10 +7,13 @@ process timed from start to exit (worker start-up included):
 1. ``--workers 1``: the files one after another in the command's process (torch uses every core);
 2. ``--workers 2``: a dask ``LocalCluster`` of two single-threaded worker processes;
 3. ``--scheduler ADDR``: a ``dask scheduler`` and two ``dask worker --nthreads 1`` processes
-   started beforehand (their start-up is not timed).
+   started beforehand (their start-up is not timed);
+4. ``--workers 1`` with ``CARDIOSEG_THREADS=1``: in-process on one core, the reference for how
+   well the dask path spreads single-threaded tasks over the cores.
 
-Prints seconds and the ratios 1-worker / 2-workers and 1-worker / scheduler (goal ≥ 1.7 on an
-idle 2-core machine), and checks that the three runs wrote identical labels.
+Prints seconds and the ratios of run 1 to each run (goal ≥ 1.7 on an idle 2-core machine), the
+ratio of run 4 to run 2 (the dask path's own scaling from one to two cores), and checks that all
+runs wrote identical labels.
 Run: ``python benchmarks/bench_batch.py [--files 16] [--size 512] [--keep DIR]``.
 """
 
@@ -29,7 +32,8 @@ import numpy as np
 import torch
 
 from napari_cardioseg.core import models, nets
-from napari_cardioseg.core.io import read_single, write_tiff
+from napari_cardioseg.core.io import read_single
+from napari_cardioseg.core.writes import write_tiff
 
 SPEC = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 3, "base": 8}
 
@@ -118,15 +122,17 @@ def main() -> None:
         two = timed_predict(src, work / "w2", env, "--workers", "2")
         address, procs = start_cluster(work, env)
         sched = timed_predict(src, work / "sched", env, "--scheduler", address)
+        single = timed_predict(src, work / "t1", dict(env, CARDIOSEG_THREADS="1"), "--workers", "1")
         for name in sorted(p.name for p in (work / "w1").iterdir()):
             reference = read_single(work / "w1" / name).data
-            for other in ("w2", "sched"):
+            for other in ("w2", "sched", "t1"):
                 if not np.array_equal(read_single(work / other / name).data, reference):
                     raise AssertionError(f"{other}/{name} differs from the 1-worker run")
         print(f"{'run':<28}{'seconds':>9}{'speed-up':>10}")
         for label, seconds in (("1 worker (in-process)", one), ("2 local workers", two),
-                               ("scheduler + 2 workers", sched)):
+                               ("scheduler + 2 workers", sched), ("in-process, 1 thread", single)):
             print(f"{label:<28}{seconds:9.1f}{one / seconds:10.2f}")
+        print(f"dask's own scaling, 2 local workers vs in-process on 1 thread: {single / two:.2f}x")
         print(f"load average {os.getloadavg()[0]:.1f} at the end; identical labels in all runs")
     finally:
         stop(procs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_cardioseg._sample_data import em_sample, zdisk_sample
-from napari_cardioseg.core.io import write_tiff
+from napari_cardioseg.core.writes import write_tiff
 
 OUT = Path(__file__).resolve().parents[1] / "sample_data"
 SAMPLES = ((zdisk_sample, "zdisk_2d.tif", "zdisk_2d_mask.tif"),

@@ -18,10 +18,11 @@ import pytest
 import tifffile
 
 from napari_cardioseg.cli import main
-from napari_cardioseg.core import io
+from napari_cardioseg.core import io, writes
 from napari_cardioseg.core.errors import CardiosegError
-from napari_cardioseg.core.io import check_outputs, read_image, write_tiff
+from napari_cardioseg.core.io import read_image
 from napari_cardioseg.core.normalize import apply_normalization, fit_normalization
+from napari_cardioseg.core.writes import check_outputs, write_tiff
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -274,7 +275,7 @@ def _writer(target: Path, signal_file: Path) -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from napari_cardioseg.core.io import atomic_path
+        from napari_cardioseg.core.writes import atomic_path
         with atomic_path({str(target)!r}) as tmp:
             tmp.write_bytes(b"partial" * 1000)
             Path({str(signal_file)!r}).write_text("ready")
@@ -325,7 +326,7 @@ def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
     target = tmp_path / "keep.tif"
     mine = tmp_path / f".keep.tif.cardioseg-tmp-{os.getpid()}-abcd1234"
     mine.write_bytes(b"in progress")
-    assert io.remove_stale_temporaries(target) == []
+    assert writes.remove_stale_temporaries(target) == []
     assert mine.exists()
 
 

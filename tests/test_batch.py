@@ -27,7 +27,8 @@ from napari_cardioseg.core.batch import (
     stem,
 )
 from napari_cardioseg.core.errors import CardiosegError
-from napari_cardioseg.core.io import read_single, write_tiff
+from napari_cardioseg.core.io import read_single
+from napari_cardioseg.core.writes import write_tiff
 from napari_cardioseg.core.zarr_io import write_ome_zarr
 
 SCALE = (0.005, 0.004)

@@ -18,7 +18,8 @@ from napari_cardioseg.core.contrast import (
     all_params,
     percentile_stretch,
 )
-from napari_cardioseg.core.io import read_single, write_tiff
+from napari_cardioseg.core.io import read_single
+from napari_cardioseg.core.writes import write_tiff
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pytest
 import tifffile
 
 from napari_cardioseg.cli import main
-from napari_cardioseg.core.io import write_tiff
 from napari_cardioseg.core.table import read_csv
+from napari_cardioseg.core.writes import write_tiff
 
 
 def run_cli(argv: list) -> int:

@@ -8,8 +8,9 @@ import torch
 
 from napari_cardioseg.cli import main
 from napari_cardioseg.core import models, nets
-from napari_cardioseg.core.io import read_single, write_tiff
+from napari_cardioseg.core.io import read_single
 from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
+from napari_cardioseg.core.writes import write_tiff
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from napari_cardioseg.cli import main
-from napari_cardioseg.core.io import read_single, write_tiff
+from napari_cardioseg.core.io import read_single
 from napari_cardioseg.core.models import read_card
+from napari_cardioseg.core.writes import write_tiff
 from test_train import dice, disks
 
 

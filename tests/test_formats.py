@@ -24,9 +24,10 @@ from napari_cardioseg.core import formats
 from napari_cardioseg.core.batch import enhance_file, expand_inputs, measure_file, stem
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.formats import open_all, open_image
-from napari_cardioseg.core.io import read_image, read_single, write_tiff
+from napari_cardioseg.core.io import read_image, read_single
 from napari_cardioseg.core.progress import drain
 from napari_cardioseg.core.units import CALIBRATED_KEY
+from napari_cardioseg.core.writes import write_tiff
 from napari_cardioseg.core.zarr_io import write_ome_zarr
 
 EXTRA = re.escape("pip install 'napari-cardioseg[formats]'")

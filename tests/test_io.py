@@ -9,8 +9,9 @@ import pytest
 import tifffile
 
 from napari_cardioseg.core.errors import CardiosegError
-from napari_cardioseg.core.io import atomic_path, read_image, read_single, write_tiff
+from napari_cardioseg.core.io import read_image, read_single
 from napari_cardioseg.core.validate import as_grey
+from napari_cardioseg.core.writes import atomic_path, write_tiff
 
 DTYPES = [np.uint8, np.uint16, np.int32, np.float32, np.float64]
 

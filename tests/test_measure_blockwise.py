@@ -12,7 +12,6 @@ from scipy import ndimage
 from napari_cardioseg.cli import main
 from napari_cardioseg.core import zarr_io
 from napari_cardioseg.core.errors import CardiosegError
-from napari_cardioseg.core.io import write_tiff
 from napari_cardioseg.core.measure import measure
 from napari_cardioseg.core.measure_blockwise import (
     default_block,
@@ -21,6 +20,7 @@ from napari_cardioseg.core.measure_blockwise import (
 )
 from napari_cardioseg.core.synth import zdisk_image
 from napari_cardioseg.core.table import Table
+from napari_cardioseg.core.writes import write_tiff
 
 
 def blobs(rng, shape, sigma=2.5, fraction=0.15):

@@ -9,8 +9,8 @@ import tifffile
 
 from napari_cardioseg import _reader
 from napari_cardioseg._reader import get_reader
-from napari_cardioseg.core.io import write_tiff
 from napari_cardioseg.core.units import CALIBRATED_KEY
+from napari_cardioseg.core.writes import write_tiff
 from napari_cardioseg.core.zarr_io import write_ome_zarr
 
 

@@ -8,8 +8,9 @@ from npe2 import PluginManifest
 
 from napari_cardioseg._reader import get_reader
 from napari_cardioseg._writer import write_image, write_labels
-from napari_cardioseg.core.io import read_image, write_tiff
+from napari_cardioseg.core.io import read_image
 from napari_cardioseg.core.units import CALIBRATED_KEY
+from napari_cardioseg.core.writes import write_tiff
 
 
 def test_manifest_is_valid_and_lists_widgets():

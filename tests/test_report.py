@@ -13,9 +13,9 @@ from skimage.draw import disk
 
 from napari_cardioseg.cli import main
 from napari_cardioseg.core.errors import CardiosegError
-from napari_cardioseg.core.io import write_tiff
 from napari_cardioseg.core.measure import measure
 from napari_cardioseg.core.report import DPI, FIGURE_SIZE, make_report
+from napari_cardioseg.core.writes import write_tiff
 
 SPACING = (0.1, 0.1)
 RADII = (8, 11, 14)

@@ -11,10 +11,10 @@ from napari_cardioseg.core import models, nets, zarr_io
 from napari_cardioseg.core.batch import predict_file
 from napari_cardioseg.core.blocks import fixed_normalization_card
 from napari_cardioseg.core.errors import CardiosegError
-from napari_cardioseg.core.io import write_tiff
 from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
 from napari_cardioseg.core.progress import drain
 from napari_cardioseg.core.run import open_lazy, predict_to_zarr
+from napari_cardioseg.core.writes import write_tiff
 
 SCALE = (0.03, 0.005, 0.004)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -296,20 +298,55 @@ def test_preview_is_the_sliding_window_prediction_of_the_crop():
 def test_gui_keeps_half_the_cores_and_the_cli_uses_all(monkeypatch, cores, gui, cli):
     from napari_cardioseg.core import device
 
-    monkeypatch.setattr(device.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(device, "cpu_cores", lambda: cores)
+    monkeypatch.delenv(device.THREADS_ENV, raising=False)
     assert (device.train_threads(), device.train_threads(gui=False)) == (gui, cli)
+    monkeypatch.setenv(device.THREADS_ENV, "3")
+    assert (device.train_threads(), device.train_threads(gui=False)) == (3, 3)
+
+
+def test_cores_follow_the_affinity_and_the_threads_setting_is_checked(monkeypatch):
+    from napari_cardioseg.core import device
+
+    if hasattr(os, "sched_getaffinity"):
+        monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 5, 7})
+        monkeypatch.setattr(device.os, "cpu_count", lambda: 64)
+        assert device.cpu_cores() == 3  # a taskset / SLURM share, not the whole node
+    for bad in ("0", "-2", "two", "1.5"):
+        monkeypatch.setenv(device.THREADS_ENV, bad)
+        with pytest.raises(CardiosegError, match="CARDIOSEG_THREADS must be a whole number"):
+            device.threads_setting()
+    monkeypatch.setenv(device.THREADS_ENV, " 2 ")
+    assert device.threads_setting() == 2
+
+
+def test_cli_applies_the_threads_setting(monkeypatch, capsys):
+    from napari_cardioseg.cli import main
+    from napari_cardioseg.core import device
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(device.THREADS_ENV, "1")
+        assert main(["models"]) == 0
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv(device.THREADS_ENV, "many")
+        assert main(["models"]) == 2
+        assert "CARDIOSEG_THREADS must be a whole number" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_cli_train_uses_every_core(monkeypatch, tmp_path):
     from napari_cardioseg.cli import main
     from napari_cardioseg.core import device
     from napari_cardioseg.core import train as train_module
-    from napari_cardioseg.core.io import write_tiff
+    from napari_cardioseg.core.writes import write_tiff
 
     image, scribbles, _ = disks()
     write_tiff(tmp_path / "img.tif", np.clip(image, 0, 255).astype(np.uint8))
     write_tiff(tmp_path / "scr.tif", scribbles)
-    monkeypatch.setattr(device.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(device, "cpu_cores", lambda: 3)
+    monkeypatch.delenv(device.THREADS_ENV, raising=False)
     seen = []
     original = train_module.TrainSession.__init__
 

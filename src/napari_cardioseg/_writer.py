@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.io import write_tiff
+from .core.writes import write_tiff
 
 
 def _write(path: str, data: Any, meta: dict) -> list[str]:

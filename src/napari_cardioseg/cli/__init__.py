@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ..core.device import limit_torch_threads
 from ..core.errors import CardiosegError
 
 #: subcommand -> summary shown by ``cardioseg --help``
@@ -53,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
+        limit_torch_threads()
         return int(args.func(args) or 0)
     except CardiosegError as exc:
         print(f"cardioseg {args.command}: error: {exc}", file=sys.stderr)

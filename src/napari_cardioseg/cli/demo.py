@@ -73,7 +73,7 @@ def _write_samples(out: Path) -> dict[str, Path]:
     import numpy as np
 
     from .._sample_data import em_sample, zdisk_sample
-    from ..core.io import write_tiff
+    from ..core.writes import write_tiff
 
     paths = {}
     for key, layers in (("zdisk", zdisk_sample()), ("em", em_sample())):

@@ -22,8 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the images, print the metrics table, optionally write it."""
-    from ..core.io import check_outputs, read_single
+    from ..core.io import read_single
     from ..core.metrics import evaluate, format_table
+    from ..core.writes import check_outputs
 
     check_outputs([args.output], [args.prediction, args.ground_truth, args.ignore])
     pred = read_single(args.prediction, "prediction").data

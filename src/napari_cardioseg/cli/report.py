@@ -44,9 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read, measure, write the HTML and the PNG."""
     from ..core.batch import resolve_pixel_size
-    from ..core.io import check_outputs, read_single
+    from ..core.io import read_single
     from ..core.measure import get_kind
     from ..core.report import HTML_SUFFIXES, make_report
+    from ..core.writes import check_outputs
 
     get_kind(args.kind)
     if args.output.suffix.lower() not in HTML_SUFFIXES:

@@ -51,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..core.device import train_threads
-    from ..core.io import check_outputs, read_single
+    from ..core.io import read_single
     from ..core.train import TrainConfig, TrainSession
+    from ..core.writes import check_outputs
 
     output = Path(args.output)
     from ..core.models import check_save_name, model_files

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from .errors import CardiosegError
-from .io import atomic_path
 from .models import ModelCard
 from .nets import size_multiple, spec_ndim
+from .writes import atomic_path
 
 BACKENDS = ("auto", "eager", "torchscript", "onnx")
 Runner = Callable[[np.ndarray], np.ndarray]

@@ -179,9 +179,10 @@ def predict_file(
     import numpy as np
 
     from . import zarr_io
-    from .io import check_outputs, read_single, write_tiff
+    from .io import read_single
     from .models import load_model
     from .predict import predict_steps
+    from .writes import check_outputs, write_tiff
 
     net, card = load_model(model)
     probs = prob_paths(prob, card.class_names) if prob else []
@@ -217,7 +218,8 @@ def enhance_file(
     ``channel`` and ``scene`` (index or name) choose within a multichannel / multi-scene input.
     """
     from .contrast import check_params, enhance_steps
-    from .io import check_outputs, read_single, write_tiff
+    from .io import read_single
+    from .writes import check_outputs, write_tiff
 
     check_params(method, params)
     check_outputs([output], [input_path])
@@ -284,8 +286,9 @@ def measure_file(
     (``zdisk``) at a time (:mod:`.measure_blockwise`, same tables); None = for OME-Zarr label
     images.
     """
-    from .io import check_outputs, read_single
+    from .io import read_single
     from .measure import get_kind, measure_iter
+    from .writes import check_outputs
 
     get_kind(kind)
     summary = summary_path(output)

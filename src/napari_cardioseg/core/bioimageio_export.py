@@ -32,12 +32,12 @@ import torch
 
 from . import bioimageio_arch
 from .errors import CardiosegError
-from .io import atomic_path
 from .models import ModelCard
 from .nets import size_multiple, smp2d, spec_ndim
 from .nets import unet as unet_module
 from .normalize import apply_normalization, fit_normalization
 from .progress import Progress
+from .writes import atomic_path
 
 #: SPDX identifiers recognised in a card's free-text ``license``
 KNOWN_LICENSES = ("BSD-3-Clause", "BSD-2-Clause", "MIT", "Apache-2.0", "CC-BY-4.0", "CC0-1.0",

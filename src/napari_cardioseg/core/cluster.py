@@ -8,10 +8,10 @@ host's cores. ``distributed`` is optional (the ``[cluster]`` extra) and imported
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import Any
 
+from .device import cpu_cores, threads_setting
 from .errors import CardiosegError
 
 SCHEDULER_ENV = "CARDIOSEG_SCHEDULER"
@@ -19,11 +19,14 @@ CLUSTER_EXTRA = "pip install 'napari-cardioseg[cluster]'"
 
 
 def _set_torch_threads(total_threads: dict[str, int], dask_worker: Any = None) -> int:
-    """On a worker (``Client.run``): torch threads = its host's cores over its task threads."""
+    """On a worker (``Client.run``): torch threads = its host's cores over its task threads.
+
+    ``$CARDIOSEG_THREADS`` in the worker's environment sets the threads per task instead.
+    """
     import torch
 
     host = dask_worker.address.rsplit(":", 1)[0]
-    share = max(1, (os.cpu_count() or 1) // max(1, total_threads.get(host, 1)))
+    share = threads_setting() or max(1, cpu_cores() // max(1, total_threads.get(host, 1)))
     torch.set_num_threads(share)
     return share
 
@@ -49,7 +52,7 @@ def has_distributed() -> bool:
 
 def default_workers(jobs: int) -> int:
     """Local workers for ``jobs`` files: one per core, no more than files."""
-    return max(1, min(os.cpu_count() or 1, jobs))
+    return max(1, min(cpu_cores(), jobs))
 
 
 @contextlib.contextmanager

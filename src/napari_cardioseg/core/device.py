@@ -14,6 +14,41 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+THREADS_ENV = "CARDIOSEG_THREADS"  # CPU threads per process or dask task, e.g. a batch job's share
+
+
+def cpu_cores() -> int:
+    """Return the cores this process may run on.
+
+    From the process's CPU affinity where the system has one (a SLURM job or ``taskset`` limits
+    it), not the machine's total, so a job on a shared node does not oversubscribe it.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def threads_setting() -> int | None:
+    """Return ``$CARDIOSEG_THREADS`` (torch threads per process or dask task), or None if unset."""
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise CardiosegError(f"{THREADS_ENV} must be a whole number of threads >= 1, got {text!r}")
+    return value
+
+
+def limit_torch_threads() -> None:
+    """Apply ``$CARDIOSEG_THREADS`` to torch (and so to ONNX Runtime sessions) when it is set."""
+    threads = threads_setting()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def choose_device(name: str | torch.device = "auto") -> torch.device:
@@ -43,8 +78,13 @@ def choose_device(name: str | torch.device = "auto") -> torch.device:
 def train_threads(gui: bool = True) -> int:
     """CPU threads for training: half the cores (at most 4) in the GUI, every core elsewhere.
 
+    ``$CARDIOSEG_THREADS``, when set, wins.
+
     The GUI leaves the rest to the viewer: more threads than free cores make PyTorch's CPU
     kernels many times slower when the machine is busy, so the GUI errs on the low side.
     """
-    cores = os.cpu_count() or 2
-    return max(1, min(4, cores // 2)) if gui else max(1, cores)
+    threads = threads_setting()
+    if threads is not None:
+        return threads
+    cores = cpu_cores()
+    return max(1, min(4, cores // 2)) if gui else cores

@@ -23,9 +23,9 @@ from safetensors import SafetensorError
 
 from . import nets
 from .errors import CardiosegError
-from .io import write_bytes_atomic
 from .normalize import check_normalization
 from .sampling import MAX_CLASSES
+from .writes import write_bytes_atomic
 
 if TYPE_CHECKING:
     import torch

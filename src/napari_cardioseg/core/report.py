@@ -24,9 +24,9 @@ import numpy as np
 
 from .colors import class_color
 from .errors import CardiosegError
-from .io import write_bytes_atomic
 from .measure import MEASUREMENTS, MeasureResult, get_kind, measure
 from .measure.summary import describe
+from .writes import write_bytes_atomic
 
 #: candidate histogram columns per kind (calibrated names), first four that apply are drawn
 KEY_COLUMNS = {

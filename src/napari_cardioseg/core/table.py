@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import CardiosegError
-from .io import atomic_path
+from .writes import atomic_path
 
 
 class Table:

@@ -20,11 +20,11 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFileDialog, QTableView, QTableWidget
 
 from ..core.errors import CardiosegError
-from ..core.io import write_tiff
 from ..core.measure import KINDS, MeasureResult, list_columns, measure_iter
 from ..core.measure.objects import OBJECT_MODES
 from ..core.measure_blockwise import measure_blockwise_iter
 from ..core.units import is_calibrated
+from ..core.writes import write_tiff
 from . import measure_plots
 from ._common import (
     full_resolution,
