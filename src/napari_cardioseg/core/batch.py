@@ -158,10 +158,11 @@ def predict_file(
     """Predict one file into labels (and probabilities); returns the files written.
 
     A ``.zarr`` output streams block by block (:func:`run.predict_to_zarr`; ``resume`` continues
-    an interrupted run); otherwise the image is read whole and labels (uint8) and probabilities go
-    to calibrated TIFFs. ``prob_dtype`` (``uint8`` or ``float16``) stores probabilities; default
+    an interrupted run). TIFF outputs of an input over :data:`stream_tiff.STREAM_VOXELS` voxels
+    stream too, through a hidden store beside the output (:mod:`.stream_tiff`); smaller inputs
+    are read whole. ``prob_dtype`` (``uint8`` or ``float16``) stores probabilities; default
     uint8 in zarr, float32 in TIFF. ``workers`` > 1 or a ``scheduler`` address run the rows of
-    blocks of a ``.zarr`` output as dask tasks (see :func:`run.predict_to_zarr`).
+    blocks as dask tasks (see :func:`run.predict_to_zarr`), for TIFF outputs too.
     ``channel`` and ``scene`` (index or name) choose within a multichannel / multi-scene input.
     """
     if is_zarr_path(output):
@@ -173,19 +174,22 @@ def predict_file(
                                          resume=resume, prob_dtype=prob_dtype or "uint8",
                                          workers=workers, scheduler=scheduler)
         return [out, *([Path(prob)] if prob else [])]
-    if workers > 1 or scheduler:
-        raise CardiosegError("dask workers for one input need a .zarr output (blocks as tasks); "
-                             "for a TIFF output leave out --workers and --scheduler")
     import numpy as np
 
     from . import zarr_io
     from .io import read_single
     from .models import load_model
     from .predict import predict_steps
+    from .stream_tiff import STREAM_VOXELS, input_voxels, predict_file_streamed
     from .writes import check_outputs, write_tiff
 
     net, card = load_model(model)
     probs = prob_paths(prob, card.class_names) if prob else []
+    if workers > 1 or scheduler or input_voxels(input_path, channel, scene) > STREAM_VOXELS:
+        return (yield from predict_file_streamed(
+            input_path, output, model, probs, prob_dtype, tile=tile, overlap=overlap,
+            batch=batch, device=device, flips=flips, backend=backend, channel=channel,
+            scene=scene, resume=resume, workers=workers, scheduler=scheduler))
     check_outputs([output, *(path for _, path in probs)], [input_path])
     image = read_single(input_path, channel=channel, scene=scene)
     if card.pixel_size and not image.calibrated and note is not None:

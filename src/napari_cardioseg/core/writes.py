@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -191,6 +192,33 @@ def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> Path:
     return Path(path)
 
 
+def _tiff_layout(ndim: int, scale: Sequence[float] | None,
+                 imagej: bool) -> tuple[dict, dict]:
+    """Return tifffile's ``metadata`` and extra options for an (un)calibrated ``YX``/``ZYX`` file."""
+    metadata: dict = {"axes": "ZYX"[-ndim:]}
+    options: dict = {}
+    if scale is None:
+        return metadata, options
+    scale = tuple(float(s) for s in scale)
+    if len(scale) != ndim:
+        raise CardiosegError(f"scale {scale} does not match a {ndim}D array")
+    low, high = PIXEL_SIZE_RANGE
+    if any(not (math.isfinite(s) and low <= s <= high) for s in scale):
+        raise CardiosegError(f"pixel sizes must be numbers in {low:g}..{high:g} µm, got {scale}")
+    y, x = scale[-2], scale[-1]
+    if imagej:
+        metadata["unit"] = "um"
+        if ndim == 3:
+            metadata["spacing"] = scale[0]
+        options["resolution"] = (1.0 / x, 1.0 / y)
+    else:
+        metadata.update(PhysicalSizeX=x, PhysicalSizeXUnit="µm", PhysicalSizeY=y,
+                        PhysicalSizeYUnit="µm")
+        if ndim == 3:
+            metadata.update(PhysicalSizeZ=scale[0], PhysicalSizeZUnit="µm")
+    return metadata, options
+
+
 def write_tiff(
     path: str | os.PathLike,
     data: np.ndarray,
@@ -221,29 +249,44 @@ def write_tiff(
         if data.size and (data.min() < np.iinfo(np.int32).min or data.max() > np.iinfo(np.int32).max):
             raise CardiosegError("label values exceed the int32 range and cannot be saved")
         data = data.astype(np.int32)
-    axes = "ZYX"[-data.ndim :]
     imagej = data.dtype.type in _IMAGEJ_DTYPES
-    metadata: dict = {"axes": axes}
-    options: dict = {}
-    if scale is not None:
-        scale = tuple(float(s) for s in scale)
-        if len(scale) != data.ndim:
-            raise CardiosegError(f"scale {scale} does not match a {data.ndim}D array")
-        low, high = PIXEL_SIZE_RANGE
-        if any(not (math.isfinite(s) and low <= s <= high) for s in scale):
-            raise CardiosegError(f"pixel sizes must be numbers in {low:g}..{high:g} µm, got {scale}")
-        y, x = scale[-2], scale[-1]
-        if imagej:
-            metadata["unit"] = "um"
-            if data.ndim == 3:
-                metadata["spacing"] = scale[0]
-            options["resolution"] = (1.0 / x, 1.0 / y)
-        else:
-            metadata.update(PhysicalSizeX=x, PhysicalSizeXUnit="µm",
-                            PhysicalSizeY=y, PhysicalSizeYUnit="µm")
-            if data.ndim == 3:
-                metadata.update(PhysicalSizeZ=scale[0], PhysicalSizeZUnit="µm")
+    metadata, options = _tiff_layout(data.ndim, scale, imagej)
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, data, imagej=imagej, ome=not imagej, metadata=metadata,
                          compression="zlib", **options)
+    return Path(path)
+
+
+def write_tiff_blocks(
+    path: str | os.PathLike,
+    array: Any,
+    scale: Sequence[float] | None = None,
+    dtype: np.dtype | None = None,
+    tile: int = 512,
+) -> Path:
+    """Write a chunked ``YX``/``ZYX`` array (zarr, dask) to a calibrated TIFF, a piece at a time.
+
+    Never holds more than one ``ZYX`` page or one ``tile``² piece of a ``YX`` image, so a
+    volume larger than memory can be saved. A stack is an ImageJ hyperstack for uint8, uint16
+    and float32 (as :func:`write_tiff`), a 2D image a tiled OME-TIFF (ImageJ files cannot be
+    tiled); both carry the pixel size, or none when ``scale`` is None. ``dtype`` converts each
+    piece (float16 probabilities to float32, say). Atomic, zlib compressed.
+    """
+    shape = tuple(int(n) for n in array.shape)
+    if len(shape) not in (2, 3):
+        raise CardiosegError(f"can only write 2D or 3D arrays, got shape {shape}")
+    dtype = np.dtype(dtype or array.dtype)
+    if dtype.type not in _IMAGEJ_DTYPES:
+        raise CardiosegError(f"piecewise TIFF writing takes uint8, uint16 or float32, not {dtype}")
+    imagej = len(shape) == 3
+    metadata, options = _tiff_layout(len(shape), scale, imagej)
+    if imagej:
+        pieces: Iterator[np.ndarray] = (np.asarray(array[z], dtype=dtype) for z in range(shape[0]))
+    else:
+        options["tile"] = (tile, tile)
+        pieces = (np.asarray(array[y : y + tile, x : x + tile], dtype=dtype)
+                  for y in range(0, shape[0], tile) for x in range(0, shape[1], tile))
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, pieces, shape=shape, dtype=dtype, imagej=imagej, ome=not imagej,
+                         metadata=metadata, compression="zlib", **options)
     return Path(path)
