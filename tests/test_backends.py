@@ -47,3 +47,29 @@ def test_auto_honours_the_environment(monkeypatch):
     batch = np.zeros((1, 16, 16), np.float32)
     np.testing.assert_allclose(backends.make_runner(model, card, "auto")(batch),
                                backends.eager_runner(model, card)(batch), atol=0)
+
+
+def test_onnx_sessions_are_reused_per_weights_and_threads(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("CARDIOSEG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(backends, "_SESSIONS", {})
+    model, card = tiny()
+    batch = np.random.default_rng(2).normal(size=(1, 16, 24)).astype(np.float32)
+    ref = backends.make_runner(model, card, "eager")(batch)
+    backends.onnx_runner(model, card, threads=1)(batch)
+    assert backends._SESSIONS == {}  # weights without a sha256 may change: never reused
+    cards = []
+    for i in range(3):
+        fixed = ModelCard(name=f"m{i}", spec=card.spec, class_names=card.class_names,
+                          normalization=card.normalization, pixel_size=None,
+                          weights_sha256=f"{i:064x}")
+        cards.append(fixed)
+        np.testing.assert_allclose(backends.onnx_runner(model, fixed, threads=1)(batch), ref,
+                                   atol=2e-5)
+    assert len(backends._SESSIONS) == backends.SESSIONS_KEPT  # the oldest went
+    kept = dict(backends._SESSIONS)
+    backends.onnx_runner(model, cards[2], threads=1)
+    assert backends._SESSIONS == kept  # the same session object, not a new one
+    backends.onnx_runner(model, cards[2], threads=2)
+    assert set(backends._SESSIONS) == {(backends._onnx_key(cards[2]), 1),
+                                       (backends._onnx_key(cards[2]), 2)}

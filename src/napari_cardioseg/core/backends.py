@@ -18,6 +18,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,6 +74,10 @@ def torchscript_runner(model: torch.nn.Module, card: ModelCard) -> Runner:
 _ONNX_CACHE: dict[str, bytes] = {}
 #: running :func:`cache_onnx_in_background` processes, by model
 _EXPORTS: dict[str, subprocess.Popen] = {}
+#: ONNX Runtime sessions of this process, by ``(graph key, threads)``: a folder of small images
+#: would otherwise build one per file (about 25 ms each); the last :data:`SESSIONS_KEPT` stay
+_SESSIONS: dict[tuple[str, int], Any] = {}
+SESSIONS_KEPT = 2
 
 
 def onnx_cache_dir() -> Path:
@@ -187,16 +192,27 @@ def _cache_main(model: str) -> None:
 
 
 def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = None) -> Runner:
-    """Run the model exported to ONNX (see :func:`onnx_bytes`) with ONNX Runtime in float32."""
+    """Run the model exported to ONNX (see :func:`onnx_bytes`) with ONNX Runtime in float32.
+
+    Sessions of models with fixed weights are reused within the process (:data:`SESSIONS_KEPT`).
+    """
     try:
         import onnxruntime as ort
     except ImportError as exc:
         raise CardiosegError("the onnx back end needs onnxruntime: pip install onnxruntime") from exc
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(onnx_bytes(model, card), options,
-                                   providers=["CPUExecutionProvider"])
+    threads = threads or torch.get_num_threads()
+    key = _onnx_key(card)
+    session = _SESSIONS.pop((key, threads), None) if key is not None else None
+    if session is None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        session = ort.InferenceSession(onnx_bytes(model, card), options,
+                                       providers=["CPUExecutionProvider"])
+    if key is not None:  # concurrent run() calls on one session are safe in ONNX Runtime
+        _SESSIONS[(key, threads)] = session  # re-inserted: the most recent comes last
+        while len(_SESSIONS) > SESSIONS_KEPT:
+            del _SESSIONS[next(iter(_SESSIONS))]
 
     def run(batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch[:, None], dtype=np.float32)
