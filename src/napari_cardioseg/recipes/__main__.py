@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gan-weight", type=float, default=0.0,
                         help="mito only: weight of a conditional-GAN term (PatchGAN, as pix2pix); "
                         "0 = plain segmentation loss")
+    parser.add_argument("--init", default=None,
+                        help="mito only: continue this model (name or card) with stage 2 for the "
+                        "whole budget instead of training from scratch")
+    parser.add_argument("--lucchi", choices=["crop", "whole"], default="crop",
+                        help="mito only: the Lucchi++ 384x512 crop or the whole 768x1024 volume "
+                        "(the last 25 slices are held out either way)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_dir = args.data or data.default_data_dir()
@@ -41,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             from . import mito
 
             mito.run(data_dir, args.minutes, args.out, seed=args.seed, resume=args.resume,
-                     exclude=tuple(args.exclude), gan_weight=args.gan_weight)
+                     exclude=tuple(args.exclude), gan_weight=args.gan_weight, init=args.init,
+                     whole=args.lucchi == "whole")
         else:
             from . import zdisk
 

@@ -56,14 +56,30 @@ def _read(path: Path) -> np.ndarray:
     return tifffile.imread(path)
 
 
-def lucchi_split(data_dir: Path, val_slices: int = 25) -> tuple[SegSet, SegSet]:
-    """Lucchi++ crop: the first slices for training, the last ``val_slices`` (a slab) for validation."""
-    image = _read(data_dir / "lucchi_pp_train" / "train_crop_image.tif")
-    mask = (_read(data_dir / "lucchi_pp_train" / "train_crop_mito.tif") > 0).astype(np.uint8)
+def lucchi_split(data_dir: Path, val_slices: int = 25, whole: bool = False) -> tuple[SegSet, SegSet]:
+    """Lucchi++: the first slices for training, the last ``val_slices`` (a slab) for validation.
+
+    ``whole``: the whole 165×768×1024 training volume (``train_image_part1-3.tif`` and
+    ``train_mito.tif``) instead of its 384×512 crop.
+    """
+    folder = data_dir / "lucchi_pp_train"
+    if whole:
+        image = np.concatenate([_read(folder / f"train_image_part{k}.tif") for k in (1, 2, 3)])
+        mask = (_read(folder / "train_mito.tif") > 0).astype(np.uint8)
+    else:
+        image = _read(folder / "train_crop_image.tif")
+        mask = (_read(folder / "train_crop_mito.tif") > 0).astype(np.uint8)
     cut = image.shape[0] - val_slices
     train = SegSet("lucchi", list(image[:cut]), list(mask[:cut]), LUCCHI_PIXEL_UM)
     val = SegSet("lucchi", list(image[cut:]), list(mask[cut:]), LUCCHI_PIXEL_UM)
     return train, val
+
+
+def emnet_test(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return the four EM-net test tiles and their masks (never used for training)."""
+    folder = data_dir / "emnet_cardiac_sbfsem"
+    return (_read(folder / "test_image_unlabeled.tif"),
+            (_read(folder / "test_mito.tif") > 0).astype(np.uint8))
 
 
 def emnet_split(data_dir: Path, val_tiles: tuple[int, ...] = EMNET_VAL_TILES) -> tuple[SegSet, SegSet]:

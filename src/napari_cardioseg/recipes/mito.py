@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.augment import AugmentConfig
-from ..core.models import ModelCard, save_model
+from ..core.models import ModelCard, load_model, save_model
 from . import common, data
 
 NAME = "mito-em"
@@ -40,14 +40,22 @@ SOURCES = [
 ]
 
 
-def real_pool(data_dir: Path, rng: np.random.Generator,
-              exclude: tuple[str, ...] = ()) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _source(source: dict, whole: bool) -> dict:
+    """Return the card's entry for one data source, saying which Lucchi++ part was used."""
+    if whole and source["name"].startswith("Lucchi"):
+        return {**source, "used": "slices 0-139 of the whole 165x768x1024 training volume for "
+                                  "training, 140-164 for validation"}
+    return source
+
+
+def real_pool(data_dir: Path, rng: np.random.Generator, exclude: tuple[str, ...] = (),
+              whole: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Real training images and masks: originals and degraded, rescaled copies.
 
     ``exclude`` names data sets ("lucchi", "emnet") left out, e.g. for leave-one-dataset-out
-    benchmarks of training from strokes.
+    benchmarks of training from strokes; ``whole`` takes the whole Lucchi++ volume, not its crop.
     """
-    lucchi, _ = data.lucchi_split(data_dir)
+    lucchi, _ = data.lucchi_split(data_dir, whole=whole)
     emnet, _ = data.emnet_split(data_dir)
     for name, subset in (("lucchi", lucchi), ("emnet", emnet)):
         if name in exclude:
@@ -85,9 +93,13 @@ def synthetic_pool() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return images, masks
 
 
-def evaluate(model, card: ModelCard, data_dir: Path) -> dict:
-    """Dice on the held-out Lucchi slab, the held-out EM-net tiles and a synthetic stack."""
-    _, lucchi = data.lucchi_split(data_dir)
+def evaluate(model, card: ModelCard, data_dir: Path, whole: bool = False) -> dict:
+    """Dice on the held-out Lucchi slab, the held-out EM-net tiles and a synthetic stack.
+
+    ``whole``: the slab is the last 25 slices of the whole volume (else of the crop); the four
+    EM-net test tiles are scored too when their masks are there.
+    """
+    _, lucchi = data.lucchi_split(data_dir, whole=whole)
     _, emnet = data.emnet_split(data_dir)
     slab = np.stack(lucchi.images)
     pred = common.predict_mask(slab, model, card)
@@ -103,6 +115,12 @@ def evaluate(model, card: ModelCard, data_dir: Path) -> dict:
     results["emnet_val_dice_flips"] = common.dice(
         np.stack([common.predict_mask(image, model, card, flips=True) for image in emnet.images]),
         np.stack(emnet.masks))
+    if (data_dir / "emnet_cardiac_sbfsem" / "test_mito.tif").is_file():
+        test_images, test_masks = data.emnet_test(data_dir)
+        tests = [common.predict_mask(image, model, card) for image in test_images]
+        results["emnet_test_dice_pooled"] = common.dice(np.stack(tests), test_masks)
+        results["emnet_test_dice_per_tile"] = [
+            round(common.dice(p, m), 4) for p, m in zip(tests, test_masks, strict=True)]
     from ..core.synth import organelle_stack
 
     synth = organelle_stack(seed=SYNTH_VAL_SEED)
@@ -111,32 +129,47 @@ def evaluate(model, card: ModelCard, data_dir: Path) -> dict:
 
 
 def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: bool = False,
-        exclude: tuple[str, ...] = (), gan_weight: float = 0.0) -> Path:
+        exclude: tuple[str, ...] = (), gan_weight: float = 0.0, init: str | None = None,
+        whole: bool = False) -> Path:
     """Train, validate and save ``mito-em`` into ``out``; returns the card path.
 
     Stage 1 (real data) is checkpointed in ``out/checkpoints``; ``resume`` starts from that
     checkpoint with stage 2 (real + synthetic data). ``exclude`` leaves real data sets out
     (:func:`real_pool`); they are still validated on. ``gan_weight`` > 0 adds the
-    conditional-GAN term (:mod:`core.gan`) in both stages.
+    conditional-GAN term (:mod:`core.gan`) in both stages. ``init`` (a model name or card)
+    continues that model with stage 2 for the whole budget instead of stage 1 from scratch.
+    ``whole`` trains and validates on the whole Lucchi++ volume instead of its crop.
     """
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    images, masks = real_pool(data_dir, rng, exclude)
+    images, masks = real_pool(data_dir, rng, exclude, whole)
     common.log(f"stage 1: {len(images)} real images")
     card = ModelCard(
         name=NAME, spec=dict(common.SPEC), class_names=["background", "mitochondrion"],
         normalization=dict(common.NORMALIZATION), pixel_size=[data.LUCCHI_PIXEL_UM] * 2,
     )
-    model, card, stage1_steps, stage1_seconds = common.first_stage(
-        images, masks, card, out / "checkpoints" / f"{NAME}-stage1", resume=resume,
-        seconds=minutes * 60 * STAGE1, seed=seed, lr=2e-3, augment=AUGMENT, gan_weight=gan_weight)
+    if init is not None:
+        model, start_card = load_model(init)
+        card.spec = dict(start_card.spec)
+        stage1_steps, stage1_seconds, share = 0, 0.0, 1.0
+        init_note = (f"continued from {start_card.name} (weights sha256 "
+                     f"{start_card.weights_sha256[:12]}; {start_card.training.get('recipe', '')}, "
+                     f"steps {start_card.training.get('steps', '')})")
+        common.log(f"continuing {init} ({start_card.weights_sha256[:12]}); no stage 1")
+    else:
+        model, card, stage1_steps, stage1_seconds = common.first_stage(
+            images, masks, card, out / "checkpoints" / f"{NAME}-stage1", resume=resume,
+            seconds=minutes * 60 * STAGE1, seed=seed, lr=2e-3, augment=AUGMENT,
+            gan_weight=gan_weight)
+        share = 1 - STAGE1
+        init_note = ""
     synth_images, synth_masks = synthetic_pool()
     common.log(f"stage 2: {len(images)} real + {len(synth_images)} synthetic images")
     counts = {"real_and_degraded": len(images), "synthetic_slices": len(synth_images)}
     result, metrics = common.second_stage(
-        images + synth_images, masks + synth_masks, card, model, seconds=minutes * 60 * (1 - STAGE1),
-        seed=seed + 1, lr=5e-4, augment=AUGMENT, validate=lambda m, c: evaluate(m, c, data_dir),
-        gan_weight=gan_weight)
+        images + synth_images, masks + synth_masks, card, model, seconds=minutes * 60 * share,
+        seed=seed + 1, lr=5e-4, augment=AUGMENT,
+        validate=lambda m, c: evaluate(m, c, data_dir, whole), gan_weight=gan_weight)
     steps = [stage1_steps, len(result.losses)]
     card = result.card
     card.description = (
@@ -146,13 +179,16 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
     card.metrics = metrics
     card.license = "weights BSD-3-Clause; trained on research-use data (see training.data)"
     card.training = {
-        "data": [s for s in SOURCES if not any(s["name"].lower().replace("-", "").startswith(n)
-                                                    for n in exclude)],
+        "data": [_source(s, whole) for s in SOURCES
+                 if not any(s["name"].lower().replace("-", "").startswith(n) for n in exclude)],
         "pool": counts,
         "recipe": f"python -m napari_cardioseg.recipes mito --minutes {minutes:g}"
+                  + (" --lucchi whole" if whole else "")
+                  + (f" --init {init}" if init else "")
                   + "".join(f" --exclude {name}" for name in exclude)
                   + (f" --gan-weight {gan_weight:g}" if gan_weight > 0 else ""),
         "seed": seed,
+        **({"init": init_note} if init_note else {}),
         "steps": {"stage 1 (real data, lr 2e-3)": steps[0],
                   "stage 2 (real + synthetic, lr 5e-4)": steps[1]},
         "augmentation": "trainer (flips, rotations, ±25 % zoom, elastic, contrast, brightness) + "
