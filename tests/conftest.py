@@ -39,3 +39,24 @@ def viewer(make_napari_viewer, qtbot):
     yield v
     WorkerBase.await_workers(msecs=30000)
     qtbot.wait(50)
+
+
+@pytest.fixture
+def user_model(tmp_path, monkeypatch):
+    """A 3-class user model ``tiny`` whose labels vary over an image (its head is re-centred)."""
+    from napari_cardioseg.core import models, nets
+
+    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path / "home"))
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 3, "depth": 2, "base": 4}
+    torch.manual_seed(0)
+    model = nets.build_model(spec).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(0.0, 1.0)
+        model.head.bias.zero_()
+        logits = model(torch.randn(1, 1, 64, 64))
+        margins = (logits - logits[:, :1]).transpose(0, 1).reshape(3, -1)
+        model.head.bias -= margins.median(dim=1).values
+    card = models.ModelCard("tiny", spec, ["background", "mito", "lyso"], {"method": "zscore"},
+                            [0.005, 0.005])
+    models.save_model(model, card, models.user_models_dir(create=True) / "tiny")
+    return models.load_model("tiny")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cardioseg.cli import main
-from napari_cardioseg.core import models, nets, zarr_io
+from napari_cardioseg.core import zarr_io
 from napari_cardioseg.core.batch import predict_file
 from napari_cardioseg.core.blocks import fixed_normalization_card
 from napari_cardioseg.core.errors import CardiosegError
@@ -18,24 +17,6 @@ from napari_cardioseg.core.run import open_lazy, predict_to_zarr
 from napari_cardioseg.core.writes import write_tiff
 
 SCALE = (0.03, 0.005, 0.004)
-
-
-@pytest.fixture
-def user_model(tmp_path, monkeypatch):
-    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path / "home"))
-    spec = {"arch": "unet2d", "in_channels": 1, "classes": 3, "depth": 2, "base": 4}
-    torch.manual_seed(0)
-    model = nets.build_model(spec).eval()
-    with torch.no_grad():  # a head whose labels vary (see test_blocks.tiny)
-        model.head.weight.normal_(0.0, 1.0)
-        model.head.bias.zero_()
-        logits = model(torch.randn(1, 1, 64, 64))
-        margins = (logits - logits[:, :1]).transpose(0, 1).reshape(3, -1)
-        model.head.bias -= margins.median(dim=1).values
-    card = models.ModelCard("tiny", spec, ["background", "mito", "lyso"], {"method": "zscore"},
-                            [0.005, 0.005])
-    models.save_model(model, card, models.user_models_dir(create=True) / "tiny")
-    return models.load_model("tiny")
 
 
 @pytest.fixture
