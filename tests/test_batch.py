@@ -11,11 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import napari_cardioseg
 from napari_cardioseg.cli import main
-from napari_cardioseg.core import models, nets
 from napari_cardioseg.core.batch import (
     TIFF_SUFFIXES,
     BatchProgress,
@@ -35,14 +33,8 @@ SCALE = (0.005, 0.004)
 
 
 @pytest.fixture
-def user_model(tmp_path, monkeypatch):
-    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path / "home"))
-    spec = {"arch": "unet2d", "in_channels": 1, "classes": 3, "depth": 2, "base": 4}
-    torch.manual_seed(0)
-    model = nets.build_model(spec).eval()
-    card = models.ModelCard("tiny", spec, ["background", "mito", "lyso"], {"method": "zscore"},
-                            list(SCALE))
-    models.save_model(model, card, models.user_models_dir(create=True) / "tiny")
+def user_model(user_model):
+    """The conftest model, by name (as jobs carry it to dask workers)."""
     return "tiny"
 
 

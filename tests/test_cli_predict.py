@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cardioseg.cli import main
-from napari_cardioseg.core import models, nets
+from napari_cardioseg.core import nets
 from napari_cardioseg.core.io import read_single
 from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
 from napari_cardioseg.core.writes import write_tiff
-
-
-@pytest.fixture
-def user_model(tmp_path, monkeypatch):
-    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path / "home"))
-    spec = {"arch": "unet2d", "in_channels": 1, "classes": 3, "depth": 2, "base": 4}
-    torch.manual_seed(0)
-    model = nets.build_model(spec).eval()
-    card = models.ModelCard("tiny", spec, ["background", "mito", "lyso"], {"method": "zscore"},
-                            [0.005, 0.005])
-    models.save_model(model, card, models.user_models_dir(create=True) / "tiny")
-    return model, card
 
 
 def test_predict_round_trip(tmp_path, rng, user_model, capsys):
