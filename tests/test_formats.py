@@ -419,18 +419,7 @@ def test_labels_with_several_channels_name_the_file_role(two_channels, tmp_path)
 
 
 @pytest.fixture
-def tiny_model(tmp_path, monkeypatch):
-    import torch
-
-    from napari_cardioseg.core import models, nets
-
-    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path / "home"))
-    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
-    torch.manual_seed(0)
-    model = nets.build_model(spec).eval()
-    card = models.ModelCard("tiny", spec, ["background", "mito"], {"method": "zscore"},
-                            [0.1, 0.1])
-    models.save_model(model, card, models.user_models_dir(create=True) / "tiny")
+def tiny_model(user_model):
     return "tiny"
 
 
