@@ -38,8 +38,10 @@ def main() -> None:
         return
     model, card = load_model("mito-em")
     start = time.perf_counter()
-    results = mito.evaluate(model, card, folder)
-    print(f"mito-em ({time.perf_counter() - start:.0f} s)")
+    whole = (folder / "lucchi_pp_train" / "train_mito.tif").is_file()
+    results = mito.evaluate(model, card, folder, whole=whole)
+    slab = "slices 140-164 of the whole volume" if whole else "slices 140-164 of the crop"
+    print(f"mito-em ({time.perf_counter() - start:.0f} s; Lucchi++ slab: {slab})")
     for key, value in results.items():
         print(f"  {key}: {value}")
 
