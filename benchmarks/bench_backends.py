@@ -208,11 +208,11 @@ def end_to_end(repeats: int) -> None:
     """
     import tempfile
 
-    from napari_cardioseg.core import predict as predict_module
+    from napari_cardioseg.core import tiling
     from napari_cardioseg.core.batch import predict_file
     from napari_cardioseg.core.progress import drain
 
-    stretch = predict_module.AUTO_STRETCH
+    stretch = tiling.AUTO_STRETCH
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -226,13 +226,13 @@ def end_to_end(repeats: int) -> None:
                 for key in best:
                     out = folder / f"{key}.tif"
                     out.unlink(missing_ok=True)
-                    predict_module.AUTO_STRETCH = 1.0 if key == "before" else stretch
+                    tiling.AUTO_STRETCH = 1.0 if key == "before" else stretch
                     t0 = time.perf_counter()
                     drain(predict_file(path, out, model=model,
                                        backend="auto" if key == "auto" else "eager"))
                     best[key] = min(best[key], time.perf_counter() - t0)
                     labels[key] = tifffile.imread(out)
-            predict_module.AUTO_STRETCH = stretch
+            tiling.AUTO_STRETCH = stretch
             same = bool(np.array_equal(labels["eager"], labels["auto"]))
             agree = float(np.mean(labels["before"] == labels["auto"]))
             print(f"| {label} | {model} | {best['before']:.2f} | {best['eager']:.2f} | "

@@ -15,19 +15,15 @@ from napari_cardioseg.core.models import ModelCard
 from napari_cardioseg.core.normalize import apply_normalization, fit_normalization
 from napari_cardioseg.core.predict import (
     Prediction,
-    _axis,
-    count_tiles,
-    default_halo,
-    halo_overlap,
     label_dtype,
     predict_generator,
     predict_labels,
     predict_probabilities,
     predict_steps,
     probabilities_to_labels,
-    reflect_index,
 )
 from napari_cardioseg.core.progress import Progress, drain
+from napari_cardioseg.core.tiling import count_tiles, default_halo, halo_overlap, reflect_index, tile_axis
 
 NORM = {"method": "percentile", "low": 1.0, "high": 99.0}
 ATOL = 2e-5
@@ -107,7 +103,7 @@ def test_axis_keeps_the_halo_out_of_the_blend():
     # the shipped models: receptive field 315 px, stride 16; a 128 px tile asked for
     halo, multiple = default_halo((315, 315))[0], 16
     assert halo == 157 and halo_overlap(halo, multiple) == 336  # 2 * 157 + 16, rounded up
-    axis = _axis(2000, 128, 0.25, multiple, halo)
+    axis = tile_axis(2000, 128, 0.25, multiple, halo)
     assert 336 <= axis.tile <= 2 * 336  # grown, then shrunk evenly
     assert all(a % multiple == 0 for a in axis.origins) and axis.origins[-1] + axis.tile >= 2000
     total = np.zeros(2000)
@@ -121,7 +117,7 @@ def test_axis_keeps_the_halo_out_of_the_blend():
         else:
             assert w[-1] == 1.0  # the image border is not a cut edge
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
-    assert _axis(300, 128, 0.25, multiple, halo).origins == [0]  # fits one tile: no cut edge
+    assert tile_axis(300, 128, 0.25, multiple, halo).origins == [0]  # fits one tile: no cut edge
 
 
 def test_automatic_tiles_grow_with_the_halo():

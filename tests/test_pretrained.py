@@ -12,11 +12,11 @@ from napari_cardioseg.core import nets
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import PRETRAINED_DIR, list_models, load_model
 from napari_cardioseg.core.predict import (
-    count_tiles,
     predict_labels,
     predict_probabilities,
     probabilities_to_labels,
 )
+from napari_cardioseg.core.tiling import count_tiles
 from napari_cardioseg.recipes import common, data
 from napari_cardioseg.recipes.__main__ import main
 

@@ -11,7 +11,8 @@ from qtpy.QtCore import QTimer
 
 from napari_cardioseg.core import models, nets
 from napari_cardioseg.core.colors import class_color
-from napari_cardioseg.core.predict import count_tiles, predict_probabilities, probabilities_to_labels
+from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
+from napari_cardioseg.core.tiling import count_tiles
 from napari_cardioseg.widgets._common import refresh_model_lists
 from napari_cardioseg.widgets.predict import LOAD_FILE, PredictWidget
 

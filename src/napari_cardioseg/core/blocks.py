@@ -29,8 +29,9 @@ from .grid import _per_axis, plan_blocks
 from .models import ModelCard
 from .nets import size_multiple, spec_ndim
 from .normalize import fit_normalization
-from .predict import MAX_HALO, predict_probabilities, probabilities_to_labels
+from .predict import predict_probabilities, probabilities_to_labels
 from .progress import Progress
+from .tiling import MAX_HALO
 from .validate import as_grey
 
 
@@ -162,7 +163,7 @@ def predict_blocks(
 def card_halo(card: ModelCard) -> tuple[int, ...]:
     """Return the halo per net axis from the card's receptive field: ``ceil(rf / 2)``.
 
-    At most :data:`predict.MAX_HALO` (nets with global context); :func:`block_geometry` rounds it
+    At most :data:`tiling.MAX_HALO` (nets with global context); :func:`block_geometry` rounds it
     up to the stride.
     """
     field = card.receptive_field_px()

@@ -12,8 +12,8 @@ is a minimum on top of that. Tiles are grown to at least twice the overlap the h
 least half of each tile is new), automatic 2D tiles to three times it; only when the device runs
 out of memory at that size is the halo cut down to what a smaller tile allows. Nets with global
 context (DeepLabV3+, FPN, EfficientNet encoders) have no finite receptive field and can never be
-tiled exactly; their halo is capped at :data:`MAX_HALO`. A 2D net on a 3D stack runs slice by
-slice; one batch may hold tiles from several slices.
+tiled exactly; their halo is capped at :data:`tiling.MAX_HALO`. A 2D net on a 3D stack runs slice
+by slice; one batch may hold tiles from several slices. Where the tiles go is :mod:`.tiling`.
 
 Tiles are read from the input one at a time (``image[z, y0:y1, x0:x1]``), so NumPy memmaps, zarr
 and dask arrays are never loaded whole; ``out`` may be any writable array-like too.
@@ -22,7 +22,6 @@ and dask arrays are never loaded whole; ``out`` may be any writable array-like t
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import os
 from collections.abc import Callable, Generator, Sequence
@@ -33,18 +32,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import tiling
 from .backends import Runner, check_backend, cpu_runner
 from .device import choose_device
 from .errors import CardiosegError
 from .models import ModelCard
-from .nets import receptive_field, size_multiple, spec_ndim
+from .nets import size_multiple, spec_ndim
 from .normalize import apply_normalization, fit_normalization
 from .progress import Progress, drain
+from .tiling import (
+    TileAxis,
+    auto_tile,
+    fitting_halo,
+    plan_tiles,
+    reflect_index,
+    resolve_halo,
+    resolve_tile,
+)
 from .validate import as_grey
-
-AUTO_TILE = {2: 512, 3: 96}  # least tile edge when ``tile=None`` (see _auto_tile)
-MAX_HALO = {2: 256, 3: 64}  # largest halo (px per side) used, for nets with global context
-AUTO_STRETCH = 1.25  # automatic tiles may grow this much to save a tile along an axis
 
 
 @dataclass(frozen=True)
@@ -67,95 +72,7 @@ class Prediction:
     model_name: str = ""
 
 
-def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
-    """Map coordinates outside ``[0, n)`` back inside by mirror reflection (like ``np.pad``)."""
-    if n == 1:
-        return np.zeros_like(index)
-    period = 2 * (n - 1)
-    index = np.abs(index) % period
-    return np.where(index >= n, period - index, index)
-
-
-def _ramp(length: int, halo: int = 0) -> np.ndarray:
-    """Weights over an overlap of ``length`` px seen from the tile that starts there.
-
-    Zero on the first ``max(halo, length // 4)`` px (the part spoiled by the cut edge), a raised
-    cosine, one on as many last px; ``r + r[::-1] == 1``.
-    """
-    halo = max(halo, length // 4)
-    ramp = np.ones(length)
-    if length == 0:
-        return ramp
-    ramp[:halo] = 0.0
-    width = length - 2 * halo
-    u = (np.arange(width) + 0.5) / width
-    ramp[halo : length - halo] = 0.5 - 0.5 * np.cos(np.pi * u)
-    return ramp
-
-
-@dataclass
-class _Axis:
-    """Tile origins along one axis and each tile's normalised blending weights (cropped to n)."""
-
-    n: int
-    tile: int
-    origins: list[int]
-    weights: list[np.ndarray]
-
-
-def halo_overlap(halo: int, multiple: int) -> int:
-    """Return the least overlap (px) of two tiles whose cut edges spoil ``halo`` px each.
-
-    Both halos plus at least one stride to blend over, rounded up to the stride; 0 for no halo.
-    """
-    return 0 if halo <= 0 else math.ceil((2 * halo + multiple) / multiple) * multiple
-
-
-def _axis(n: int, tile: int, overlap: float, multiple: int, halo: int = 0,
-          stretch: float = 1.0) -> _Axis:
-    """Tile an axis of ``n`` px with the fewest tiles of at most ``tile`` px, then shrink them.
-
-    ``tile`` is first grown to twice :func:`halo_overlap` when smaller. With ``stretch`` > 1,
-    one tile fewer is used when its tiles need to grow by at most that factor (automatic tiles:
-    a 1024 px axis with 1008 px tiles becomes one tile, not two of 640 px, 20 % less work). The
-    tiles are made as small as possible (a multiple of the stride) while still covering the
-    padded axis with at least the requested overlap (and the halos), and spread evenly: less
-    computation than equal full-size tiles with the last one shifted back (e.g. 23% less for 1024²
-    at 512/0.25).
-    """
-    padded = math.ceil(n / multiple) * multiple
-    least = halo_overlap(halo, multiple)
-    tile = min(max(math.ceil(tile / multiple) * multiple, 2 * least), padded)
-    min_overlap = min(max(round(overlap * tile / multiple) * multiple, least), tile - multiple)
-    count = 1 if tile == padded else math.ceil((padded - min_overlap) / (tile - min_overlap))
-    if count > 1:
-        fewer = math.ceil((padded + (count - 2) * min_overlap) / (count - 1) / multiple) * multiple
-        if fewer <= stretch * tile:
-            count, tile = count - 1, min(fewer, padded)
-    if count > 1:
-        needed = (padded + (count - 1) * min_overlap) / count
-        tile = min(tile, math.ceil(needed / multiple) * multiple)
-    step = (padded - tile) / max(count - 1, 1)
-    origins = [int(i * step // multiple) * multiple for i in range(count - 1)] + [padded - tile]
-    raw = []
-    for i, a in enumerate(origins):
-        w = np.ones(tile)
-        if i > 0:
-            left = origins[i - 1] + tile - a
-            w[:left] = _ramp(left, halo)
-        if i + 1 < len(origins):
-            right = a + tile - origins[i + 1]
-            w[tile - right :] = np.minimum(w[tile - right :], _ramp(right, halo)[::-1])
-        raw.append(w[: n - a])
-    total = np.zeros(n)
-    for a, w in zip(origins, raw, strict=True):
-        total[a : a + w.size] += w
-    weights = [(w / total[a : a + w.size]).astype(np.float32)
-               for a, w in zip(origins, raw, strict=True)]
-    return _Axis(n, tile, origins, weights)
-
-
-def _read_tile(image: Any, z: int | None, origins: Sequence[int], axes: Sequence[_Axis],
+def _read_tile(image: Any, z: int | None, origins: Sequence[int], axes: Sequence[TileAxis],
                fitted: dict) -> np.ndarray:
     """One normalised tile of ``image`` with reflection where it passes the image border."""
     index = [reflect_index(np.arange(a, a + ax.tile), ax.n) for a, ax in zip(origins, axes,
@@ -240,75 +157,8 @@ def _forward(model: torch.nn.Module, batch: np.ndarray, device: torch.device,
                                _forward(model, batch[half:], device, classes, flips)])
 
 
-def _plan(shape: tuple[int, ...], spec: dict, tile: Sequence[int], overlap: float,
-          halo: Sequence[int], stretch: float = 1.0,
-          ) -> tuple[list[_Axis], list[tuple[int | None, tuple[int, ...]]]]:
-    """Per-axis tilings and the list of ``(slice or None, tile index per axis)`` jobs."""
-    ndim = spec_ndim(spec)
-    axes = [_axis(n, t, overlap, size_multiple(spec), h, stretch)
-            for n, t, h in zip(shape[-ndim:], tile, halo, strict=True)]
-    slices: list[int | None] = list(range(shape[0])) if len(shape) > ndim else [None]
-    jobs = [(z, idx) for z in slices
-            for idx in itertools.product(*(range(len(ax.origins)) for ax in axes))]
-    return axes, jobs
-
-
-def default_halo(field: Sequence[int]) -> tuple[int, ...]:
-    """Return the halo (px per side and axis) of a net with receptive field ``field``.
-
-    Half of the field, at most :data:`MAX_HALO`.
-    """
-    return tuple(min(int(f) // 2, MAX_HALO[len(field)]) for f in field)
-
-
-def _halo_shape(halo: int | Sequence[int] | None, spec: dict,
-                field: Sequence[int] | None) -> tuple[int, ...]:
-    """Return the halo asked for (one per spatial axis, checked), or the net's :func:`default_halo`."""
-    ndim = spec_ndim(spec)
-    if halo is None:
-        return default_halo(field if field is not None else receptive_field(spec))
-    halo = (halo,) * ndim if isinstance(halo, (int, np.integer)) else tuple(halo)
-    if len(halo) != ndim or any(int(h) < 0 for h in halo):
-        raise CardiosegError(f"halo must be a size >= 0 or {ndim} sizes, got {halo}")
-    return tuple(int(h) for h in halo)
-
-
-def _fitting_halo(tile: int, halo: int, multiple: int) -> int:
-    """Return the largest halo up to ``halo`` whose tiles need not be grown beyond ``tile`` px."""
-    while halo > 0 and 2 * halo_overlap(halo, multiple) > tile:
-        halo -= 1
-    return halo
-
-
-def _auto_tile(spec: dict, halo: Sequence[int]) -> tuple[int, ...]:
-    """Return the tile edges for ``tile=None``.
-
-    :data:`AUTO_TILE`, and in 2D at least three times the halo overlap, so the halos cost about
-    what a 25% overlap does (3D tiles only grow to twice it: their memory grows with the cube of
-    the edge).
-    """
-    ndim, multiple = spec_ndim(spec), size_multiple(spec)
-    factor = 3 if ndim == 2 else 2
-    return tuple(max(AUTO_TILE[ndim], factor * halo_overlap(h, multiple)) for h in halo)
-
-
-def count_tiles(shape: Sequence[int], spec: dict, tile: int | Sequence[int] | None = None,
-                overlap: float = 0.25, *, halo: int | Sequence[int] | None = None,
-                receptive_field: Sequence[int] | None = None) -> int:
-    """How many tiles :func:`predict_generator` will run for an image of ``shape``.
-
-    ``halo`` as in :func:`predict_generator`; by default it comes from ``receptive_field``
-    (the card's, :meth:`ModelCard.receptive_field_px`), measured from ``spec`` when not given.
-    """
-    halo_shape = _halo_shape(halo, spec, receptive_field)
-    tile_shape = _tile_shape(tile, spec_ndim(spec)) if tile is not None else _auto_tile(
-        spec, halo_shape)
-    stretch = AUTO_STRETCH if tile is None else 1.0
-    return len(_plan(tuple(shape), spec, tile_shape, float(overlap), halo_shape, stretch)[1])
-
-
 def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, out: Any,
-           plan: tuple[list[_Axis], list], batch: int, device: torch.device, flips: bool,
+           plan: tuple[list[TileAxis], list], batch: int, device: torch.device, flips: bool,
            message: str, runner: Runner | None = None) -> Generator[Progress, None, None]:
     """Predict every tile of ``plan`` into ``out`` (zeroed first), yielding after each batch."""
     classes = card.spec["classes"]
@@ -331,14 +181,6 @@ def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, ou
             target = (slice(None), z, *region) if z is not None else (slice(None), *region)
             out[target] += crop
         yield Progress(min(start + batch, len(jobs)), len(jobs), "predict", message)
-
-
-def _tile_shape(tile: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    """Return the tile edges asked for, one per spatial axis, checked."""
-    tile = (tile,) * ndim if isinstance(tile, (int, np.integer)) else tuple(tile)
-    if len(tile) != ndim or any(int(t) < 1 for t in tile):
-        raise CardiosegError(f"tile must be a positive size or {ndim} sizes, got {tile}")
-    return tuple(int(t) for t in tile)
 
 
 def predict_generator(
@@ -412,9 +254,9 @@ def predict_generator(
         raise CardiosegError(f"batch must be at least 1, got {batch}")
     if not callable(backend):
         check_backend(backend)
-    halo = _halo_shape(halo, card.spec, card.receptive_field_px() if halo is None else None)
-    stretch = AUTO_STRETCH if tile is None else 1.0
-    tile = _tile_shape(tile, ndim) if tile is not None else _auto_tile(card.spec, halo)
+    halo = resolve_halo(halo, card.spec, card.receptive_field_px() if halo is None else None)
+    stretch = tiling.AUTO_STRETCH if tile is None else 1.0
+    tile = resolve_tile(tile, ndim) if tile is not None else auto_tile(card.spec, halo)
     shape = (card.spec["classes"], *image.shape)
     if out is None:
         out = np.zeros(shape, dtype=np.float32)
@@ -435,7 +277,7 @@ def predict_generator(
             model.eval().to(dev, memory_format=_memory_format(ndim, dev))  # type: ignore[call-overload]
         with torch.inference_mode():
             while True:
-                plan = _plan(tuple(image.shape), card.spec, tile, float(overlap), halo, stretch)
+                plan = plan_tiles(tuple(image.shape), card.spec, tile, float(overlap), halo, stretch)
                 try:
                     yield from _tiles(image, model, card, fitted, out, plan, int(batch), dev,
                                       bool(flips), message, runner)
@@ -451,7 +293,7 @@ def predict_generator(
                         torch.cuda.empty_cache()
                     tile = tuple(max(multiple, t // 2) for t in used)
                     stretch = 1.0
-                    fitting = tuple(_fitting_halo(t, h, multiple)
+                    fitting = tuple(fitting_halo(t, h, multiple)
                                     for t, h in zip(tile, halo, strict=True))
                     message = (f"out of {dev.type} memory: retrying with tiles of "
                                f"{'×'.join(map(str, tile))} px")

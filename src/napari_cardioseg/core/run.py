@@ -26,8 +26,8 @@ from .errors import CardiosegError
 from .formats import open_image
 from .models import ModelCard, load_model
 from .nets import spec_ndim
-from .predict import AUTO_TILE
 from .progress import Progress, drain
+from .tiling import AUTO_TILE
 
 RUN_FORMAT = 1  # bump when the way blocks are computed changes (old partial runs restart)
 
@@ -56,7 +56,7 @@ def stream_geometry(card: ModelCard, shape: Sequence[int], tile: int | None = No
                     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Block and halo per axis of ``shape`` for streaming prediction with ``card``'s net.
 
-    ``tile`` defaults to :data:`predict.AUTO_TILE`; the halo is the larger of ``halo`` (default
+    ``tile`` defaults to :data:`tiling.AUTO_TILE`; the halo is the larger of ``halo`` (default
     the receptive-field radius, :func:`blocks.card_halo`) and ``overlap * tile / 2``.
     """
     ndim = spec_ndim(card.spec)
