@@ -25,9 +25,10 @@ from .progress import Progress
 from .run import open_lazy, predict_to_zarr
 from .writes import check_outputs, write_tiff_blocks
 
-#: inputs with more voxels than this (256 Mi: about 2.5 GB of working memory in one piece)
-#: stream through a temporary OME-Zarr when the outputs are TIFFs
-STREAM_VOXELS = 2**28
+#: inputs with more voxels than this (32 Mi) stream through a temporary OME-Zarr when the outputs
+#: are TIFFs: read whole, an input takes about 15 bytes per voxel at its peak (4.0 GB measured at
+#: 256 Mi voxels); streamed, 1.4-1.5 GB at any size (``benchmarks/bench_scale.py --tiff``)
+STREAM_VOXELS = 2**25
 
 
 def input_voxels(path: str | os.PathLike, channel: int | str | None = None,
