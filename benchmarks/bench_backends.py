@@ -2,8 +2,10 @@
 
 Same normalised 256² tiles, one process, interleaved repeats (the machine is shared, so only the
 ratios against eager measured alongside are meaningful). Options: eager fp32 (reference),
-TorchScript (trace + freeze), ``torch.compile`` (skipped when it fails), ONNX Runtime fp32, bf16
-autocast, int8 dynamic quantisation (``quantize_dynamic`` covers Linear/LSTM layers only).
+TorchScript (trace + freeze), ``torch.compile`` (skipped when it fails), ONNX Runtime fp32,
+ONNX Runtime int8 (static QDQ quantisation calibrated on the plugin's sample images,
+:mod:`core.quantize`), bf16 autocast, int8 dynamic quantisation (``quantize_dynamic`` covers
+Linear/LSTM layers only).
 Dice change: foreground Dice of each option against the truth minus eager's, where truth exists;
 agreement: Dice of each option's labels against eager's labels.
 
@@ -12,9 +14,10 @@ in ../shared/data is used when present.
 
 ``--end-to-end`` instead times what ``cardioseg predict IN -o OUT.tif`` does after start-up
 (:func:`core.batch.predict_file`: read, load the model, predict, write) with ``--backend auto``
-against ``eager``, alternating in one process after a warm-up run that fills the ONNX cache, best of
-``--repeats``, on the plugin's samples and, when present, real images of every size at hand: the
-Z-disk cells (632×424, 1028×1668), 16 Lucchi++ slices (16×768×1024) and the EM-net test tiles.
+(int8 for the shipped models) against ``eager`` and ``onnx`` (float32), alternating in one
+process after a warm-up run that fills the ONNX cache, best of ``--repeats``, on the plugin's
+samples and, when present, real images of every size at hand: the Z-disk cells (632×424,
+1028×1668), 16 Lucchi++ slices (16×768×1024) and the EM-net test tiles.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def options(model: torch.nn.Module, card: ModelCard, compile_: bool) -> dict[str
     makers: dict[str, Callable[[], Callable]] = {
         "torchscript": lambda: backends.torchscript_runner(model, card),
         "onnxruntime fp32": lambda: backends.onnx_runner(model, card),
+        "onnxruntime int8 (static)": lambda: backends.onnx_runner(model, card, int8=True),
         "bf16 autocast": lambda: _bf16(model),
         "int8 dynamic": lambda: _int8(model),
     }
@@ -216,10 +220,12 @@ def end_to_end(repeats: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        print("\n| input | model | before s | eager s | auto s | auto vs before | auto vs eager | "
-              "labels auto = eager | pixels auto = before |\n|---|---|---|---|---|---|---|---|---|")
+        print("\n| input | model | before s | eager s | onnx s | auto s | auto vs before | auto vs eager | "
+              "auto vs onnx | label Dice auto vs eager | pixels auto = before |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|")
         for label, model, path in end_to_end_inputs(folder):
-            best = {"before": float("inf"), "eager": float("inf"), "auto": float("inf")}
+            best = {"before": float("inf"), "eager": float("inf"), "onnx": float("inf"),
+                    "auto": float("inf")}
             labels = {}
             drain(predict_file(path, folder / "warm.tif", model=model, backend="auto"))
             for _ in range(repeats):
@@ -229,15 +235,16 @@ def end_to_end(repeats: int) -> None:
                     tiling.AUTO_STRETCH = 1.0 if key == "before" else stretch
                     t0 = time.perf_counter()
                     drain(predict_file(path, out, model=model,
-                                       backend="auto" if key == "auto" else "eager"))
+                                       backend="eager" if key == "before" else key))
                     best[key] = min(best[key], time.perf_counter() - t0)
                     labels[key] = tifffile.imread(out)
             tiling.AUTO_STRETCH = stretch
-            same = bool(np.array_equal(labels["eager"], labels["auto"]))
+            same = dice(labels["eager"] > 0, labels["auto"] > 0)
             agree = float(np.mean(labels["before"] == labels["auto"]))
             print(f"| {label} | {model} | {best['before']:.2f} | {best['eager']:.2f} | "
-                  f"{best['auto']:.2f} | {best['before'] / best['auto']:.2f}× | "
-                  f"{best['eager'] / best['auto']:.2f}× | {same} | {agree:.2%} |", flush=True)
+                  f"{best['onnx']:.2f} | {best['auto']:.2f} | {best['before'] / best['auto']:.2f}× | "
+                  f"{best['eager'] / best['auto']:.2f}× | {best['onnx'] / best['auto']:.2f}× | "
+                  f"{same:.4f} | {agree:.2%} |", flush=True)
 
 
 def main() -> int:

@@ -85,3 +85,41 @@ def test_onnx_export_is_cached_per_weights(monkeypatch, tmp_path):
     backends.onnx_bytes(model, untracked)
     backends.onnx_bytes(model, untracked)
     assert len(exports) == 3
+
+
+def test_int8_is_auto_only_for_models_with_calibration_images(monkeypatch):
+    model, card = tiny(sha="cd" * 32)
+    assert backends.auto_backend(card) == "onnx"
+    assert backends.auto_backend(load_model("zdisk-fluo")[1]) == "int8"
+    with pytest.raises(CardiosegError, match=r"no calibration images for model 'tiny'.*--backend onnx"):
+        backends.make_runner(model, card, "int8")
+    monkeypatch.setenv("CARDIOSEG_BACKEND", "onnx")
+    assert backends.auto_backend(load_model("zdisk-fluo")[1]) == "onnx"
+
+
+def test_shipped_model_int8_agrees_with_eager_on_unseen_image(monkeypatch, tmp_path):
+    from napari_cardioseg.core import quantize
+    from napari_cardioseg.core.synth import ZdiskParams, zdisk_image
+
+    model, card = load_model("zdisk-fluo")
+    assert not backends.auto_cached(card)
+    made = []
+    real = quantize.quantize_onnx
+    monkeypatch.setattr(quantize, "quantize_onnx", lambda g, c: made.append(1) or real(g, c))
+    # not the calibration image: another seed, pixel size and sarcomere length
+    sample = zdisk_image((256, 320), ZdiskParams(pixel_size=0.07, sarcomere_length=2.1), seed=7)
+    ref = drain(predict_steps(sample.image, model, card, device="cpu", backend="eager", tile=256))
+    got = drain(predict_steps(sample.image, model, card, device="cpu", backend="int8", tile=256))
+    truth = sample.mask > 0
+
+    def dice(labels: np.ndarray, other: np.ndarray) -> float:
+        return 2 * np.sum((labels > 0) & other) / (np.sum(labels > 0) + np.sum(other))
+
+    assert dice(got.labels, ref.labels > 0) >= 0.97
+    assert abs(dice(got.labels, truth) - dice(ref.labels, truth)) <= 0.01
+    assert np.abs(got.probabilities - ref.probabilities).max() < 0.5
+    assert made == [1] and backends.auto_cached(card)
+    monkeypatch.setattr(backends, "_ONNX_CACHE", {})
+    backends.int8_bytes(model, card)  # from the disk cache: not quantised again
+    assert made == [1]
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2  # float32 and int8

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 MAX_SEED = 2**32 - 1  # NumPy and PyTorch both accept seeds in 0..2**32-1
-BACKENDS = ("auto", "eager", "torchscript", "onnx")  # core.backends.BACKENDS, without torch
 
 
 def positive_seconds(text: str) -> float:

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ..core.backend_names import BACKENDS
 from ..core.device import DEVICES
 from . import args as checked
 from . import batch as batch_args
@@ -32,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap 0..0.5 (default 0.25)")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="default: auto")
-    p.add_argument("--backend", default="auto", choices=checked.BACKENDS,
-                   help="CPU inference engine; auto = ONNX Runtime when installed (default: auto)")
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="CPU inference engine: " + "; ".join(f"{k}: {v}" for k, v in BACKENDS.items()))
     p.add_argument("--prob-dtype", choices=("uint8", "float16"), default=None,
                    help="storage of --prob: uint8 (0-255) or float16 (default: uint8 in .zarr, "
                    "float32 in TIFF)")

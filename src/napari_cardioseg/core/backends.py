@@ -1,4 +1,4 @@
-"""Inference back ends for CPU prediction: eager PyTorch, TorchScript or ONNX Runtime.
+"""Inference back ends for CPU prediction: eager PyTorch, TorchScript, ONNX Runtime (float32, int8).
 
 :func:`make_runner` turns a model into one function mapping a batch of normalised tiles
 ``(B, *tile)`` float32 to softmax probabilities ``(B, C, *tile)``, so the sliding window does not
@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .backend_names import BACKENDS
 from .errors import CardiosegError
 from .models import ModelCard
 from .nets import size_multiple, spec_ndim
 from .writes import atomic_path
 
-BACKENDS = ("auto", "eager", "torchscript", "onnx")
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
@@ -118,23 +118,21 @@ def _export_onnx(model: torch.nn.Module, card: ModelCard) -> bytes:
     return buffer.getvalue()
 
 
-def onnx_bytes(model: torch.nn.Module, card: ModelCard) -> bytes:
-    """Return the exported graph, cached per weights sha256 in memory and on disk.
+def _cached_graph(key: str | None, make: Callable[[], bytes]) -> bytes:
+    """Return ``make()``, cached under ``key`` in memory and on disk (``key`` None: not cached).
 
-    Models without a ``weights_sha256`` (being trained) are exported every time. The disk copy is
-    written atomically to :func:`onnx_cache_dir`; an unreadable or unwritable cache folder only
-    costs the export.
+    The disk copy is written atomically to :func:`onnx_cache_dir`; an unreadable or unwritable
+    cache folder only costs the rebuild.
     """
-    key = _onnx_key(card)
     if key is None:
-        return _export_onnx(model, card)
+        return make()
     if key in _ONNX_CACHE:
         return _ONNX_CACHE[key]
     path = onnx_cache_dir() / f"{key}.onnx"
     try:
         payload = path.read_bytes()
     except OSError:
-        payload = _export_onnx(model, card)
+        payload = make()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
@@ -145,10 +143,61 @@ def onnx_bytes(model: torch.nn.Module, card: ModelCard) -> bytes:
     return payload
 
 
+def _is_cached(key: str | None) -> bool:
+    return key is not None and (key in _ONNX_CACHE or (onnx_cache_dir() / f"{key}.onnx").is_file())
+
+
+def _int8_key(card: ModelCard) -> str | None:
+    from .quantize import VERSION
+
+    key = _onnx_key(card)
+    return None if key is None else hashlib.sha256(f"{key}:int8:v{VERSION}".encode()).hexdigest()
+
+
+def onnx_bytes(model: torch.nn.Module, card: ModelCard) -> bytes:
+    """Return the exported graph, cached per weights sha256 in memory and on disk.
+
+    Models without a ``weights_sha256`` (being trained) are exported every time.
+    """
+    return _cached_graph(_onnx_key(card), lambda: _export_onnx(model, card))
+
+
+def int8_bytes(model: torch.nn.Module, card: ModelCard) -> bytes:
+    """Return the graph quantised to int8 (:mod:`.quantize`), cached like :func:`onnx_bytes`."""
+    from .quantize import quantize_onnx
+
+    return _cached_graph(_int8_key(card), lambda: quantize_onnx(onnx_bytes(model, card), card))
+
+
 def onnx_cached(card: ModelCard) -> bool:
     """Tell whether the card's exported ONNX graph is in this process's or the disk cache."""
-    key = _onnx_key(card)
-    return key is not None and (key in _ONNX_CACHE or (onnx_cache_dir() / f"{key}.onnx").is_file())
+    return _is_cached(_onnx_key(card))
+
+
+def auto_backend(card: ModelCard) -> str:
+    """Return what ``auto`` runs for ``card`` on the CPU: ``int8``, ``onnx`` or ``eager``.
+
+    ``CARDIOSEG_BACKEND`` overrides; else int8 where :func:`.quantize.int8_available`, float32
+    ONNX Runtime otherwise, eager PyTorch without onnxruntime.
+    """
+    from .quantize import int8_available
+
+    chosen = os.environ.get("CARDIOSEG_BACKEND", "")
+    if chosen in BACKENDS and chosen != "auto":
+        return chosen
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "eager"
+    return "int8" if int8_available(card) else "onnx"
+
+
+def auto_cached(card: ModelCard) -> bool:
+    """Tell whether the graph ``auto`` would run for ``card`` is cached (eager needs none)."""
+    backend = auto_backend(card)
+    if backend == "int8":
+        return _is_cached(_int8_key(card))
+    return onnx_cached(card) if backend == "onnx" else True
 
 
 def cache_onnx_in_background(model: str | os.PathLike) -> subprocess.Popen:
@@ -184,31 +233,36 @@ def _stop_exports() -> None:
 
 
 def _cache_main(model: str) -> None:
-    """Entry of :func:`cache_onnx_in_background`'s process: load the model and export it."""
+    """Entry of :func:`cache_onnx_in_background`'s process: export (and quantise) the model."""
     from .models import load_model
 
     net, card = load_model(model)
-    onnx_bytes(net, card)
+    if auto_backend(card) == "int8":
+        int8_bytes(net, card)
+    else:
+        onnx_bytes(net, card)
 
 
-def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = None) -> Runner:
+def onnx_runner(model: torch.nn.Module, card: ModelCard, threads: int | None = None,
+                int8: bool = False) -> Runner:
     """Run the model exported to ONNX (see :func:`onnx_bytes`) with ONNX Runtime in float32.
 
-    Sessions of models with fixed weights are reused within the process (:data:`SESSIONS_KEPT`).
+    ``int8`` runs the statically quantised graph instead (:func:`int8_bytes`). Sessions of models
+    with fixed weights are reused within the process (:data:`SESSIONS_KEPT`).
     """
     try:
         import onnxruntime as ort
     except ImportError as exc:
         raise CardiosegError("the onnx back end needs onnxruntime: pip install onnxruntime") from exc
     threads = threads or torch.get_num_threads()
-    key = _onnx_key(card)
+    key = _int8_key(card) if int8 else _onnx_key(card)
     session = _SESSIONS.pop((key, threads), None) if key is not None else None
     if session is None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        session = ort.InferenceSession(onnx_bytes(model, card), options,
-                                       providers=["CPUExecutionProvider"])
+        graph = int8_bytes(model, card) if int8 else onnx_bytes(model, card)
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     if key is not None:  # concurrent run() calls on one session are safe in ONNX Runtime
         _SESSIONS[(key, threads)] = session  # re-inserted: the most recent comes last
         while len(_SESSIONS) > SESSIONS_KEPT:
@@ -230,20 +284,14 @@ def check_backend(backend: str) -> str:
 def make_runner(model: torch.nn.Module, card: ModelCard, backend: str = "auto") -> Runner:
     """Return a function ``(B, *tile)`` normalised float32 → ``(B, C, *tile)`` probabilities.
 
-    ``auto`` picks ONNX Runtime when it is installed (``CARDIOSEG_BACKEND`` overrides), else eager.
-    The model must be on the CPU; GPU prediction keeps the eager path.
+    ``auto`` is :func:`auto_backend`. The model must be on the CPU; GPU prediction keeps the
+    eager path.
     """
     if check_backend(backend) == "auto":
-        backend = os.environ.get("CARDIOSEG_BACKEND", "")
-        if backend not in BACKENDS[1:]:
-            try:
-                import onnxruntime  # noqa: F401
-                backend = "onnx"
-            except ImportError:
-                backend = "eager"
+        backend = auto_backend(card)
     model = model.to("cpu")
-    if backend == "onnx":
-        return onnx_runner(model, card)
+    if backend in ("onnx", "int8"):
+        return onnx_runner(model, card, int8=backend == "int8")
     if backend == "torchscript":
         return torchscript_runner(model, card)
     return eager_runner(model, card)
@@ -262,5 +310,6 @@ def cpu_runner(model: torch.nn.Module, card: ModelCard, backend: str,
     return make_runner(model, card, backend)
 
 
-__all__ = ["BACKENDS", "cache_onnx_in_background", "check_backend", "cpu_runner", "eager_runner",
-           "make_runner", "onnx_bytes", "onnx_cache_dir", "onnx_cached", "onnx_runner", "torchscript_runner"]
+__all__ = ["BACKENDS", "auto_backend", "auto_cached", "cache_onnx_in_background", "check_backend",
+           "cpu_runner", "eager_runner", "int8_bytes", "make_runner", "onnx_bytes", "onnx_cache_dir",
+           "onnx_cached", "onnx_runner", "torchscript_runner"]

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="mito only: weight of a conditional-GAN term (PatchGAN, as pix2pix); "
                         "0 = plain segmentation loss")
     parser.add_argument("--init", default=None,
-                        help="mito only: continue this model (name or card) with stage 2 for the "
-                        "whole budget instead of training from scratch")
+                        help="continue this model (name or card) instead of training from scratch "
+                        "(mito: stage 2 for the whole budget; zdisk: both stages at lower rates)")
     parser.add_argument("--lucchi", choices=["crop", "whole"], default="crop",
                         help="mito only: the Lucchi++ 384x512 crop or the whole 768x1024 volume "
                         "(the last 25 slices are held out either way)")
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from . import zdisk
 
-            zdisk.run(data_dir, args.minutes, args.out, seed=args.seed, resume=args.resume)
+            zdisk.run(data_dir, args.minutes, args.out, seed=args.seed, resume=args.resume,
+                      init=args.init)
     except CardiosegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

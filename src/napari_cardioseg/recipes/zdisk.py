@@ -16,7 +16,7 @@ import numpy as np
 from ..core.augment import AugmentConfig
 from ..core.measure import measure
 from ..core.measure.zdisk import fft_period
-from ..core.models import ModelCard, save_model
+from ..core.models import ModelCard, load_model, save_model
 from ..core.synth import ZdiskParams, zdisk_image
 from . import common, data
 
@@ -25,6 +25,8 @@ SEED = 0
 N_TRAIN = 300
 TRAIN_SEEDS = range(1000, 1000 + N_TRAIN)
 VAL_SEEDS = range(9000, 9016)
+INIT_SEEDS = range(1000, 1000 + 2 * N_TRAIN)  # a continued run trains on twice the images
+INIT_LR = 1e-3  # stage 1 of a continued run: below a fresh start's 2e-3
 SHAPE = (320, 320)
 PERIOD_RANGE = (1.0, 2.6)  # µm: one sarcomere, below the second harmonic of a 1.5-2.3 µm period
 STAGE1 = 0.7  # share of the time budget at the higher learning rate
@@ -85,22 +87,40 @@ def evaluate(model, card: ModelCard, data_dir: Path | None) -> dict:
     return results
 
 
-def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: bool = False) -> Path:
+def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: bool = False,
+        init: str | None = None) -> Path:
     """Train, validate and save ``zdisk-fluo`` into ``out``; returns the card path.
 
     Stage 1 (learning rate 2e-3) is checkpointed in ``out/checkpoints``; ``resume`` starts from that
-    checkpoint with stage 2 (the same images at 3e-4, which settles the disks' edges).
+    checkpoint with stage 2 (the same images at 3e-4, which settles the disks' edges). ``init`` (a
+    model name or card) continues that model instead: stage 1 at the lower rate ``INIT_LR``, on
+    twice as many synthetic images, so a longer run sees more variety, then stage 2 as usual.
     """
     start = time.perf_counter()
-    images, masks, sizes = synthetic_set(TRAIN_SEEDS)
+    seeds = TRAIN_SEEDS if init is None else INIT_SEEDS
+    images, masks, sizes = synthetic_set(seeds)
     common.log(f"{len(images)} synthetic images made in {time.perf_counter() - start:.0f} s")
     card = ModelCard(
         name=NAME, spec=dict(common.SPEC), class_names=["background", "z-disk"],
         normalization=dict(common.NORMALIZATION), pixel_size=[float(np.median(sizes))] * 2,
     )
-    model, card, stage1_steps, stage1_seconds = common.first_stage(
-        images, masks, card, out / "checkpoints" / f"{NAME}-stage1", resume=resume,
-        seconds=minutes * 60 * STAGE1, seed=seed, lr=2e-3, augment=AUGMENT)
+    init_note = ""
+    if init is not None:
+        model, start_card = load_model(init)
+        card.spec = dict(start_card.spec)
+        init_note = (f"continued from {start_card.name} (weights sha256 "
+                     f"{start_card.weights_sha256[:12]}; {start_card.training.get('recipe', '')}, "
+                     f"steps {start_card.training.get('steps', '')})")
+        common.log(f"continuing {init} ({start_card.weights_sha256[:12]}) at lr {INIT_LR:g}")
+        first = common.train_dense(images, masks, card, seconds=minutes * 60 * STAGE1, seed=seed,
+                                   patch=common.PATCH, batch=common.BATCH, lr=INIT_LR,
+                                   augment=AUGMENT, model=model)
+        model, stage1_steps = first.model, len(first.losses)
+        stage1_seconds = float(first.card.training["seconds"])
+    else:
+        model, card, stage1_steps, stage1_seconds = common.first_stage(
+            images, masks, card, out / "checkpoints" / f"{NAME}-stage1", resume=resume,
+            seconds=minutes * 60 * STAGE1, seed=seed, lr=2e-3, augment=AUGMENT)
     result, metrics = common.second_stage(
         images, masks, card, model, seconds=minutes * 60 * (1 - STAGE1), seed=seed + 1, lr=3e-4,
         augment=AUGMENT, validate=lambda m, c: evaluate(m, c, data_dir))
@@ -117,16 +137,18 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
         "data": [{"name": "synthetic Z-disk images",
                   "citation": "napari_cardioseg.core.synth.zdisk_image with ZdiskParams.sample(rng(seed))",
                   "terms": "made by this project (BSD-3-Clause)",
-                  "used": f"{SHAPE[0]}x{SHAPE[1]} px, uint8/uint16; seeds {TRAIN_SEEDS.start}-"
-                          f"{TRAIN_SEEDS.stop - 1} for training, "
+                  "used": f"{SHAPE[0]}x{SHAPE[1]} px, uint8/uint16; seeds {seeds.start}-"
+                          f"{seeds.stop - 1} for training, "
                           f"{VAL_SEEDS.start}-{VAL_SEEDS.stop - 1} for validation"},
                  {"name": "real hiPSC cardiomyocyte (sarcgraph-image sample, MIT)",
                   "citation": "github.com/saeedmhz/sarcgraph-image, sample_data",
                   "terms": "research use; validation of the sarcomere length only, not trained on",
                   "used": "check only"}],
-        "recipe": f"python -m napari_cardioseg.recipes zdisk --minutes {minutes:g}",
+        "recipe": f"python -m napari_cardioseg.recipes zdisk --minutes {minutes:g}"
+                  + (f" --init {init}" if init else ""),
         "seed": seed,
-        "steps": {"stage 1 (lr 2e-3)": steps[0], "stage 2 (lr 3e-4)": steps[1]},
+        **({"init": init_note} if init_note else {}),
+        "steps": {f"stage 1 (lr {INIT_LR if init else 2e-3:g})": steps[0], "stage 2 (lr 3e-4)": steps[1]},
         "augmentation": "generator randomisation + trainer (flips, rotations, ±15 % zoom, elastic, "
                         "contrast, brightness)",
         **common.training_record(stage1_seconds, result, start, resume),

@@ -48,17 +48,18 @@ def is_large(layer: Image) -> bool:
 
 
 def gui_backend(model: str) -> str:
-    """``auto`` when the model's ONNX graph is cached (or cannot be), else ``eager`` for now.
+    """``auto`` when the graph ``auto`` runs is cached (or cannot be), else ``eager`` for now.
 
-    Without a cached graph, this run stays on eager PyTorch while a separate process exports
-    the graph for the next runs (exporting in a worker thread would freeze the viewer for about
-    half a second).
+    That graph is ONNX float32, or int8 for the shipped models (``core.backends.auto_backend``).
+    Without it cached, this run stays on eager PyTorch while a separate process exports (and
+    quantises) the graph for the next runs (exporting in a worker thread would freeze the viewer
+    for about half a second).
     """
     try:
         card = read_card(model)
     except CardiosegError:  # a bioimage.io package: it runs its own weights
         return "auto"
-    if not card.weights_sha256 or backends.onnx_cached(card):
+    if not card.weights_sha256 or backends.auto_cached(card):
         return "auto"
     backends.cache_onnx_in_background(model)
     return "eager"
