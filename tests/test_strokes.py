@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from napari_cardioseg.core.strokes import correction_strokes, first_strokes
 
@@ -32,7 +33,7 @@ def test_first_strokes_are_seeded():
 def test_correction_strokes_target_the_largest_wrong_regions():
     truth = np.zeros((60, 60), bool)
     truth[5:25, 5:25] = True  # missed entirely: the false negative
-    truth[40:45, 40:45] = True  # small miss (25 px)
+    truth[38:47, 38:47] = True  # small miss (81 px; 25 px after the 2 px margin)
     pred = np.zeros_like(truth)
     pred[30:50, 5:15] = True  # false positive, 200 px
     pred[2:4, 50:53] = True  # tiny false positive, 6 px: ignored
@@ -40,12 +41,27 @@ def test_correction_strokes_target_the_largest_wrong_regions():
     new = correction_strokes(pred, truth, painted, np.random.default_rng(0), per_kind=1,
                              length=9, min_size=20)
     assert np.count_nonzero(new == 2) > 0 and truth[new == 2].all()
-    assert not new[40:45, 40:45].any()  # only the largest false negative
+    assert not new[38:47, 38:47].any()  # only the largest false negative
     assert np.count_nonzero(new == 1) > 0 and (pred & ~truth)[new == 1].all()
     assert not new[2:4, 50:53].any()
     two = correction_strokes(pred, truth, painted, np.random.default_rng(0), per_kind=2,
                              length=9, min_size=20)
-    assert two[40:45, 40:45].any()
+    assert two[38:47, 38:47].any()
+
+
+def test_correction_strokes_skip_slivers_along_edges():
+    truth = np.zeros((80, 80), bool)
+    truth[10:40, 10:40] = True
+    pred = np.zeros_like(truth)
+    pred[8:42, 8:42] = True  # a 2 px rim of false positive all around the object: 264 px
+    pred[55:70, 50:75] = True  # a plain false positive, 375 px
+    painted = np.zeros(truth.shape, np.uint8)
+    new = correction_strokes(pred, truth, painted, np.random.default_rng(0), per_kind=2)
+    assert new[55:70, 50:75].any() and not new[:50].any()  # the rim gets no stroke
+    edge = ~ndi.binary_erosion(pred[55:70, 50:75], iterations=2, border_value=0)
+    assert not new[55:70, 50:75][edge].any()  # strokes keep 2 px from the error's edge
+    old = correction_strokes(pred, truth, painted, np.random.default_rng(0), per_kind=2, margin=0)
+    assert old[:50].any()  # without the margin the rim is stroked, as before
 
 
 def test_correction_strokes_never_repaint():

@@ -47,8 +47,12 @@ def first_strokes(mask: np.ndarray, rng: np.random.Generator, per_class: int = 6
 
 def correction_strokes(pred: np.ndarray, truth: np.ndarray, painted: np.ndarray,
                        rng: np.random.Generator, per_kind: int = 4, length: int = 15,
-                       min_size: int = 20) -> np.ndarray:
+                       min_size: int = 20, margin: int = 2) -> np.ndarray:
     """Paint new strokes on the largest wrong regions of a 2D prediction.
+
+    A person paints corrections where an error is plain to see, not along a sliver a pixel or
+    two wide where prediction and truth disagree about an edge; so the wrong regions are first
+    eroded by ``margin`` pixels, and their size, ranking and strokes refer to what is left.
 
     Parameters
     ----------
@@ -65,6 +69,8 @@ def correction_strokes(pred: np.ndarray, truth: np.ndarray, painted: np.ndarray,
         Stroke length in pixels.
     min_size : int
         Wrong regions smaller than this many pixels are ignored (a person would not see them).
+    margin : int
+        Erosion of the wrong regions before anything else, in pixels; 0 keeps every sliver.
 
     Returns
     -------
@@ -74,6 +80,8 @@ def correction_strokes(pred: np.ndarray, truth: np.ndarray, painted: np.ndarray,
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     out = np.zeros(pred.shape, np.uint8)
     for wrong, value in ((pred & ~truth, 1), (truth & ~pred, 2)):
+        if margin > 0:
+            wrong = ndi.binary_erosion(wrong, iterations=margin)
         labels, n = ndi.label(wrong)
         if n == 0:
             continue
