@@ -21,6 +21,7 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CARDIOSEG_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("CARDIOSEG_BACKEND", raising=False)
     monkeypatch.setattr(backends, "_ONNX_CACHE", {})
+    monkeypatch.setattr(backends, "_SESSIONS", {})
 
 
 def tiny(sha: str = "") -> tuple[torch.nn.Module, ModelCard]:
@@ -123,3 +124,32 @@ def test_shipped_model_int8_agrees_with_eager_on_unseen_image(monkeypatch, tmp_p
     backends.int8_bytes(model, card)  # from the disk cache: not quantised again
     assert made == [1]
     assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2  # float32 and int8
+
+
+def test_a_cached_graph_runs_without_building_the_net(monkeypatch, tmp_path):
+    import shutil
+
+    import tifffile
+
+    from napari_cardioseg.core.batch import predict_file
+    from napari_cardioseg.core.models import PRETRAINED_DIR
+
+    for suffix in (".json", ".safetensors"):  # a private copy, to tamper with below
+        shutil.copy(PRETRAINED_DIR / f"zdisk-fluo{suffix}", tmp_path / f"zd{suffix}")
+    model = str(tmp_path / "zd.json")
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, np.random.default_rng(4).integers(0, 4000, (96, 128), dtype=np.uint16))
+    builds = []
+    real = nets.build_model
+    monkeypatch.setattr(nets, "build_model", lambda spec: builds.append(1) or real(spec))
+    drain(predict_file(source, tmp_path / "a.tif", model=model, backend="onnx"))
+    assert builds == [1]  # first run: built and exported
+    drain(predict_file(source, tmp_path / "b.tif", model=model, backend="onnx"))
+    assert builds == [1]  # second run: the cached graph alone
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "a.tif"), tifffile.imread(tmp_path / "b.tif"))
+    drain(predict_file(source, tmp_path / "c.tif", model=model, backend="eager"))
+    assert builds == [1, 1]  # eager always builds the net
+    weights = tmp_path / "zd.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-2] + b"  ")  # changed after saving
+    with pytest.raises(CardiosegError, match="do not match their card"):
+        drain(predict_file(source, tmp_path / "d.tif", model=model, backend="onnx"))

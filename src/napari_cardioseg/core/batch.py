@@ -16,13 +16,19 @@ import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cluster import dask_client, default_workers, import_distributed
 from .errors import CardiosegError
 from .formats import suffixes as format_suffixes
 from .progress import Progress, drain
 from .zarr_io import is_zarr_path
+
+if TYPE_CHECKING:  # torch is imported where a run needs it
+    import torch
+
+    from .backends import Runner
+    from .models import ModelCard
 
 #: file suffixes picked up from a folder: every format of the registry (:mod:`.formats`);
 #: OME-Zarr stores are folders ending in .zarr
@@ -135,6 +141,30 @@ def prob_paths(prob: str | os.PathLike, class_names: Sequence[str]) -> list[tupl
             for c, name in enumerate(class_names) if c > 0]
 
 
+def _model_for_run(model: str, device: str,
+                   backend: str) -> tuple[torch.nn.Module | None, ModelCard, str | Runner]:
+    """``(net, card, backend)`` for one prediction run of ``model``.
+
+    On the CPU, when the graph ``backend`` runs is already in the ONNX cache, the torch net is
+    not built (about 70 ms, most of a small image's fixed cost): the net is None and the backend
+    a runner made from the cache (:func:`backends.cached_runner`), the weights still checked
+    against their card. Otherwise the model is loaded as usual.
+    """
+    from .backends import cached_runner
+    from .device import choose_device
+    from .models import checked_card, load_model
+
+    text = str(model).lower()
+    if not text.endswith((".zip", ".yaml")) and not Path(model).is_dir() \
+            and choose_device(device).type == "cpu":
+        card = checked_card(model)
+        runner = cached_runner(card, backend)
+        if runner is not None:
+            return None, card, runner
+    net, card = load_model(model)
+    return net, card, backend
+
+
 def predict_file(
     input_path: str | os.PathLike,
     output: str | os.PathLike,
@@ -178,12 +208,11 @@ def predict_file(
 
     from . import zarr_io
     from .io import read_single
-    from .models import load_model
     from .predict import predict_steps
     from .stream_tiff import STREAM_VOXELS, input_voxels, predict_file_streamed
     from .writes import check_outputs, write_tiff
 
-    net, card = load_model(model)
+    net, card, engine = _model_for_run(model, device, backend)
     probs = prob_paths(prob, card.class_names) if prob else []
     if workers > 1 or scheduler or input_voxels(input_path, channel, scene) > STREAM_VOXELS:
         return (yield from predict_file_streamed(
@@ -196,7 +225,7 @@ def predict_file(
         note(f"note: {input_path} has no pixel size; the model was trained at {card.pixel_size} µm")
     result = yield from predict_steps(image.data, net, card, tile=tile, overlap=overlap,
                                       batch=batch, device=device, flips=flips,
-                                      backend=backend)
+                                      backend=engine)
     scale = image.scale if image.calibrated else None  # never invent a calibration
     written = [write_tiff(output, result.labels, scale)]
     encoding = zarr_io.probabilities_dtype(prob_dtype) if prob_dtype else np.dtype(np.float32)

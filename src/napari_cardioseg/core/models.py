@@ -319,6 +319,35 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         raise CardiosegError(f"{path}: invalid model card ({type(exc).__name__}: {exc})") from exc
 
 
+def _checked_files(stem: Path) -> tuple[ModelCard, Path, bytes]:
+    """Return the card, weights path and weights bytes of ``stem``, checked against the card."""
+    card = read_card(stem)
+    card_path, weights = model_files(stem)
+    try:
+        payload = weights.read_bytes()
+    except OSError as exc:
+        raise CardiosegError(f"{weights}: cannot read the weights ({exc.strerror or exc})") from exc
+    if not card.weights_sha256:
+        message = (f"{card_path}: the card has no weights_sha256, so its weights "
+                   "cannot be checked for changes; re-save the model to record one")
+        _log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+    elif hashlib.sha256(payload).hexdigest() != card.weights_sha256:
+        raise CardiosegError(
+            f"{weights}: the weights do not match their card (changed or replaced after saving)"
+        )
+    return card, weights, payload
+
+
+def checked_card(name_or_path: str | os.PathLike) -> ModelCard:
+    """Return a model's card (name or path; not a bioimage.io package), its weights checked.
+
+    What :func:`load_model` checks, without building the net: for runs that find the model's
+    exported graph in the ONNX cache (:func:`.backends.cached_runner`).
+    """
+    return _checked_files(_resolve(name_or_path))[0]
+
+
 def load_model(name_or_path: str | os.PathLike,
                device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:
     """Rebuild a model from its card and weights (safetensors only; nothing is unpickled).
@@ -341,22 +370,7 @@ def load_model(name_or_path: str | os.PathLike,
             return load_bioimageio(name_or_path, device=device)
         if text.endswith(".zip"):
             raise CardiosegError(f"{name_or_path}: no such bioimage.io package (.zip)")
-    stem = _resolve(name_or_path)
-    card = read_card(stem)
-    card_path, weights = model_files(stem)
-    try:
-        payload = weights.read_bytes()
-    except OSError as exc:
-        raise CardiosegError(f"{weights}: cannot read the weights ({exc.strerror or exc})") from exc
-    if not card.weights_sha256:
-        message = (f"{card_path}: the card has no weights_sha256, so its weights "
-                   "cannot be checked for changes; re-save the model to record one")
-        _log.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=2)
-    elif hashlib.sha256(payload).hexdigest() != card.weights_sha256:
-        raise CardiosegError(
-            f"{weights}: the weights do not match their card (changed or replaced after saving)"
-        )
+    card, weights, payload = _checked_files(_resolve(name_or_path))
     try:
         state = st_load(payload)
     except (SafetensorError, ValueError, OSError) as exc:

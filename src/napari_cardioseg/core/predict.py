@@ -129,7 +129,7 @@ def _run(runner: Runner, batch: np.ndarray, classes: int, flips: bool) -> np.nda
     return (total / len(FLIPS)).astype(np.float32, copy=False)
 
 
-def _forward(model: torch.nn.Module, batch: np.ndarray, device: torch.device,
+def _forward(model: torch.nn.Module | None, batch: np.ndarray, device: torch.device,
              classes: int, flips: bool = False, runner: Runner | None = None) -> np.ndarray:
     """Return softmax probabilities of a batch ``(B, *tile)``, averaged over flips if asked.
 
@@ -138,6 +138,7 @@ def _forward(model: torch.nn.Module, batch: np.ndarray, device: torch.device,
     """
     if runner is not None:
         return _run(runner, batch, classes, flips)
+    assert model is not None  # predict_generator never calls without one or the other
     try:
         x = torch.from_numpy(batch[:, None]).to(
             device, memory_format=_memory_format(batch.ndim - 1, device))
@@ -157,7 +158,7 @@ def _forward(model: torch.nn.Module, batch: np.ndarray, device: torch.device,
                                _forward(model, batch[half:], device, classes, flips)])
 
 
-def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, out: Any,
+def _tiles(image: Any, model: torch.nn.Module | None, card: ModelCard, fitted: dict, out: Any,
            plan: tuple[list[TileAxis], list], batch: int, device: torch.device, flips: bool,
            message: str, runner: Runner | None = None) -> Generator[Progress, None, None]:
     """Predict every tile of ``plan`` into ``out`` (zeroed first), yielding after each batch."""
@@ -185,7 +186,7 @@ def _tiles(image: Any, model: torch.nn.Module, card: ModelCard, fitted: dict, ou
 
 def predict_generator(
     image: Any,
-    model: torch.nn.Module,
+    model: torch.nn.Module | None,
     card: ModelCard,
     *,
     tile: int | Sequence[int] | None = None,
@@ -211,7 +212,7 @@ def predict_generator(
     model, card : torch.nn.Module, ModelCard
         E.g. from :func:`models.load_model`, or a model being trained. The model is moved to
         ``device`` and put in eval mode and channels-last layout for the call (mode and
-        layout are restored).
+        layout are restored). None when ``backend`` is a runner and the device the CPU.
     tile : int or sequence of int, optional
         Largest tile edge (rounded up to the net's stride); default 512 (2D) or 96 (3D), or the
         whole image when smaller; in 2D at least three times the overlap the halo needs
@@ -265,15 +266,17 @@ def predict_generator(
     fitted = fit_normalization(image, card.normalization)
     dev = choose_device(device)
     multiple = size_multiple(card.spec)
-    was_training = model.training
+    was_training = model is not None and model.training
     message = ""
     runner: Runner | None = None
     try:
         if callable(backend):
             runner = backend if dev.type == "cpu" else None
-        else:  # built outside inference mode: exporting traces the model
+        elif model is not None:  # built outside inference mode: exporting traces the model
             runner = cpu_runner(model, card, backend, dev)
         if runner is None:  # eager PyTorch runs the model itself
+            if model is None:
+                raise CardiosegError("no model to run: only a CPU runner can stand in for it")
             model.eval().to(dev, memory_format=_memory_format(ndim, dev))  # type: ignore[call-overload]
         with torch.inference_mode():
             while True:
@@ -301,14 +304,15 @@ def predict_generator(
                         halo = fitting
                         message += f" and a halo of {'×'.join(map(str, halo))} px"
     finally:
-        model.train(was_training)
-        if runner is None:
-            model.to(memory_format=torch.contiguous_format)
+        if model is not None:
+            model.train(was_training)
+            if runner is None:
+                model.to(memory_format=torch.contiguous_format)
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
 
-def predict_steps(image: Any, model: torch.nn.Module, card: ModelCard,
+def predict_steps(image: Any, model: torch.nn.Module | None, card: ModelCard,
                   **kwargs: Any) -> Generator[Progress, None, Prediction]:
     """:func:`predict_generator`, then the labels, both returned as a :class:`Prediction`.
 
