@@ -148,21 +148,20 @@ def _model_for_run(model: str, device: str,
     On the CPU, when the graph ``backend`` runs is already in the ONNX cache, the torch net is
     not built (about 70 ms, most of a small image's fixed cost): the net is None and the backend
     a runner made from the cache (:func:`backends.cached_runner`), the weights still checked
-    against their card. Otherwise the model is loaded as usual.
+    against their card. Otherwise the net is built from the weights already read.
     """
     from .backends import cached_runner
     from .device import choose_device
-    from .models import checked_card, load_model
+    from .models import checked_model, is_bioimageio_package, load_model
 
-    text = str(model).lower()
-    if not text.endswith((".zip", ".yaml")) and not Path(model).is_dir() \
-            and choose_device(device).type == "cpu":
-        card = checked_card(model)
-        runner = cached_runner(card, backend)
-        if runner is not None:
-            return None, card, runner
-    net, card = load_model(model)
-    return net, card, backend
+    if is_bioimageio_package(model):
+        net, card = load_model(model)
+        return net, card, backend
+    card, build = checked_model(model)
+    runner = cached_runner(card, backend) if choose_device(device).type == "cpu" else None
+    if runner is not None:
+        return None, card, runner
+    return build(), card, backend
 
 
 def predict_file(

@@ -28,6 +28,8 @@ from .sampling import MAX_CLASSES
 from .writes import write_bytes_atomic
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
 FORMAT_VERSION = 1
@@ -331,7 +333,7 @@ def _checked_files(stem: Path) -> tuple[ModelCard, Path, bytes]:
         message = (f"{card_path}: the card has no weights_sha256, so its weights "
                    "cannot be checked for changes; re-save the model to record one")
         _log.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=3)
+        warnings.warn(message, UserWarning, stacklevel=4)  # load_model's caller
     elif hashlib.sha256(payload).hexdigest() != card.weights_sha256:
         raise CardiosegError(
             f"{weights}: the weights do not match their card (changed or replaced after saving)"
@@ -339,13 +341,51 @@ def _checked_files(stem: Path) -> tuple[ModelCard, Path, bytes]:
     return card, weights, payload
 
 
-def checked_card(name_or_path: str | os.PathLike) -> ModelCard:
-    """Return a model's card (name or path; not a bioimage.io package), its weights checked.
+def is_bioimageio_package(name_or_path: str | os.PathLike) -> bool:
+    """Tell whether ``name_or_path`` is a bioimage.io package (``.zip``, ``rdf.yaml`` or folder).
 
-    What :func:`load_model` checks, without building the net: for runs that find the model's
-    exported graph in the ONNX cache (:func:`.backends.cached_runner`).
+    A ``.zip`` that is not one is an error: nothing else of ours ends in ``.zip``.
     """
-    return _checked_files(_resolve(name_or_path))[0]
+    text = str(name_or_path).lower()
+    if not (text.endswith((".zip", ".yaml")) or Path(name_or_path).is_dir()):
+        return False
+    from .bioimageio_import import is_bioimageio
+
+    if is_bioimageio(name_or_path):
+        return True
+    if text.endswith(".zip"):
+        raise CardiosegError(f"{name_or_path}: no such bioimage.io package (.zip)")
+    return False
+
+
+def checked_model(
+    name_or_path: str | os.PathLike,
+) -> tuple[ModelCard, Callable[[], torch.nn.Module]]:
+    """Return a saved model's card, its weights read and checked, and a function building the net.
+
+    The build uses the weights already read (safetensors only; nothing is unpickled), so a caller
+    that finds the model's graph in the ONNX cache can skip it (:func:`.backends.cached_runner`).
+    Not for bioimage.io packages (see :func:`load_model`).
+    """
+    from safetensors.torch import load as st_load
+
+    card, weights, payload = _checked_files(_resolve(name_or_path))
+
+    def build() -> torch.nn.Module:
+        try:
+            state = st_load(payload)
+        except (SafetensorError, ValueError, OSError) as exc:
+            raise CardiosegError(f"{weights}: not a valid safetensors file ({exc})") from exc
+        model = nets.build_model(card.spec)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CardiosegError(
+                f"{weights}: weights do not fit architecture {card.spec['arch']!r} of the card ({first})"
+            ) from exc
+        return model.eval()
+    return card, build
 
 
 def load_model(name_or_path: str | os.PathLike,
@@ -361,30 +401,12 @@ def load_model(name_or_path: str | os.PathLike,
         Unknown name, missing or unreadable files, weights changed since saving, or weights that
         do not fit the card's architecture.
     """
-    from safetensors.torch import load as st_load
+    if is_bioimageio_package(name_or_path):
+        from .bioimageio_import import load_bioimageio
 
-    text = str(name_or_path).lower()
-    if text.endswith((".zip", ".yaml")) or Path(name_or_path).is_dir():
-        from .bioimageio_import import is_bioimageio, load_bioimageio
-        if is_bioimageio(name_or_path):
-            return load_bioimageio(name_or_path, device=device)
-        if text.endswith(".zip"):
-            raise CardiosegError(f"{name_or_path}: no such bioimage.io package (.zip)")
-    card, weights, payload = _checked_files(_resolve(name_or_path))
-    try:
-        state = st_load(payload)
-    except (SafetensorError, ValueError, OSError) as exc:
-        raise CardiosegError(f"{weights}: not a valid safetensors file ({exc})") from exc
-    model = nets.build_model(card.spec)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CardiosegError(
-            f"{weights}: weights do not fit architecture {card.spec['arch']!r} of the card ({first})"
-        ) from exc
-    model.eval()
-    return model.to(device), card
+        return load_bioimageio(name_or_path, device=device)
+    card, build = checked_model(name_or_path)
+    return build().to(device), card
 
 
 def _scan_models() -> tuple[list[ModelEntry], list[tuple[Path, str]]]:
