@@ -34,6 +34,7 @@ Usage: ``python benchmarks/bench_sparse.py --init mito-em [--scenarios emnet luc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -143,7 +144,8 @@ def run(name: str, args: argparse.Namespace) -> None:
     for z in stroked:
         scribbles[z] = first_strokes(truth[z], rng, args.per_class, args.length)
     options = {"prior_weight": args.prior, "encoder_lr_scale": args.encoder_lr_scale,
-               "holdout": args.holdout, "probe_head": args.probe_head,
+               "holdout": args.holdout,
+               "probe_head": {"on": True, "off": False, "auto": None}[args.probe_head],
                "threads": args.threads, "device": "cpu"}
     if args.lr is not None:
         options["lr"] = args.lr
@@ -163,14 +165,18 @@ def run(name: str, args: argparse.Namespace) -> None:
                                                    args.corrections, args.length,
                                                    margin=args.margin)
         train_scribbles = dilate_strokes(scribbles, args.dilate)
+        probe = {"probe_head": False} if round_ > 0 and args.probe_rounds == "first" else {}
         session = TrainSession([image], [train_scribbles], init=(model, card), steps=args.round_steps,
                                seed=args.seed + round_,
-                               prior_model=None if args.round_teacher else teacher, **options)
+                               prior_model=None if args.round_teacher else teacher,
+                               **{**options, **probe})
         spent_eval = 0.0
         for progress in session.run():
             if round_ == 0 and first_better is None and progress.done in args.probe_steps:
                 t = time.perf_counter()
-                d = mean_dice(predict(session.model, card, image, slices), truth)
+                # the session may have inverted the contrast (polarity check)
+                seen = dataclasses.replace(card, normalization=session.normalization)
+                d = mean_dice(predict(session.model, seen, image, slices), truth)
                 if d > zero_shot:
                     first_better = (progress.done, progress.elapsed - spent_eval, d)
                 spent_eval += time.perf_counter() - t
@@ -218,8 +224,12 @@ def main() -> None:
     parser.add_argument("--holdout", type=float, default=0.0,
                         help="share of strokes held out to pick each round's state (0 = off)")
     parser.add_argument("--dilate", type=int, default=0, help="stroke dilation radius (px)")
-    parser.add_argument("--probe-head", action="store_true",
-                        help="linear probe of the head before each round (LP-FT)")
+    parser.add_argument("--probe-head", nargs="?", const="on", default="off",
+                        choices=["on", "off", "auto"],
+                        help="fit the head to the strokes first (on), or only when the start "
+                        "model's stroke accuracy is low (auto, the product's default)")
+    parser.add_argument("--probe-rounds", choices=["all", "first"], default="all",
+                        help="with --probe-head: probe before every round, or only round 0")
     parser.add_argument("--round-teacher", action="store_true",
                         help="the prior's teacher is each round's start model (after the probe), "
                              "as in the Train widget; default: the init model in every round")

@@ -143,3 +143,24 @@ def test_shipped_models_export_and_pass_bioimageio_test(tmp_path, name):
     for fmt in ("pytorch_state_dict", "torchscript", "onnx"):
         summary = bioimageio_test(path, fmt)
         assert summary.status == "passed", (name, fmt, [(d.name, d.errors) for d in summary.details])
+
+
+@pytest.mark.parametrize("norm", [{"method": "percentile", "low": 1.0, "high": 99.8, "invert": True},
+                                  {"method": "zscore", "invert": True},
+                                  {"method": "fixed", "min": -200.0, "max": -10.0, "invert": True}])
+def test_inverting_normalisation_exports_as_the_same_map(tmp_path, norm):
+    pytest.importorskip("bioimageio.core")
+    pytest.importorskip("onnxruntime")
+    import dataclasses
+
+    from napari_cardioseg.core.bioimageio_export import export_bioimageio
+
+    model, card = tiny()
+    card = dataclasses.replace(card, normalization=norm)
+    image = (np.random.default_rng(2).gamma(2.0, 30.0, (64, 64)) + 10).astype(np.float32)
+    path = export_bioimageio(model, card, tmp_path / "inv.zip", test_image=image, test_size=64,
+                             weight_formats=("onnx",))
+    summary = bioimageio_test(path, "onnx")  # bioimage.io's preprocessing vs our normalisation
+    reproduced = [d for d in summary.details if d.name.startswith("Reproduce test outputs")]
+    assert summary.status == "passed", [(d.name, d.errors) for d in summary.details]
+    assert reproduced and reproduced[0].status == "passed"

@@ -83,3 +83,16 @@ def test_probe_head_flag_reaches_the_card(files, capsys):
     assert probed["pixels"] == 90 and probed["classes"] == [0, 1]
     assert main([*base, "-o", str(tmp / "plain")]) == 0  # from scratch: off by default
     assert "probe_head" not in read_card(tmp / "plain.json").training
+
+
+def test_polarity_flag_reaches_the_card(files, capsys):
+    tmp, _ = files
+    base = ["train", "--image", str(tmp / "img.tif"), "--labels", str(tmp / "scr.tif"),
+            "--steps", "1", "--seed", "0", "--arch", "unet2d"]
+    assert main([*base, "--polarity", "invert", "-o", str(tmp / "inv")]) == 0
+    assert read_card(tmp / "inv.json").normalization["invert"] is True
+    assert main([*base, "-o", str(tmp / "plain")]) == 0  # from scratch: nothing to check
+    assert "invert" not in read_card(tmp / "plain.json").normalization
+    with pytest.raises(SystemExit):
+        main([*base, "--polarity", "flip", "-o", str(tmp / "bad")])
+    assert "invalid choice: 'flip'" in capsys.readouterr().err

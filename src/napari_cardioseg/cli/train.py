@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import CardiosegError
+from ..core.train_config import POLARITIES
 from . import args as checked
 from .progress import ProgressBar
 
@@ -38,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--probe-head", action=argparse.BooleanOptionalAction, default=None,
                         help="fit the output layer to the strokes first (linear probe), then "
                         "fine-tune; default: on with --init")
+    parser.add_argument("--polarity", choices=POLARITIES, default="auto",
+                        help="contrast the --init model sees: auto (default) inverts it when the "
+                        "model's own answer on the strokes is clearly better inverted; keep; invert")
     parser.add_argument("--seed", type=checked.seed, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL_PATH",
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         init=args.init, arch=args.arch, steps=args.steps, time_budget=args.time_budget,
         freeze_encoder=args.freeze_encoder, probe_head=args.probe_head, seed=args.seed,
-        gan_weight=args.gan_weight,
+        gan_weight=args.gan_weight, polarity=args.polarity,
         device=args.device,
         threads=train_threads(gui=False),
         pixel_size=image.scale if image.calibrated else None,

@@ -35,7 +35,7 @@ from .errors import CardiosegError
 from .models import ModelCard
 from .nets import size_multiple, smp2d, spec_ndim
 from .nets import unet as unet_module
-from .normalize import apply_normalization, fit_normalization
+from .normalize import apply_normalization, fit_normalization, inverted
 from .progress import Progress
 from .writes import atomic_path
 
@@ -97,21 +97,35 @@ def architecture_source() -> str:
 
 
 def _preprocessing(v0_5: Any, card: ModelCard, axes: list[str]) -> list:
+    """Return the card's normalisation as bioimage.io steps.
+
+    An inverting recipe normalises the image as it is and flips the result: percentiles ``p, q``
+    of ``-x`` are ``-P(100 - q), -P(100 - p)`` of ``x``, so ``scale_range`` with the mirrored
+    percentiles, then ``1 - t`` (``-t`` after ``zero_mean_unit_variance``), is the same map.
+    """
     norm = card.normalization
     method = norm["method"]
+    invert = inverted(norm)
     axis_ids = [v0_5.AxisId(a) for a in axes]
+    flip: list = []
     if method in ("percentile", "minmax"):
         low, high = (float(norm.get("low", 1.0)), float(norm.get("high", 99.8))) \
             if method == "percentile" else (0.0, 100.0)
+        if invert:
+            low, high = 100.0 - high, 100.0 - low
+            flip = [v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(gain=-1.0, offset=1.0))]
         op = v0_5.ScaleRangeDescr(kwargs=v0_5.ScaleRangeKwargs(
             axes=axis_ids, min_percentile=low, max_percentile=high))
     elif method == "zscore":
         op = v0_5.ZeroMeanUnitVarianceDescr(kwargs=v0_5.ZeroMeanUnitVarianceKwargs(axes=axis_ids))
-    else:
+        if invert:
+            flip = [v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(gain=-1.0, offset=0.0))]
+    else:  # fixed: (±x - low) / (high - low), one linear map
         low, high = float(norm["min"]), float(norm["max"])
         gain = 1.0 / (high - low)
-        op = v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(gain=gain, offset=-low * gain))
-    return [v0_5.EnsureDtypeDescr(kwargs=v0_5.EnsureDtypeKwargs(dtype="float32")), op]
+        op = v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(
+            gain=-gain if invert else gain, offset=-low * gain))
+    return [v0_5.EnsureDtypeDescr(kwargs=v0_5.EnsureDtypeKwargs(dtype="float32")), op, *flip]
 
 
 def _cover(image: np.ndarray, prob: np.ndarray, path: Path, title: str) -> None:

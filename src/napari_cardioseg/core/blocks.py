@@ -28,7 +28,7 @@ from .errors import CardiosegError
 from .grid import _per_axis, plan_blocks
 from .models import ModelCard
 from .nets import size_multiple, spec_ndim
-from .normalize import fit_normalization
+from .normalize import fit_normalization, inverted, with_invert
 from .predict import predict_probabilities, probabilities_to_labels
 from .progress import Progress
 from .tiling import MAX_HALO
@@ -60,7 +60,8 @@ def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
 def fixed_normalization_card(card: ModelCard, volume: Any) -> ModelCard:
     """Return a copy of ``card`` whose normalisation is the numbers fitted once on ``volume``.
 
-    A ``zscore`` fit becomes the equivalent ``fixed`` range ``[mean, mean + std]``.
+    A ``zscore`` fit becomes the equivalent ``fixed`` range ``[mean, mean + std]``; an inverting
+    recipe stays inverting.
     """
     fitted = fit_normalization(volume, card.normalization)
     if fitted["method"] == "zscore":
@@ -68,7 +69,7 @@ def fixed_normalization_card(card: ModelCard, volume: Any) -> ModelCard:
     else:
         low, span = fitted["min"], fitted["max"] - fitted["min"]
     span = span if span > 0 else 1.0  # a constant image is only shifted, as apply_normalization does
-    norm = {"method": "fixed", "min": low, "max": low + span}
+    norm = with_invert({"method": "fixed", "min": low, "max": low + span}, inverted(fitted))
     return dataclasses.replace(card, normalization=norm)
 
 

@@ -3,6 +3,10 @@
 :func:`fit_normalization` turns a recipe (``percentile``, ``minmax``, ``zscore``, ``fixed``) into
 concrete numbers computed once on the whole image; :func:`apply_normalization` applies them to
 any part of it, so a tile normalised alone equals the same tile cut from the normalised image.
+
+Any recipe may say ``"invert": true``: the image is negated before fitting and applying (dark
+objects become bright), for a model used on data of the opposite contrast (e.g. EM recorded
+with back-scattered instead of transmitted electrons).
 """
 
 from __future__ import annotations
@@ -65,7 +69,22 @@ def check_normalization(norm: dict) -> str:
         low, high = _finite_number(norm, "min"), _finite_number(norm, "max")
         if not low < high:
             raise CardiosegError(f"fixed normalisation needs numbers min < max, got {low}, {high}")
+    if not isinstance(norm.get("invert", False), bool):
+        raise CardiosegError(f"normalisation 'invert' must be true or false, got {norm['invert']!r}")
     return method
+
+
+def inverted(norm: dict) -> bool:
+    """Tell whether a recipe or fitted dict negates the image (``"invert": true``)."""
+    return bool(norm.get("invert", False))
+
+
+def with_invert(norm: dict, invert: bool) -> dict:
+    """Return a copy of ``norm`` that negates the image when ``invert`` (the key left out when not)."""
+    out = {k: v for k, v in norm.items() if k != "invert"}
+    if invert:
+        out["invert"] = True
+    return out
 
 
 def fit_normalization(image: Any, norm: dict) -> dict:
@@ -78,19 +97,24 @@ def fit_normalization(image: Any, norm: dict) -> dict:
         most ``MAX_SAMPLES`` values is read.
     norm : dict
         ``{"method": "percentile", "low": 1.0, "high": 99.8}``, ``{"method": "minmax"}``,
-        ``{"method": "zscore"}`` or ``{"method": "fixed", "min": a, "max": b}``.
+        ``{"method": "zscore"}`` or ``{"method": "fixed", "min": a, "max": b}``, each optionally
+        with ``"invert": True``.
 
     Returns
     -------
     dict
         ``{"method": "fixed", "min": a, "max": b}`` or ``{"method": "zscore", "mean": m,
-        "std": s}``, with the recipe's method kept under ``"fitted_from"``.
+        "std": s}``, with the recipe's method kept under ``"fitted_from"`` (and ``"invert":
+        True`` kept: the numbers are then those of the negated image).
     """
     method = check_normalization(norm)
+    flag = {"invert": True} if inverted(norm) else {}
     if method == "fixed":
         return {"method": "fixed", "min": float(norm["min"]), "max": float(norm["max"]),
-                "fitted_from": "fixed"}
+                "fitted_from": "fixed", **flag}
     values = _sample(image)
+    if flag:
+        np.negative(values, out=values)
     # values near the float64 limits (±1.8e308, 1e-308) overflow or underflow in differences
     # and squares: compute the statistics on values divided by a power of two (exact) and scale
     # the results back
@@ -99,20 +123,21 @@ def fit_normalization(image: Any, norm: dict) -> dict:
         values = values / s
     if method == "zscore":
         return {"method": "zscore", "mean": float(values.mean()) * s,
-                "std": float(values.std()) * s, "fitted_from": "zscore"}
+                "std": float(values.std()) * s, "fitted_from": "zscore", **flag}
     if method == "minmax":
         low, high = float(values.min()), float(values.max())
     else:
         low, high = (float(v) for v in np.percentile(
             values, [float(norm.get("low", 1.0)), float(norm.get("high", 99.8))]))
-    return {"method": "fixed", "min": low * s, "max": high * s, "fitted_from": method}
+    return {"method": "fixed", "min": low * s, "max": high * s, "fitted_from": method, **flag}
 
 
 def apply_normalization(array: Any, fitted: dict) -> np.ndarray:
     """Normalise ``array`` with numbers from :func:`fit_normalization` (float32; NaN/inf → 0).
 
     ``fixed`` maps ``[min, max]`` to ``[0, 1]`` (no clipping); ``zscore`` gives zero mean and unit
-    standard deviation. A constant image (zero range or deviation) is only shifted. The arithmetic
+    standard deviation; with ``"invert": True`` both apply to the negated array. A constant image
+    (zero range or deviation) is only shifted. The arithmetic
     is float64 (divided by a power of two for values near its limit), so images at any finite
     magnitude give the same result as the same image scaled down; results beyond the float32
     range saturate at its limits.
@@ -131,6 +156,8 @@ def apply_normalization(array: Any, fitted: dict) -> np.ndarray:
     source = np.asarray(array)
     out = source.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
+        if inverted(fitted):
+            np.negative(out, out=out)
         if s != 1.0:
             out /= s
         out -= offset

@@ -331,6 +331,33 @@ def probe_head(model: nn.Module, spec: dict, images: Sequence[np.ndarray],
         if layer.bias is not None:
             layer.bias.copy_(b.to(layer.bias))
         guess = (x @ w.T + b).argmax(1)
-    recalls = [float((guess[y == c] == c).float().mean()) for c in torch.unique(y).tolist()]
     return ProbeFit(int(y.numel()), tuple(int(c) for c in torch.unique(y).tolist()),
-                    float(math.fsum(recalls) / len(recalls)), time.perf_counter() - start)
+                    balanced_accuracy(guess, y), time.perf_counter() - start)
+
+
+def balanced_accuracy(guess: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean over the classes present in ``y`` of the share of their pixels guessed right."""
+    recalls = [float((guess[y == c] == c).float().mean()) for c in torch.unique(y).tolist()]
+    return math.fsum(recalls) / len(recalls)
+
+
+def head_accuracy(model: nn.Module, spec: dict, images: Sequence[np.ndarray],
+                  scribbles: Sequence[np.ndarray], *, device: torch.device | str = "cpu",
+                  seed: int = 0) -> float | None:
+    """Balanced accuracy of the net's own answer on the painted pixels (nothing is fitted).
+
+    Parameters are those of :func:`probe_head`. Returns None when the head cannot be probed or
+    fewer than two classes are painted.
+    """
+    layer = head_layer(model, spec)
+    if layer is None:
+        return None
+    n_classes = int(spec["classes"])
+    x, y = stroke_features(model, layer, images, scribbles, net_ndim=_nets.spec_ndim(spec),
+                           multiple=_nets.size_multiple(spec), n_classes=n_classes,
+                           device=device, rng=np.random.default_rng(seed))
+    if torch.unique(y).numel() < 2:
+        return None
+    w = layer.weight.detach().reshape(n_classes, -1).float().cpu()
+    b = layer.bias.detach().float().cpu() if layer.bias is not None else torch.zeros(n_classes)
+    return balanced_accuracy((x @ w.T + b).argmax(1), y)

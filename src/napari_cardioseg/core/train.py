@@ -27,13 +27,14 @@ import torch
 from . import adapt as _adapt
 from . import models as _models
 from . import nets as _nets
+from . import polarity as _polarity
 from . import probe_head as _probe
 from .augment import augment_pair, context_shape
 from .device import choose_device, train_threads
 from .errors import CardiosegError
 from .gan import Adversary, check_complete
 from .losses import sparse_loss
-from .normalize import apply_normalization, fit_normalization
+from .normalize import apply_normalization, fit_normalization, inverted
 from .predict import (
     predict_probabilities,
     probabilities_to_labels,
@@ -46,11 +47,13 @@ from .train_config import (
     DEFAULT_ARCH,
     LR_FINETUNE,
     LR_SCRATCH,
+    PROBE_BELOW,
     InitModel,
     TrainConfig,
 )
 from .train_init import (
     StartModel,
+    adapts,
     default_class_names,
     encoder_lr_scale,
     fixed_norm_layers,
@@ -90,8 +93,8 @@ class TrainProgress(Progress):
 
     Notes
     -----
-    With ``probe_head`` the first item has ``done == 0`` and no loss: the preview of the head
-    fitted by the linear probe, before any optimiser step.
+    When the head was fitted by the linear probe or the contrast inverted, the first item has
+    ``done == 0`` and no loss: the preview of that model, before any optimiser step.
     """
 
     stage: str = "train"
@@ -247,6 +250,8 @@ class TrainSession:
         self.adversary = (Adversary(self.ndim, int(self.spec["classes"]), config.gan_weight,
                                     self.lr, self.device) if config.gan_weight > 0 else None)
         self.probe = probes(config, self.start)
+        self.normalization: dict = self.start.normalization  # with the polarity chosen in run()
+        self.polarity: _polarity.PolarityCheck | None = None
         self.probe_fit: _probe.ProbeFit | None = None
         if self.prior is not None:
             self.prior.teacher.to(self.device)
@@ -336,11 +341,44 @@ class TrainSession:
                                                  self.normalized[0][region], self.device)
         return labels, uncertainty, region
 
+    def _fit_scribbles(self) -> list[np.ndarray]:
+        """Return the scribbles with held-out strokes left out."""
+        if self.held is None:
+            return list(self.scribbles)
+        return [np.where(held, 0, s) for s, held in zip(self.scribbles, self.held, strict=True)]
+
+    def _choose_normalization(self) -> dict:
+        """Return the start model's recipe, inverted when ``polarity`` says so."""
+        norm = self.start.normalization
+        if self.config.polarity == "invert":
+            return _polarity.flipped(norm)
+        if self.config.polarity == "auto" and adapts(self.config, self.start):
+            self.polarity = _polarity.check_polarity(
+                self.model, self.spec, self.images, self._fit_scribbles(), norm,
+                device=self.device, seed=self.config.seed)
+            if self.polarity is not None and self.polarity.invert:
+                return _polarity.flipped(norm)
+        return norm
+
+    def _wants_probe(self) -> bool:
+        """Tell whether to probe the head now.
+
+        When asked (``probe_head=True``) always; by default only when the start model's own
+        answer on the strokes (balanced accuracy) is below :data:`PROBE_BELOW`, or the run
+        does not adapt a model (a new head).
+        """
+        if not self.probe:
+            return False
+        if self.config.probe_head or not adapts(self.config, self.start):
+            return True
+        score = self.polarity.chosen if self.polarity is not None else _probe.head_accuracy(
+            self.model, self.spec, self.normalized, self._fit_scribbles(), device=self.device,
+            seed=self.config.seed)
+        return score is None or score < PROBE_BELOW
+
     def _probe_head(self) -> _probe.ProbeFit | None:
         """Fit the head to the painted pixels (held-out strokes left out), the features fixed."""
-        scribbles = list(self.scribbles)
-        if self.held is not None:
-            scribbles = [np.where(held, 0, s) for s, held in zip(scribbles, self.held, strict=True)]
+        scribbles = self._fit_scribbles()
         base = self.start.base_card  # a head trained for these classes anchors the fit
         anchor = base is not None and int(base.spec["classes"]) == int(self.spec["classes"])
         self.probe_fit = _probe.probe_head(self.model, self.spec, self.normalized, scribbles,
@@ -373,29 +411,33 @@ class TrainSession:
     def _loop(self) -> Generator[TrainProgress, None, None]:
         start = time.perf_counter()
         rng = np.random.default_rng(self.config.seed)
-        norm = self.start.normalization
-        self.normalized = [apply_normalization(image, fit_normalization(image, norm))
+        self.normalization = self._choose_normalization()
+        self.normalized = [apply_normalization(image, fit_normalization(image, self.normalization))
                            for image in self.images]
         if self.held is not None:
             self.holdout = _adapt.HeldOut(
                 self.normalized, self.scribbles, self.held, self.ndim,
                 _nets.size_multiple(self.spec), int(self.spec["classes"])) or None
         last_preview = None
-        fit = self._probe_head() if self.probe else None
-        if fit is not None:  # step 0: the probed head, before any optimiser step
+        fit = self._probe_head() if self._wants_probe() else None
+        notes = [self._polarity_note()] if self._polarity_note() else []
+        if fit is not None:
+            notes.append(f"head fitted to {fit.pixels} painted pixels in {fit.seconds:.1f} s")
+        if notes:  # step 0: the start model as it will be trained, before any optimiser step
             preview = self._preview()
             if preview is not None:
                 last_preview = time.perf_counter()
             labels, uncertainty, region = preview if preview is not None else (None, None, None)
             self.elapsed = time.perf_counter() - start
-            yield TrainProgress(
-                0, self.config.total_steps, elapsed=self.elapsed,
-                message=f"head fitted to {fit.pixels} painted pixels in {fit.seconds:.1f} s",
-                preview=labels, preview_region=region, uncertainty=uncertainty)
+            yield TrainProgress(0, self.config.total_steps, elapsed=self.elapsed,
+                                message="; ".join(notes), preview=labels, preview_region=region,
+                                uncertainty=uncertainty)
         if self.holdout is not None:
             self._score_holdout(0)
         step = 0
         smoothed = 0.0
+        flipped = ("  (contrast inverted)" if inverted(self.normalization)
+                   != inverted(self.start.normalization) else "")
         while not self._done(step):
             self.index.maybe_refresh()
             loss = self._step(rng)
@@ -419,10 +461,18 @@ class TrainSession:
             labels, uncertainty, region = preview if preview is not None else (None, None, None)
             yield TrainProgress(
                 step, self.config.total_steps,
-                message=f"step {step}  loss {loss:.4f}  {self.elapsed:.0f} s",
+                message=f"step {step}  loss {loss:.4f}  {self.elapsed:.0f} s{flipped}",
                 loss=loss, elapsed=self.elapsed, preview=labels, preview_region=region,
                 uncertainty=uncertainty,
             )
+
+    def _polarity_note(self) -> str:
+        """``contrast inverted (...)`` when the polarity check inverted it, else empty."""
+        check = self.polarity
+        if check is None or not check.invert:
+            return ""
+        return (f"contrast inverted (the start model's accuracy on the strokes "
+                f"{check.kept:.2f} -> {check.flipped:.2f})")
 
     def receptive_field(self) -> tuple[int, ...]:
         """Return the net's receptive field (from the start model's card when it records one)."""
@@ -445,6 +495,9 @@ class TrainSession:
             seconds=self.elapsed, patch=self.patch, batch=self.batch,
             receptive_field=self.receptive_field(),
             probe=None if self.probe_fit is None else dataclasses.asdict(self.probe_fit),
+            normalization=self.normalization,
+            polarity=None if self.polarity is None else {
+                **dataclasses.asdict(self.polarity), "inverted": self.polarity.invert},
         )
         return TrainResult(model, card, list(self.losses))
 

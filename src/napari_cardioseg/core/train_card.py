@@ -26,6 +26,7 @@ def training_card(
     config: TrainConfig, start: StartModel, *, image_shapes: Sequence[Sequence[int]],
     counts: dict[int, int], losses: Sequence[float], best_smoothed: float, seconds: float,
     patch: Sequence[int], batch: int, receptive_field: Sequence[int], probe: dict | None = None,
+    normalization: dict | None = None, polarity: dict | None = None,
 ) -> ModelCard:
     """Build a card for the trained model: the start model's identity, the run's record and its data.
 
@@ -50,6 +51,11 @@ def training_card(
     probe : dict, optional
         What the linear probe of the head did (:class:`core.probe_head.ProbeFit` as a dict),
         recorded as ``training["probe_head"]``.
+    normalization : dict, optional
+        The recipe the run normalised with (default: the start model's).
+    polarity : dict, optional
+        The polarity check (:class:`core.polarity.PolarityCheck` as a dict with ``inverted``),
+        recorded as ``training["polarity"]``.
     """
     names = start.class_names
     training = {
@@ -69,6 +75,8 @@ def training_card(
     }
     if config.gan_weight > 0:  # pix2pix-style conditional GAN (core.gan)
         training["gan_weight"] = config.gan_weight
+    if polarity is not None:
+        training["polarity"] = polarity
     if probe is not None:
         training["probe_head"] = {k: list(v) if isinstance(v, tuple) else v
                                   for k, v in probe.items()}
@@ -79,7 +87,7 @@ def training_card(
         name=base.name if base is not None else f"scribbles-{start.spec['arch']}",
         spec=dict(start.spec),
         class_names=list(names),
-        normalization=start.normalization,
+        normalization=start.normalization if normalization is None else normalization,
         pixel_size=pixel_size,
         description="Trained from scribbles in napari-cardioseg"
         + (f", starting from {start.init_name}" if start.init_name else ""),

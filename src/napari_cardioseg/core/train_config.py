@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 #: where training starts: a pretrained name, a model file, or an in-memory ``(model, card)``
 InitModel = str | os.PathLike | tuple["torch.nn.Module", "ModelCard"]
 
+#: ``polarity`` values: decide from the strokes, the start model's contrast, the other way round
+POLARITIES = ("auto", "keep", "invert")
 DEFAULT_ARCH = "unet2d"  # small plain U-Net: fast enough to train live on a CPU
 DEFAULT_STEPS = 200  # when neither a step count nor a time budget is given
 LR_SCRATCH = 5e-3  # learning rates (AdamW) when none is given: training from scratch,
@@ -28,6 +30,7 @@ LR_FINETUNE = 2.5e-4  # and fine-tuning a pretrained or previously trained model
 PRIOR_FINETUNE = 1.0  # distillation prior weight and encoder learning-rate scale when adapting
 ENCODER_LR_SCALE_FINETUNE = 0.1  # a model to strokes (train_init.adapts; else 0 and 1)
 PROBE_FINETUNE = True  # linear probe of the head before fine-tuning a model (train_init.probes)
+PROBE_BELOW = 0.95  # by default only when the start model's stroke accuracy is below this
 
 
 def _integer(value: Any) -> TypeGuard[int]:
@@ -105,10 +108,17 @@ class TrainConfig:
         Before the first step, fit the net's output layer alone to the painted pixels with the
         features fixed (a linear probe, :mod:`core.probe_head`; "LP-FT", Kumar et al. 2022),
         then fine-tune from there; a preview of the fitted head comes before any optimiser
-        step. Every run (each Train click) probes again with all strokes. Default:
+        step. True: every run (each Train click) probes with all strokes. Default (None):
         :data:`PROBE_FINETUNE` when starting from ``init`` with its batch-norm statistics
-        kept (``train_init.probes``), else off. True on a net whose registry row names no
-        probe-able head raises an error.
+        kept (``train_init.probes``), and then only when the start model's own answer on the
+        strokes (balanced accuracy) is below :data:`PROBE_BELOW` or its head is new; else off.
+        True on a net whose registry row names no probe-able head raises an error.
+    polarity : str
+        Which way round the start model sees the image's contrast (:mod:`core.polarity`):
+        ``"auto"`` (default) inverts it when the run adapts a model (``train_init.adapts``) and
+        that model's own answer on the strokes is clearly better inverted; ``"keep"`` uses the
+        start model's recipe; ``"invert"`` the opposite of it. The choice is saved in the
+        trained model's normalisation.
 
     Notes
     -----
@@ -137,6 +147,7 @@ class TrainConfig:
     holdout: float = 0.0
     probe_head: bool | None = None
     gan_weight: float = 0.0
+    polarity: str = "auto"
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`CardiosegError` naming the first bad one."""
@@ -230,6 +241,9 @@ class TrainConfig:
             raise CardiosegError(f"holdout must be a share in [0, 0.5], got {self.holdout!r}")
         if self.probe_head is not None and not isinstance(self.probe_head, bool):
             raise CardiosegError(f"probe_head must be True, False or None, got {self.probe_head!r}")
+        if self.polarity not in POLARITIES:
+            raise CardiosegError(f"polarity must be one of {', '.join(POLARITIES)}, got "
+                                 f"{self.polarity!r}")
 
     @property
     def total_steps(self) -> int | None:
