@@ -50,7 +50,12 @@ def test_new_layer_train_live_preview_and_save(widget, viewer, qtbot):
     live = viewer.layers[LIVE]
     assert tuple(live.scale) == (0.5, 0.25) and tuple(live.translate) == (3.0, 4.0)
     previews = [p for p in yielded if p.preview is not None]
-    assert previews and previews[0].done == 0  # the probed head (probe_head), before any step
+    assert previews and previews[0].done == 0  # the start model's preview, before any step
+    # mito-em expects dark mitochondria; these disks are bright: the strokes invert the contrast
+    assert yielded[0].message.startswith("contrast inverted")
+    assert yielded[-1].message.endswith("(contrast inverted)")
+    assert widget.result.card.normalization["invert"] is True
+    assert widget._loss.value.startswith("done: 4 steps") and "contrast inverted" in widget._loss.value
     assert previews[-1].preview_region == (slice(0, 64), slice(0, 128))  # the view: all of it
     np.testing.assert_array_equal(live.data, previews[-1].preview)
     uncertain = viewer.layers[UNCERTAIN]  # where the next strokes help most

@@ -268,6 +268,11 @@ class TrainSession:
         self._best_state: dict[str, torch.Tensor] | None = None
 
     @property
+    def contrast_inverted(self) -> bool:
+        """Tell whether the run sees the image with the contrast inverted from the start model's."""
+        return inverted(self.normalization) != inverted(self.start.normalization)
+
+    @property
     def init_name(self) -> str | None:
         """Name or path of the start model (None from scratch)."""
         return self.start.init_name
@@ -436,8 +441,7 @@ class TrainSession:
             self._score_holdout(0)
         step = 0
         smoothed = 0.0
-        flipped = ("  (contrast inverted)" if inverted(self.normalization)
-                   != inverted(self.start.normalization) else "")
+        flipped = "  (contrast inverted)" if self.contrast_inverted else ""
         while not self._done(step):
             self.index.maybe_refresh()
             loss = self._step(rng)

@@ -207,9 +207,16 @@ class TrainWidget(widgets.Container):
             self._smoothed.append(smooth(self._smoothed[-1] if self._smoothed else None,
                                          progress.loss))
             self._loss.value = (f"step {progress.done}  loss {self._smoothed[-1]:.4f}  "
-                                f"{progress.elapsed:.0f} s")
+                                f"{progress.elapsed:.0f} s{self._contrast_note()}")
             self._plot.set_values(self._smoothed)
+        elif progress.message:  # step 0: the polarity chosen, the head fitted
+            self._loss.value = progress.message
         self.live.show(progress)
+
+    def _contrast_note(self) -> str:
+        """``; contrast inverted`` while the session sees the image inverted, else empty."""
+        session = self.session
+        return "; contrast inverted" if session is not None and session.contrast_inverted else ""
 
     def stop(self) -> None:
         """Stop training after the current step; the best model so far is kept."""
@@ -228,9 +235,11 @@ class TrainWidget(widgets.Container):
                 if self.result is not None else None)
         kept = f"; best model kept (loss {best:.4f})" if isinstance(best, float) else ""
         if self._stopping:
-            self._loss.value = f"stopped after {steps} steps{kept if steps else ''}"
+            self._loss.value = (f"stopped after {steps} steps{kept if steps else ''}"
+                                f"{self._contrast_note()}")
         elif session is not None and steps:
-            self._loss.value = f"done: {steps} steps, {session.elapsed:.0f} s{kept}"
+            self._loss.value = (f"done: {steps} steps, {session.elapsed:.0f} s{kept}"
+                                f"{self._contrast_note()}")
         self._stopping = False
         self._idle()
 
