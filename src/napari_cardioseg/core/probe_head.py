@@ -281,6 +281,21 @@ def _window_features(model: nn.Module, layer: nn.Conv2d | nn.Conv3d, captured: l
     return patch_features(features, points, layer).cpu(), classes
 
 
+def _head_and_features(model: nn.Module, spec: dict, images: Sequence[np.ndarray],
+                       scribbles: Sequence[np.ndarray], device: torch.device | str, seed: int
+                       ) -> tuple[nn.Conv2d | nn.Conv3d, torch.Tensor, torch.Tensor] | None:
+    """Return the head and :func:`stroke_features`; None without a head to probe or two classes."""
+    layer = head_layer(model, spec)
+    if layer is None:
+        return None
+    x, y = stroke_features(model, layer, images, scribbles, net_ndim=_nets.spec_ndim(spec),
+                           multiple=_nets.size_multiple(spec), n_classes=int(spec["classes"]),
+                           device=device, rng=np.random.default_rng(seed))
+    if torch.unique(y).numel() < 2:  # one painted class says nothing about the boundary
+        return None
+    return layer, x, y
+
+
 def probe_head(model: nn.Module, spec: dict, images: Sequence[np.ndarray],
                scribbles: Sequence[np.ndarray], *, device: torch.device | str = "cpu",
                anchor: bool = True, l2: float = PROBE_L2, seed: int = 0) -> ProbeFit | None:
@@ -312,15 +327,11 @@ def probe_head(model: nn.Module, spec: dict, images: Sequence[np.ndarray],
         are painted.
     """
     start = time.perf_counter()
-    layer = head_layer(model, spec)
-    if layer is None:
+    found = _head_and_features(model, spec, images, scribbles, device, seed)
+    if found is None:
         return None
+    layer, x, y = found
     n_classes = int(spec["classes"])
-    x, y = stroke_features(model, layer, images, scribbles, net_ndim=_nets.spec_ndim(spec),
-                           multiple=_nets.size_multiple(spec), n_classes=n_classes,
-                           device=device, rng=np.random.default_rng(seed))
-    if torch.unique(y).numel() < 2:  # one painted class says nothing about the boundary
-        return None
     weight = layer.weight.detach()
     has_bias = layer.bias is not None
     start_bias = layer.bias.detach() if layer.bias is not None else torch.zeros(n_classes)
@@ -349,15 +360,11 @@ def head_accuracy(model: nn.Module, spec: dict, images: Sequence[np.ndarray],
     Parameters are those of :func:`probe_head`. Returns None when the head cannot be probed or
     fewer than two classes are painted.
     """
-    layer = head_layer(model, spec)
-    if layer is None:
+    found = _head_and_features(model, spec, images, scribbles, device, seed)
+    if found is None:
         return None
+    layer, x, y = found
     n_classes = int(spec["classes"])
-    x, y = stroke_features(model, layer, images, scribbles, net_ndim=_nets.spec_ndim(spec),
-                           multiple=_nets.size_multiple(spec), n_classes=n_classes,
-                           device=device, rng=np.random.default_rng(seed))
-    if torch.unique(y).numel() < 2:
-        return None
     w = layer.weight.detach().reshape(n_classes, -1).float().cpu()
     b = layer.bias.detach().float().cpu() if layer.bias is not None else torch.zeros(n_classes)
     return balanced_accuracy((x @ w.T + b).argmax(1), y)
