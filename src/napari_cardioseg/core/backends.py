@@ -243,6 +243,11 @@ def _cache_main(model: str) -> None:
         onnx_bytes(net, card)
 
 
+def _session_threads(threads: int | None) -> int:
+    """ONNX Runtime threads of a session: ``threads``, by default torch's."""
+    return threads or torch.get_num_threads()
+
+
 def onnx_runner(model: torch.nn.Module | None, card: ModelCard, threads: int | None = None,
                 int8: bool = False) -> Runner:
     """Run the model exported to ONNX (see :func:`onnx_bytes`) with ONNX Runtime in float32.
@@ -255,7 +260,7 @@ def onnx_runner(model: torch.nn.Module | None, card: ModelCard, threads: int | N
         import onnxruntime as ort
     except ImportError as exc:
         raise CardiosegError("the onnx back end needs onnxruntime: pip install onnxruntime") from exc
-    threads = threads or torch.get_num_threads()
+    threads = _session_threads(threads)
     key = _int8_key(card) if int8 else _onnx_key(card)
     session = _SESSIONS.pop((key, threads), None) if key is not None else None
     if session is None:
@@ -291,7 +296,7 @@ def cached_runner(card: ModelCard, backend: str) -> Runner | None:
     if backend not in ("onnx", "int8"):
         return None
     key = _int8_key(card) if backend == "int8" else _onnx_key(card)
-    if not (_is_cached(key) or (key, torch.get_num_threads()) in _SESSIONS):
+    if not (_is_cached(key) or (key, _session_threads(None)) in _SESSIONS):
         return None
     return onnx_runner(None, card, int8=backend == "int8")
 

@@ -425,7 +425,8 @@ class TrainSession:
                 _nets.size_multiple(self.spec), int(self.spec["classes"])) or None
         last_preview = None
         fit = self._probe_head() if self._wants_probe() else None
-        notes = [self._polarity_note()] if self._polarity_note() else []
+        note = self._polarity_note()
+        notes = [note] if note else []
         if fit is not None:
             notes.append(f"head fitted to {fit.pixels} painted pixels in {fit.seconds:.1f} s")
         if notes:  # step 0: the start model as it will be trained, before any optimiser step
@@ -441,7 +442,7 @@ class TrainSession:
             self._score_holdout(0)
         step = 0
         smoothed = 0.0
-        flipped = "  (contrast inverted)" if self.contrast_inverted else ""
+        inverted_note = "  (contrast inverted)" if self.contrast_inverted else ""
         while not self._done(step):
             self.index.maybe_refresh()
             loss = self._step(rng)
@@ -465,7 +466,7 @@ class TrainSession:
             labels, uncertainty, region = preview if preview is not None else (None, None, None)
             yield TrainProgress(
                 step, self.config.total_steps,
-                message=f"step {step}  loss {loss:.4f}  {self.elapsed:.0f} s{flipped}",
+                message=f"step {step}  loss {loss:.4f}  {self.elapsed:.0f} s{inverted_note}",
                 loss=loss, elapsed=self.elapsed, preview=labels, preview_region=region,
                 uncertainty=uncertainty,
             )

@@ -215,8 +215,7 @@ class TrainWidget(widgets.Container):
 
     def _contrast_note(self) -> str:
         """``; contrast inverted`` while the session sees the image inverted, else empty."""
-        session = self.session
-        return "; contrast inverted" if session is not None and session.contrast_inverted else ""
+        return "; contrast inverted" if self.session and self.session.contrast_inverted else ""
 
     def stop(self) -> None:
         """Stop training after the current step; the best model so far is kept."""
@@ -234,12 +233,11 @@ class TrainWidget(widgets.Container):
         best = (self.result.card.training.get("loss", {}).get("best_smoothed")
                 if self.result is not None else None)
         kept = f"; best model kept (loss {best:.4f})" if isinstance(best, float) else ""
+        note = self._contrast_note()
         if self._stopping:
-            self._loss.value = (f"stopped after {steps} steps{kept if steps else ''}"
-                                f"{self._contrast_note()}")
+            self._loss.value = f"stopped after {steps} steps{kept if steps else ''}{note}"
         elif session is not None and steps:
-            self._loss.value = (f"done: {steps} steps, {session.elapsed:.0f} s{kept}"
-                                f"{self._contrast_note()}")
+            self._loss.value = f"done: {steps} steps, {session.elapsed:.0f} s{kept}{note}"
         self._stopping = False
         self._idle()
 
