@@ -146,7 +146,7 @@ def run(name: str, args: argparse.Namespace) -> None:
     options = {"prior_weight": args.prior, "encoder_lr_scale": args.encoder_lr_scale,
                "holdout": args.holdout,
                "probe_head": {"on": True, "off": False, "auto": None}[args.probe_head],
-               "threads": args.threads, "device": "cpu"}
+               "threads": args.threads, "device": "cpu", "lr_decay": args.lr_decay}
     if args.lr is not None:
         options["lr"] = args.lr
     if args.augment == "strong":
@@ -235,6 +235,8 @@ def main() -> None:
                              "as in the Train widget; default: the init model in every round")
     parser.add_argument("--augment", choices=["default", "strong"], default="default")
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--lr-decay", action="store_true",
+                        help="cosine decay of the learning rate to 0 within each round")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

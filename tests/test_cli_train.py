@@ -89,10 +89,12 @@ def test_polarity_flag_reaches_the_card(files, capsys):
     tmp, _ = files
     base = ["train", "--image", str(tmp / "img.tif"), "--labels", str(tmp / "scr.tif"),
             "--steps", "1", "--seed", "0", "--arch", "unet2d"]
-    assert main([*base, "--polarity", "invert", "-o", str(tmp / "inv")]) == 0
+    assert main([*base, "--polarity", "invert", "--lr-decay", "-o", str(tmp / "inv")]) == 0
     assert read_card(tmp / "inv.json").normalization["invert"] is True
+    assert read_card(tmp / "inv.json").training["lr_decay"] == "cosine to 0"
     assert main([*base, "-o", str(tmp / "plain")]) == 0  # from scratch: nothing to check
     assert "invert" not in read_card(tmp / "plain.json").normalization
+    assert "lr_decay" not in read_card(tmp / "plain.json").training
     with pytest.raises(SystemExit):
         main([*base, "--polarity", "flip", "-o", str(tmp / "bad")])
     assert "invalid choice: 'flip'" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from napari_cardioseg.core.normalize import (
 )
 from napari_cardioseg.core.polarity import POLARITY_MARGIN, check_polarity, flipped
 from napari_cardioseg.core.train import TrainSession
+from napari_cardioseg.core.train_config import METHOD
 
 NORM = {"method": "percentile", "low": 1.0, "high": 99.8}
 
@@ -214,3 +217,20 @@ def test_probe_only_refits_a_head_that_misses_the_strokes(bright_disk_model):
     asked = TrainSession([image], [scribbles], init=(model, card), steps=1, patch_size=32,
                          threads=1, probe_head=True)
     assert [p.done for p in asked.run()] == [0, 1] and asked.probe_fit is not None
+
+
+def test_another_round_on_the_same_images_is_not_probed_again(bright_disk_model):
+    model, card = bright_disk_model
+    image, scribbles, _ = disks(seed=2, dark=True)  # dark disks: the head misses the strokes
+    runs = {}
+    shape = [list(image.shape)]
+    for name, training in (("pretrained", {}), ("other images", {"method": METHOD,
+                                                                "image_shapes": [[64, 64]]}),
+                           ("last round", {"method": METHOD, "image_shapes": shape})):
+        start = dataclasses.replace(card, training=training)
+        session = TrainSession([image], [scribbles], init=(model, start), steps=1, patch_size=32,
+                               threads=1, polarity="keep")
+        runs[name] = ([p.done for p in session.run()], session.probe_fit)
+    for name in ("pretrained", "other images"):  # a saved stroke model on new data: probed
+        assert runs[name][0] == [0, 1] and runs[name][1] is not None
+    assert runs["last round"] == ([1], None)  # another Train click: fine-tuned as it is

@@ -13,7 +13,8 @@ from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import ModelCard
 from napari_cardioseg.core.normalize import apply_normalization, fit_normalization
 from napari_cardioseg.core.predict import probabilities_to_uncertainty
-from napari_cardioseg.core.train import TrainSession, preview_labels
+from napari_cardioseg.core.train import TrainSession
+from napari_cardioseg.core.train_preview import preview_labels
 
 NORM = {"method": "percentile", "low": 1.0, "high": 99.8}
 

@@ -21,11 +21,12 @@ from napari_cardioseg.core.train import (
     LR_SCRATCH,
     TrainConfig,
     TrainSession,
-    preview_labels,
-    preview_region,
     train,
     train_generator,
 )
+from napari_cardioseg.core.train_config import BLEND_CONTINUE
+from napari_cardioseg.core.train_init import decay_factor
+from napari_cardioseg.core.train_preview import preview_labels, preview_region
 
 FAST = {"patch_size": 32, "batch": 4}
 
@@ -220,9 +221,47 @@ def test_finetuning_keeps_batchnorm_statistics_and_takes_small_steps():
                if "running_mean" in k)
 
 
+def test_lr_decay_follows_half_a_cosine_to_zero_and_off_keeps_the_rate():
+    image, scribbles, _ = disks()
+    seen = {}
+    for decay in (False, True):
+        session = TrainSession([image], [scribbles], steps=4, lr=0.01, lr_decay=decay, **FAST)
+        seen[decay] = [session.optimizer.param_groups[0]["lr"] for _ in session.run()]
+    assert seen[False] == pytest.approx([0.01] * 4)
+    # the rate of step k (0-based) is lr * (1 + cos(pi k / 4)) / 2
+    assert seen[True] == pytest.approx([0.01, 0.0085355, 0.005, 0.0014645], rel=1e-4)
+    timed = TrainConfig(time_budget=10.0, steps=100, lr_decay=True)
+    assert decay_factor(timed, 10, 5.0) == pytest.approx(0.5)  # the time budget, half spent
+    assert decay_factor(timed, 100, 1.0) == 0.0  # the step budget, all spent
+    assert decay_factor(TrainConfig(time_budget=10.0), 3, 9.0) == 1.0
+
+
+def test_blend_keeps_that_share_of_the_change_and_later_rounds_blend_by_default():
+    image, scribbles, _ = disks()
+    first = train([image], [scribbles], steps=3, **FAST)  # a model trained from strokes
+    start = {k: v.clone() for k, v in first.model.state_dict().items()}
+    runs = {share: train([image], [scribbles], init=(first.model, first.card), steps=3, seed=1,
+                         blend=share, **FAST) for share in (1.0, 0.25)}
+    full, part = (runs[s].model.state_dict() for s in (1.0, 0.25))
+    moved = [k for k, v in start.items() if v.is_floating_point() and not torch.equal(v, full[k])]
+    assert moved  # the second round changed weights ...
+    for k in moved:  # ... and the blended one kept a quarter of each change
+        torch.testing.assert_close(part[k], start[k] + 0.25 * (full[k] - start[k]))
+    assert runs[0.25].card.training["blend"] == 0.25 and "blend" not in runs[1.0].card.training
+    again = train([image], [scribbles], init=(first.model, first.card), steps=3, seed=1, **FAST)
+    assert again.card.training["blend"] == BLEND_CONTINUE < 1  # another Train click
+    assert "blend" not in first.card.training  # the first round keeps what it learnt
+    other = train([image[:, :64]], [scribbles[:, :64]], init=(first.model, first.card), steps=1,
+                  **FAST)
+    assert "blend" not in other.card.training  # the saved model on other images: a first round
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
+        ({"lr_decay": "yes"}, "lr_decay must be True or False"),
+        ({"blend": 0.0}, "blend must be a share in"),
+        ({"blend": 1.5}, "blend must be a share in"),
         ({"steps": 0}, "steps must be an integer of at least 1"),
         ({"steps": 2.5}, "steps must be an integer"),
         ({"time_budget": float("inf")}, "time budget must be a finite positive"),

@@ -90,8 +90,21 @@ def test_stop_keeps_best_model_and_retraining_continues(widget, viewer, qtbot):
     widget.train()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
     assert widget.session.init_name == first.card.name  # continued from the trained model
+    assert widget.session.probe_fit is None  # a model trained from strokes is not re-probed
+    second = widget.result
+    assert second is not first and second.card.training["steps"] == 2
+    assert widget.trained._undo.enabled
+    widget.trained._undo.native.click()  # back to the first round's model
+    assert widget.result is first and not widget.trained._undo.enabled
+    assert widget.trained._status.value == (
+        f"back to the model before the last round ({first.card.training['steps']} steps)")
+    widget._budget.value = 1
+    widget.train()  # the next round continues from the restored model
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    assert widget.trained.earlier == [first] and widget.result.card.training["steps"] == 1
     widget.trained.reset()
     assert widget.result is None and not widget.trained._save.enabled
+    assert widget.trained.earlier == [] and not widget.trained._undo.enabled
 
 
 def test_errors_are_reported_not_raised(widget, viewer, qtbot, monkeypatch):

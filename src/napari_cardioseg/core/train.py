@@ -6,8 +6,8 @@ labelled pixels (:mod:`.losses`), windows are drawn around labelled pixels with 
 about once a second, so strokes painted while training runs are used by the next steps.
 
 Options live in :class:`~.train_config.TrainConfig`; where training starts is
-:mod:`.train_init`; the card of the result is :mod:`.train_card`. :class:`TrainSession` keeps
-only the loop and the best state.
+:mod:`.train_init`; the card of the result is :mod:`.train_card`; the live preview is
+:mod:`.train_preview`. :class:`TrainSession` keeps only the loop and the best state.
 """
 
 from __future__ import annotations
@@ -35,11 +35,6 @@ from .errors import CardiosegError
 from .gan import Adversary, check_complete
 from .losses import sparse_loss
 from .normalize import apply_normalization, fit_normalization, inverted
-from .predict import (
-    predict_probabilities,
-    probabilities_to_labels,
-    probabilities_to_uncertainty,
-)
 from .progress import Progress, drain
 from .sampling import ScribbleIndex, check_pairs, extract, window_centre
 from .train_card import training_card
@@ -54,7 +49,9 @@ from .train_config import (
 from .train_init import (
     StartModel,
     adapts,
-    default_class_names,
+    blend_share,
+    blended,
+    decay_factor,
     encoder_lr_scale,
     fixed_norm_layers,
     freeze_encoder,
@@ -63,11 +60,9 @@ from .train_init import (
     probes,
     start_model,
 )
+from .train_preview import Region, preview_prediction, preview_region
 
-Region = tuple[slice, ...]
 PreviewRequest = Region | Callable[[], Region | None] | None
-PREVIEW_MAX = (32, 512, 512)  # largest preview region (Z, Y, X)
-_IDENTITY = {"method": "fixed", "min": 0.0, "max": 1.0}  # images are normalised once, up front
 
 
 @dataclass(frozen=True)
@@ -132,43 +127,6 @@ def default_patch(ndim: int, multiple: int, shape: Sequence[int]) -> tuple[int, 
 
 def _round_up(size: int, multiple: int) -> int:
     return max(multiple, -(-size // multiple) * multiple)
-
-
-def preview_region(request: Region | None, shape: Sequence[int], net_ndim: int) -> Region | None:
-    """Clip ``request`` to an image of ``shape`` and to :data:`PREVIEW_MAX`.
-
-    A 2D net on a stack gets one slice. Returns None when nothing is left.
-    """
-    if request is None:
-        return None
-    limits = PREVIEW_MAX[-len(shape):]
-    if net_ndim == 2 and len(shape) == 3:
-        limits = (1, *limits[1:])
-    region = []
-    for sl, n, limit in zip(request, shape, limits, strict=True):
-        start, stop, _ = sl.indices(n)
-        if stop - start > limit:
-            start = (start + stop - limit) // 2
-            stop = start + limit
-        if stop <= start:
-            return None
-        region.append(slice(start, stop))
-    return tuple(region)
-
-
-def preview_prediction(model: torch.nn.Module, spec: dict, normalized: np.ndarray,
-                       device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and uncertainty (float32, 0..1) of an already normalised crop, by the sliding window."""
-    card = _models.ModelCard("preview", spec, default_class_names(int(spec["classes"])),
-                             dict(_IDENTITY), None)
-    prob = predict_probabilities(normalized, model, card, device=device)
-    return probabilities_to_labels(prob), probabilities_to_uncertainty(prob)
-
-
-def preview_labels(model: torch.nn.Module, spec: dict, normalized: np.ndarray,
-                   device: torch.device) -> np.ndarray:
-    """Predicted labels of an already normalised crop, by the sliding-window predictor."""
-    return preview_prediction(model, spec, normalized, device)[0]
 
 
 class TrainSession:
@@ -240,6 +198,7 @@ class TrainSession:
         params = _adapt.param_groups(self.model, self.spec, self.lr,
                                      encoder_lr_scale(config, self.start))
         self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=1e-4)
+        self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         weight = prior_weight(config, self.start)
         if weight > 0 and self.start.base_card is None and prior_model is None:
             raise CardiosegError("a prior needs a pretrained model to start from (init)")
@@ -249,7 +208,10 @@ class TrainSession:
             check_complete(self.scribbles)
         self.adversary = (Adversary(self.ndim, int(self.spec["classes"]), config.gan_weight,
                                     self.lr, self.device) if config.gan_weight > 0 else None)
-        self.probe = probes(config, self.start)
+        shapes = [image.shape for image in self.images]
+        self.probe = probes(config, self.start, shapes)
+        self.blend = blend_share(config, self.start, shapes)
+        self._start_state: dict[str, torch.Tensor] | None = None
         self.normalization: dict = self.start.normalization  # with the polarity chosen in run()
         self.polarity: _polarity.PolarityCheck | None = None
         self.probe_fit: _probe.ProbeFit | None = None
@@ -440,11 +402,17 @@ class TrainSession:
                                 uncertainty=uncertainty)
         if self.holdout is not None:
             self._score_holdout(0)
+        if self.blend < 1.0:  # the weights this round starts from, to blend the result with
+            self._start_state = {k: v.detach().to("cpu", copy=True)
+                                 for k, v in self.model.state_dict().items()}
         step = 0
         smoothed = 0.0
         inverted_note = "  (contrast inverted)" if self.contrast_inverted else ""
         while not self._done(step):
             self.index.maybe_refresh()
+            share = decay_factor(self.config, step, self.elapsed)
+            for group, base_lr in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
+                group["lr"] = base_lr * share
             loss = self._step(rng)
             step += 1
             self.losses.append(loss)
@@ -489,18 +457,21 @@ class TrainSession:
     def best(self) -> TrainResult:
         """Return a copy of the best model so far, and its card.
 
-        Best is the lowest smoothed loss, or with ``holdout`` the best held-out score.
+        Best is the lowest smoothed loss, or with ``holdout`` the best held-out score; with
+        ``blend`` < 1 it is moved only that share of the way from the weights the run started from.
         """
         model = copy.deepcopy(self.model).cpu().eval()
         if self._best_state is not None:
             model.load_state_dict(self._best_state)
+        if self._start_state is not None:
+            model.load_state_dict(blended(self._start_state, model.state_dict(), self.blend))
         card = training_card(
             self.config, self.start, image_shapes=[image.shape for image in self.images],
             counts=self.index.counts(), losses=self.losses, best_smoothed=self._best_loss,
             seconds=self.elapsed, patch=self.patch, batch=self.batch,
             receptive_field=self.receptive_field(),
             probe=None if self.probe_fit is None else dataclasses.asdict(self.probe_fit),
-            normalization=self.normalization,
+            normalization=self.normalization, blend=self.blend,
             polarity=None if self.polarity is None else {
                 **dataclasses.asdict(self.polarity), "inverted": self.polarity.invert},
         )
@@ -532,7 +503,5 @@ def train(images: Sequence[np.ndarray], scribbles: Sequence[np.ndarray],
 
 __all__ = [
     "DEFAULT_ARCH", "LR_FINETUNE", "LR_SCRATCH", "InitModel", "PreviewRequest", "TrainConfig",
-    "TrainProgress", "TrainResult", "TrainSession", "default_patch", "preview_labels",
-    "preview_prediction",
-    "preview_region", "train", "train_generator",
+    "TrainProgress", "TrainResult", "TrainSession", "default_patch", "train", "train_generator",
 ]

@@ -7,10 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .models import ModelCard
-from .train_config import TrainConfig
+from .train_config import METHOD, TrainConfig
 from .train_init import StartModel
-
-METHOD = "sparse scribbles (masked cross-entropy + masked Dice)"
 
 
 def loss_summary(losses: Sequence[float], best_smoothed: float) -> dict:
@@ -26,7 +24,7 @@ def training_card(
     config: TrainConfig, start: StartModel, *, image_shapes: Sequence[Sequence[int]],
     counts: dict[int, int], losses: Sequence[float], best_smoothed: float, seconds: float,
     patch: Sequence[int], batch: int, receptive_field: Sequence[int], probe: dict | None = None,
-    normalization: dict | None = None, polarity: dict | None = None,
+    normalization: dict | None = None, polarity: dict | None = None, blend: float = 1.0,
 ) -> ModelCard:
     """Build a card for the trained model: the start model's identity, the run's record and its data.
 
@@ -56,6 +54,8 @@ def training_card(
     polarity : dict, optional
         The polarity check (:class:`core.polarity.PolarityCheck` as a dict with ``inverted``),
         recorded as ``training["polarity"]``.
+    blend : float
+        Share of the run's change kept (``TrainConfig.blend``), recorded when below 1.
     """
     names = start.class_names
     training = {
@@ -73,6 +73,10 @@ def training_card(
         "freeze_encoder": config.freeze_encoder,
         "loss": loss_summary(losses, best_smoothed),
     }
+    if blend < 1.0:  # WiSE-FT: the returned weights moved only this share of the way
+        training["blend"] = blend
+    if config.lr_decay:
+        training["lr_decay"] = "cosine to 0"
     if config.gan_weight > 0:  # pix2pix-style conditional GAN (core.gan)
         training["gan_weight"] = config.gan_weight
     if polarity is not None:

@@ -31,6 +31,8 @@ PRIOR_FINETUNE = 1.0  # distillation prior weight and encoder learning-rate scal
 ENCODER_LR_SCALE_FINETUNE = 0.1  # a model to strokes (train_init.adapts; else 0 and 1)
 PROBE_FINETUNE = True  # linear probe of the head before fine-tuning a model (train_init.probes)
 PROBE_BELOW = 0.95  # by default only when the start model's stroke accuracy is below this
+BLEND_CONTINUE = 0.5  # share of a round's change kept when continuing a stroke-trained model
+METHOD = "sparse scribbles (masked cross-entropy + masked Dice)"  # training["method"] of our cards
 
 
 def _integer(value: Any) -> TypeGuard[int]:
@@ -111,7 +113,10 @@ class TrainConfig:
         step. True: every run (each Train click) probes with all strokes. Default (None):
         :data:`PROBE_FINETUNE` when starting from ``init`` with its batch-norm statistics
         kept (``train_init.probes``), and then only when the start model's own answer on the
-        strokes (balanced accuracy) is below :data:`PROBE_BELOW` or its head is new; else off.
+        strokes (balanced accuracy) is below :data:`PROBE_BELOW` or its head is new, and never
+        in another round on the same images (``train_init.later_round``): that head fits the
+        strokes already, and a refit pulled towards the new corrections, painted where it is
+        wrong, can undo what the last round learnt; else off.
         True on a net whose registry row names no probe-able head raises an error.
     polarity : str
         Which way round the start model sees the image's contrast (:mod:`core.polarity`):
@@ -119,6 +124,15 @@ class TrainConfig:
         that model's own answer on the strokes is clearly better inverted; ``"keep"`` uses the
         start model's recipe; ``"invert"`` the opposite of it. The choice is saved in the
         trained model's normalisation.
+    blend : float, optional
+        Share (0 < share <= 1) of what this run changed that the returned model keeps: its
+        weights are ``start + blend * (trained - start)`` (WiSE-FT, Wortsman et al. 2022), so
+        a round of strokes moves a model part of the way. Default: :data:`BLEND_CONTINUE` in
+        another round of strokes on the same images (``train_init.later_round``: continuing a
+        model trained here from strokes on images of these shapes), else 1.
+    lr_decay : bool
+        Cosine decay of every learning rate to 0 over the run (its step or time budget,
+        whichever ends first; Loshchilov & Hutter 2017). False: constant rates.
 
     Notes
     -----
@@ -148,6 +162,8 @@ class TrainConfig:
     probe_head: bool | None = None
     gan_weight: float = 0.0
     polarity: str = "auto"
+    blend: float | None = None
+    lr_decay: bool = False
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`CardiosegError` naming the first bad one."""
@@ -195,6 +211,10 @@ class TrainConfig:
     def _check_optimiser(self) -> None:
         if self.lr is not None and not _positive_number(self.lr):
             raise CardiosegError(f"the learning rate must be finite and positive, got {self.lr!r}")
+        if self.blend is not None and not (_positive_number(self.blend) and self.blend <= 1):
+            raise CardiosegError(f"blend must be a share in (0, 1], got {self.blend!r}")
+        if not isinstance(self.lr_decay, bool):
+            raise CardiosegError(f"lr_decay must be True or False, got {self.lr_decay!r}")
         if not _integer(self.seed) or self.seed < 0:
             raise CardiosegError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.batch is not None and (not _integer(self.batch) or self.batch < 1):

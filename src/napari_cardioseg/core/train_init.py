@@ -7,6 +7,8 @@ statistics set up for the run.
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,10 +18,12 @@ from . import nets as _nets
 from .errors import CardiosegError
 from .sampling import check_classes
 from .train_config import (
+    BLEND_CONTINUE,
     DEFAULT_ARCH,
     ENCODER_LR_SCALE_FINETUNE,
     LR_FINETUNE,
     LR_SCRATCH,
+    METHOD,
     PRIOR_FINETUNE,
     PROBE_FINETUNE,
     TrainConfig,
@@ -111,6 +115,18 @@ def learning_rate(config: TrainConfig, start: StartModel) -> float:
     return LR_SCRATCH if start.base_card is None else LR_FINETUNE
 
 
+def decay_factor(config: TrainConfig, step: int, elapsed: float) -> float:
+    """Return the share (1 .. 0) of the base learning rates to use at ``step`` after ``elapsed`` s.
+
+    1 unless ``config.lr_decay``; then half a cosine over the run, by the budget spent first.
+    """
+    if not config.lr_decay:
+        return 1.0
+    spent = max(step / config.steps if config.steps else 0.0,
+                elapsed / config.time_budget if config.time_budget else 0.0)
+    return 0.5 * (1.0 + math.cos(math.pi * min(spent, 1.0)))
+
+
 def keeps_norm_stats(config: TrainConfig, start: StartModel) -> bool:
     """``keep_norm_stats``, by default True only when fine-tuning from ``init``."""
     return start.base_card is not None if config.keep_norm_stats is None else config.keep_norm_stats
@@ -149,11 +165,40 @@ def encoder_lr_scale(config: TrainConfig, start: StartModel) -> float:
     return ENCODER_LR_SCALE_FINETUNE if adapts(config, start) else 1.0
 
 
-def probes(config: TrainConfig, start: StartModel) -> bool:
+def later_round(config: TrainConfig, start: StartModel, shapes: Sequence[Sequence[int]]) -> bool:
+    """Tell whether the run is another round of strokes on the same images (another Train click).
+
+    It is when it :func:`adapts` a model that was trained from strokes here (the card's
+    ``training.method``) on images of exactly these shapes.
+    """
+    card = start.base_card
+    return (card is not None and adapts(config, start)
+            and card.training.get("method") == METHOD
+            and card.training.get("image_shapes") == [list(shape) for shape in shapes])
+
+
+def blend_share(config: TrainConfig, start: StartModel, shapes: Sequence[Sequence[int]]) -> float:
+    """Return ``config.blend``, by default :data:`BLEND_CONTINUE` for a :func:`later_round`, else 1."""
+    if config.blend is not None:
+        return float(config.blend)
+    return BLEND_CONTINUE if later_round(config, start, shapes) else 1.0
+
+
+def blended(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor],
+            share: float) -> dict[str, torch.Tensor]:
+    """Return ``start + share * (trained - start)`` for float tensors; others as trained."""
+    if share == 1.0:
+        return trained
+    return {name: start[name] + share * (value - start[name]) if value.is_floating_point()
+            else value for name, value in trained.items()}
+
+
+def probes(config: TrainConfig, start: StartModel, shapes: Sequence[Sequence[int]]) -> bool:
     """Tell whether the run starts with a linear probe of the head (``probe_head``).
 
     By default :data:`PROBE_FINETUNE` when starting from ``init`` with its batch-norm statistics
-    kept (the features the probe sees are those fine-tuning starts from), else False. Raises
+    kept (the features the probe sees are those fine-tuning starts from), and not in a
+    :func:`later_round` (its head already fits the strokes), else False. Raises
     :class:`CardiosegError` when asked for on a net whose head cannot be probed.
     """
     from .probe_head import head_layer
@@ -166,7 +211,8 @@ def probes(config: TrainConfig, start: StartModel) -> bool:
         return True
     if config.probe_head is None:
         return (PROBE_FINETUNE and supported and start.base_card is not None
-                and keeps_norm_stats(config, start))
+                and keeps_norm_stats(config, start)
+                and not later_round(config, start, shapes))
     return False
 
 

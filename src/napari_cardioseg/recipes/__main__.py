@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lucchi", choices=["crop", "whole"], default="crop",
                         help="mito only: the Lucchi++ 384x512 crop or the whole 768x1024 volume "
                         "(the last 25 slices are held out either way)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="mito only: stage 2's learning rate (default 5e-4)")
+    parser.add_argument("--lr-decay", action="store_true",
+                        help="mito only: decay stage 2's learning rate to 0 along a half cosine")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_dir = args.data or data.default_data_dir()
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
             mito.run(data_dir, args.minutes, args.out, seed=args.seed, resume=args.resume,
                      exclude=tuple(args.exclude), gan_weight=args.gan_weight, init=args.init,
-                     whole=args.lucchi == "whole")
+                     whole=args.lucchi == "whole", lr=args.lr, lr_decay=args.lr_decay)
         else:
             from . import zdisk
 

@@ -32,7 +32,7 @@ def log(message: str) -> None:
 def train_dense(
     images: Sequence[np.ndarray], masks: Sequence[np.ndarray], card: ModelCard, *,
     seconds: float, seed: int, patch: int, batch: int, lr: float, augment: AugmentConfig,
-    model: torch.nn.Module | None = None, gan_weight: float = 0.0,
+    model: torch.nn.Module | None = None, gan_weight: float = 0.0, lr_decay: bool = False,
 ) -> TrainResult:
     """Train on full masks (scribbles = mask + 1) with the project's trainer.
 
@@ -49,7 +49,7 @@ def train_dense(
         keep_norm_stats=False,  # dense labels: batch-norm statistics are learned, as from scratch
         refresh_every=1e9,  # dense labels never change: index them once
         threads=torch.get_num_threads(),  # the recipe's --threads, not the GUI's half of the cores
-        gan_weight=gan_weight,
+        gan_weight=gan_weight, lr_decay=lr_decay,
     )
     session = TrainSession(list(images), scribbles, config)
     last = time.perf_counter()
@@ -87,13 +87,14 @@ def second_stage(
     images: Sequence[np.ndarray], masks: Sequence[np.ndarray], card: ModelCard, model: torch.nn.Module, *,
     seconds: float, seed: int, lr: float, augment: AugmentConfig,
     validate: Callable[[torch.nn.Module, ModelCard], dict], gan_weight: float = 0.0,
+    lr_decay: bool = False,
 ) -> tuple[TrainResult, dict]:
     """Stage 2 of a recipe (continues ``model`` at a lower learning rate), then ``validate``.
 
     Returns the training result and the validation metrics.
     """
     result = train_dense(images, masks, card, seconds=seconds, seed=seed, patch=PATCH, batch=BATCH, lr=lr,
-                         augment=augment, model=model, gan_weight=gan_weight)
+                         augment=augment, model=model, gan_weight=gan_weight, lr_decay=lr_decay)
     log(f"stage 2: {len(result.losses)} steps; validating")
     metrics = validate(result.model, result.card)
     log(f"validation: {metrics}")

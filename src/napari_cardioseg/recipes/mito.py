@@ -22,6 +22,7 @@ SEED = 0
 SYNTH_TRAIN_SEEDS = tuple(range(100, 106))
 SYNTH_VAL_SEED = 7  # a held-out synthetic stack (the sample data uses seed 2, also held out)
 STAGE1 = 0.8  # share of the time budget spent on real data before synthetic slices join
+LR_STAGE2 = 5e-4  # stage 2 (and a continued model): real + synthetic data
 AUGMENT = AugmentConfig(scale=0.25, elastic=2.0, elastic_prob=0.3, contrast=0.3, brightness=0.2)
 
 SOURCES = [
@@ -130,7 +131,7 @@ def evaluate(model, card: ModelCard, data_dir: Path, whole: bool = False) -> dic
 
 def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: bool = False,
         exclude: tuple[str, ...] = (), gan_weight: float = 0.0, init: str | None = None,
-        whole: bool = False) -> Path:
+        whole: bool = False, lr: float | None = None, lr_decay: bool = False) -> Path:
     """Train, validate and save ``mito-em`` into ``out``; returns the card path.
 
     Stage 1 (real data) is checkpointed in ``out/checkpoints``; ``resume`` starts from that
@@ -138,8 +139,11 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
     (:func:`real_pool`); they are still validated on. ``gan_weight`` > 0 adds the
     conditional-GAN term (:mod:`core.gan`) in both stages. ``init`` (a model name or card)
     continues that model with stage 2 for the whole budget instead of stage 1 from scratch.
-    ``whole`` trains and validates on the whole Lucchi++ volume instead of its crop.
+    ``whole`` trains and validates on the whole Lucchi++ volume instead of its crop. ``lr``
+    (default :data:`LR_STAGE2`) is stage 2's learning rate; ``lr_decay`` decays it to 0 along a
+    half cosine.
     """
+    lr = LR_STAGE2 if lr is None else lr
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     images, masks = real_pool(data_dir, rng, exclude, whole)
@@ -168,7 +172,7 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
     counts = {"real_and_degraded": len(images), "synthetic_slices": len(synth_images)}
     result, metrics = common.second_stage(
         images + synth_images, masks + synth_masks, card, model, seconds=minutes * 60 * share,
-        seed=seed + 1, lr=5e-4, augment=AUGMENT,
+        seed=seed + 1, lr=lr, augment=AUGMENT, lr_decay=lr_decay,
         validate=lambda m, c: evaluate(m, c, data_dir, whole), gan_weight=gan_weight)
     steps = [stage1_steps, len(result.losses)]
     card = result.card
@@ -186,11 +190,14 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
                   + (" --lucchi whole" if whole else "")
                   + (f" --init {init}" if init else "")
                   + "".join(f" --exclude {name}" for name in exclude)
-                  + (f" --gan-weight {gan_weight:g}" if gan_weight > 0 else ""),
+                  + (f" --gan-weight {gan_weight:g}" if gan_weight > 0 else "")
+                  + (f" --lr {lr:g}" if lr != LR_STAGE2 else "")
+                  + (" --lr-decay" if lr_decay else ""),
         "seed": seed,
         **({"init": init_note} if init_note else {}),
         "steps": {"stage 1 (real data, lr 2e-3)": steps[0],
-                  "stage 2 (real + synthetic, lr 5e-4)": steps[1]},
+                  f"stage 2 (real + synthetic, lr {lr:g}{', cosine decay' if lr_decay else ''})":
+                      steps[1]},
         "augmentation": "trainer (flips, rotations, ±25 % zoom, elastic, contrast, brightness) + "
                         "recipe (rescale 0.35-1.6x, blur, gamma, Gaussian noise)",
         **common.training_record(stage1_seconds, result, start, resume),

@@ -94,7 +94,7 @@ class TrainWidget(widgets.Container):
                     f"(moving average, newest step weighted {LOSS_SMOOTHING:g}); lower is better.")
         self._plot = LossPlot()
         self.trained = TrainedModel(napari_viewer, self._image, on_saved=self._init.reset_choices,
-                                    on_reset=self._show_classes)
+                                    on_changed=self._show_classes)
         super().__init__(widgets=[
             self._image, self._scribbles, self._new, self._help, self._init, self._budget,
             self._unit, self._freeze, self._train, self._stop, self._progress, self._loss,
