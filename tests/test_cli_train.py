@@ -95,6 +95,13 @@ def test_polarity_flag_reaches_the_card(files, capsys):
     assert main([*base, "-o", str(tmp / "plain")]) == 0  # from scratch: nothing to check
     assert "invert" not in read_card(tmp / "plain.json").normalization
     assert "lr_decay" not in read_card(tmp / "plain.json").training
+    assert main([*base[:-2], "--init", str(tmp / "plain.json"), "-o", str(tmp / "again")]) == 0
+    assert read_card(tmp / "again.json").training["blend"] == 0.5  # another round: half a step
+    assert main([*base[:-2], "--init", str(tmp / "plain.json"), "--blend", "1", "-o",
+                 str(tmp / "whole")]) == 0
+    assert "blend" not in read_card(tmp / "whole.json").training
+    assert main([*base, "--blend", "0", "-o", str(tmp / "bad")]) == 2
+    assert "blend must be a share in (0, 1]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*base, "--polarity", "flip", "-o", str(tmp / "bad")])
     assert "invalid choice: 'flip'" in capsys.readouterr().err

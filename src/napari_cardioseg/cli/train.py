@@ -42,6 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--polarity", choices=POLARITIES, default="auto",
                         help="contrast the --init model sees: auto (default) inverts it when the "
                         "model's own answer on the strokes is clearly better inverted; keep; invert")
+    parser.add_argument("--blend", type=float, default=None, metavar="SHARE",
+                        help="keep this share (0-1] of what training changes; default 0.5 when "
+                        "--init is a model trained from strokes on images of this shape (another "
+                        "round), else 1")
     parser.add_argument("--lr-decay", action="store_true",
                         help="decay the learning rate to 0 along a half cosine over the budget")
     parser.add_argument("--seed", type=checked.seed, default=0, help="random seed (default 0)")
@@ -78,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         init=args.init, arch=args.arch, steps=args.steps, time_budget=args.time_budget,
         freeze_encoder=args.freeze_encoder, probe_head=args.probe_head, seed=args.seed,
         gan_weight=args.gan_weight, polarity=args.polarity, lr_decay=args.lr_decay,
+        blend=args.blend,
         device=args.device,
         threads=train_threads(gui=False),
         pixel_size=image.scale if image.calibrated else None,
