@@ -91,6 +91,12 @@ def test_recipe_reports_missing_data(tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
+def test_recipe_refuses_an_unknown_architecture_before_making_data(tmp_path, capsys):
+    assert main(["zdisk", "--arch", "nope", "--out", str(tmp_path), "--minutes", "0.01"]) == 2
+    assert "unknown architecture 'nope'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_data_splits_hold_out_the_documented_parts():
     folder = data.default_data_dir()
     if not (folder / "lucchi_pp_train").is_dir() or not (folder / "emnet_cardiac_sbfsem").is_dir():

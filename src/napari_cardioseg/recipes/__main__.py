@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lucchi", choices=["crop", "whole"], default="crop",
                         help="mito only: the Lucchi++ 384x512 crop or the whole 768x1024 volume "
                         "(the last 25 slices are held out either way)")
+    parser.add_argument("--arch", default=None,
+                        help="zdisk only: train this architecture from scratch (its scratch options) "
+                        "instead of the recipe's smp U-Net")
     parser.add_argument("--lr", type=float, default=None,
                         help="mito only: stage 2's learning rate (default 5e-4)")
     parser.add_argument("--lr-decay", action="store_true",
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             from . import zdisk
 
             zdisk.run(data_dir, args.minutes, args.out, seed=args.seed, resume=args.resume,
-                      init=args.init)
+                      init=args.init, arch=args.arch)
     except CardiosegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

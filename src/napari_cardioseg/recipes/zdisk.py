@@ -17,6 +17,7 @@ from ..core.augment import AugmentConfig
 from ..core.measure import measure
 from ..core.measure.zdisk import fft_period
 from ..core.models import ModelCard, load_model, save_model
+from ..core.nets import scratch_spec
 from ..core.synth import ZdiskParams, zdisk_image
 from . import common, data
 
@@ -88,20 +89,23 @@ def evaluate(model, card: ModelCard, data_dir: Path | None) -> dict:
 
 
 def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: bool = False,
-        init: str | None = None) -> Path:
+        init: str | None = None, arch: str | None = None) -> Path:
     """Train, validate and save ``zdisk-fluo`` into ``out``; returns the card path.
 
     Stage 1 (learning rate 2e-3) is checkpointed in ``out/checkpoints``; ``resume`` starts from that
     checkpoint with stage 2 (the same images at 3e-4, which settles the disks' edges). ``init`` (a
     model name or card) continues that model instead: stage 1 at the lower rate ``INIT_LR``, on
     twice as many synthetic images, so a longer run sees more variety, then stage 2 as usual.
+    ``arch`` trains that registry architecture from scratch with its scratch options
+    (:func:`core.nets.scratch_spec`) instead of the recipe's smp U-Net.
     """
     start = time.perf_counter()
+    spec = dict(common.SPEC) if arch is None else scratch_spec(arch, 2)  # a bad name fails first
     seeds = TRAIN_SEEDS if init is None else INIT_SEEDS
     images, masks, sizes = synthetic_set(seeds)
     common.log(f"{len(images)} synthetic images made in {time.perf_counter() - start:.0f} s")
     card = ModelCard(
-        name=NAME, spec=dict(common.SPEC), class_names=["background", "z-disk"],
+        name=NAME, spec=spec, class_names=["background", "z-disk"],
         normalization=dict(common.NORMALIZATION), pixel_size=[float(np.median(sizes))] * 2,
     )
     init_note = ""
@@ -145,7 +149,7 @@ def run(data_dir: Path, minutes: float, out: Path, seed: int = SEED, resume: boo
                   "terms": "research use; validation of the sarcomere length only, not trained on",
                   "used": "check only"}],
         "recipe": f"python -m napari_cardioseg.recipes zdisk --minutes {minutes:g}"
-                  + (f" --init {init}" if init else ""),
+                  + (f" --init {init}" if init else "") + (f" --arch {arch}" if arch else ""),
         "seed": seed,
         **({"init": init_note} if init_note else {}),
         "steps": {f"stage 1 (lr {INIT_LR if init else 2e-3:g})": steps[0], "stage 2 (lr 3e-4)": steps[1]},
