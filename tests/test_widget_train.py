@@ -94,8 +94,10 @@ def test_stop_keeps_best_model_and_retraining_continues(widget, viewer, qtbot):
     second = widget.result
     assert second is not first and second.card.training["steps"] == 2
     assert widget.trained._undo.enabled
+    assert viewer.layers[LIVE].data.any()  # the second round's last preview
     widget.trained._undo.native.click()  # back to the first round's model
     assert widget.result is first and not widget.trained._undo.enabled
+    assert not viewer.layers[LIVE].data.any() and not viewer.layers[UNCERTAIN].data.any()
     assert widget.trained._status.value == (
         f"back to the model before the last round ({first.card.training['steps']} steps)")
     widget._budget.value = 1

@@ -83,3 +83,11 @@ class LivePreview:
             layer = self._viewer.layers[UNCERTAIN]
             layer.data[progress.preview_region] = np.rint(progress.uncertainty * 255)
             layer.refresh()
+
+    def clear(self) -> None:
+        """Blank the live layers (the model they showed was undone or reset)."""
+        for name in (LIVE, UNCERTAIN):
+            if name in self._viewer.layers:
+                layer = self._viewer.layers[name]
+                layer.data[...] = 0
+                layer.refresh()

@@ -1,12 +1,10 @@
 """Train from scribbles: paint strokes on a Labels layer, click Train, watch a live prediction.
 
-The trainer (:class:`core.train.TrainSession`) runs in a worker; its previews are written into a
-"prediction (live)" Labels layer for the part of the image currently in view (predicted in the
-worker; this widget only copies them into the layer). Strokes painted while training runs are
-picked up by the next steps. Training again continues from the last model until "Reset model" is
-clicked. Scribbles and predictions share one colour per class (:mod:`core.colors`). The loss is
-shown smoothed, with a small plot (:mod:`.loss_plot`); what to do with the trained model (predict,
-save, export, reset) is the :class:`.trained_model.TrainedModel` row below the controls.
+The trainer (:class:`core.train.TrainSession`) runs in a worker; its previews of the part of the
+image in view are copied into live layers (:mod:`.live_preview`). Strokes painted while training
+runs are picked up by the next steps; training again continues from the last model. Scribbles and
+predictions share one colour per class (:mod:`core.colors`); the loss is shown smoothed, with a
+plot (:mod:`.loss_plot`); predict, save, export, undo and reset are :mod:`.trained_model`'s row.
 """
 
 from __future__ import annotations
@@ -94,7 +92,7 @@ class TrainWidget(widgets.Container):
                     f"(moving average, newest step weighted {LOSS_SMOOTHING:g}); lower is better.")
         self._plot = LossPlot()
         self.trained = TrainedModel(napari_viewer, self._image, on_saved=self._init.reset_choices,
-                                    on_changed=self._show_classes)
+                                    on_changed=self._model_changed)
         super().__init__(widgets=[
             self._image, self._scribbles, self._new, self._help, self._init, self._budget,
             self._unit, self._freeze, self._train, self._stop, self._progress, self._loss,
@@ -116,6 +114,11 @@ class TrainWidget(widgets.Container):
     def result(self) -> TrainResult | None:
         """The last run's model (training continues from it); None before training or after reset."""
         return self.trained.result
+
+    def _model_changed(self) -> None:
+        """After Undo or Reset: the class help follows the model; its stale previews go."""
+        self._show_classes()
+        self.live.clear()
 
     def _show_classes(self, value: tuple[str, str] | None = None) -> None:
         if value is None and self.result is None:
@@ -239,9 +242,6 @@ class TrainWidget(widgets.Container):
         elif session is not None and steps:
             self._loss.value = f"done: {steps} steps, {session.elapsed:.0f} s{kept}{note}"
         self._stopping = False
-        self._idle()
-
-    def _idle(self) -> None:
         self.worker = None
         self._set_running(False)
 
