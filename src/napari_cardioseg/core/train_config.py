@@ -131,8 +131,9 @@ class TrainConfig:
         another round of strokes on the same images (``train_init.later_round``: continuing a
         model trained here from strokes on images of these shapes), else 1.
     lr_decay : bool
-        Cosine decay of every learning rate to 0 over the run (its step or time budget,
-        whichever ends first; Loshchilov & Hutter 2017). False: constant rates.
+        Cosine decay of the net's learning rates (encoder and rest; not a GAN discriminator's)
+        to 0 over the run (its step or time budget, whichever ends first; Loshchilov & Hutter
+        2017). False: constant rates.
 
     Notes
     -----

@@ -187,8 +187,6 @@ def blend_share(config: TrainConfig, start: StartModel, shapes: Sequence[Sequenc
 def blended(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor],
             share: float) -> dict[str, torch.Tensor]:
     """Return ``start + share * (trained - start)`` for float tensors; others as trained."""
-    if share == 1.0:
-        return trained
     return {name: start[name] + share * (value - start[name]) if value.is_floating_point()
             else value for name, value in trained.items()}
 
