@@ -19,11 +19,13 @@ on the machine's load).
 Scenarios: ``emnet`` (EM-net cardiac tiles 4, 9, 14, 19 and the four test tiles, held out from
 ``mito-em``; strokes on three tiles, Dice on five), ``lucchi-shift`` (Lucchi++ slices 140-164 of
 the full volume, 512x512 window, contrast inverted, gamma 0.6, Gaussian blur 1; strokes on two
-slices, Dice on four) and ``sample-shift`` (the plugin's EM sample, inverted and blurred).
+slices, Dice on four), ``emnet-shift`` (``emnet`` with that appearance shift; meant for a model
+trained without EM-net) and ``sample-shift`` (the plugin's EM sample, inverted and blurred). A
+round whose model sees the contrast inverted from its start model's is marked in the table.
 
 Usage: ``python benchmarks/bench_sparse.py --init mito-em [--scenarios emnet lucchi-shift]
 [--rounds 4] [--round-steps 60] [--prior 1.0] [--encoder-lr-scale 0.1] [--holdout 0.2]
-[--dilate 1] [--probe-head] [--round-teacher]``
+[--dilate 1] [--probe-head] [--round-teacher] [--[no-]renew-norm-stats]``
 
 ``--probe-head`` fits the head to the strokes before every round (``TrainConfig.probe_head``,
 :mod:`napari_cardioseg.core.probe_head`); its step-0 model is scored as probe step 0.
@@ -72,13 +74,15 @@ def shift(stack: np.ndarray, gamma: float = 0.6, blur: float = 1.0) -> np.ndarra
 
 def scenario(name: str, data: Path) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
     """Image stack, 0/1 truth, stroked slices and evaluation slices of one scenario."""
-    if name == "emnet":
+    if name in ("emnet", "emnet-shift"):
         folder = data / "emnet_cardiac_sbfsem"
         train = tifffile.imread(folder / "train_image.tif")
         train_mask = tifffile.imread(folder / "train_mito.tif")
         tiles = (4, 9, 14, 19)
         image = np.concatenate([train[list(tiles)], tifffile.imread(folder / "test_image_unlabeled.tif")])
         truth = np.concatenate([train_mask[list(tiles)], tifffile.imread(folder / "test_mito.tif")])
+        if name == "emnet-shift":
+            image = shift(image)
         return image, truth > 0, (0, 1, 4), (2, 3, 5, 6, 7)
     if name == "lucchi-shift":
         folder = data / "lucchi_pp_train"
@@ -147,6 +151,8 @@ def run(name: str, args: argparse.Namespace) -> None:
                "holdout": args.holdout,
                "probe_head": {"on": True, "off": False, "auto": None}[args.probe_head],
                "threads": args.threads, "device": "cpu", "lr_decay": args.lr_decay}
+    if args.renew_norm_stats is not None:
+        options["renew_norm_stats"] = args.renew_norm_stats
     if args.lr is not None:
         options["lr"] = args.lr
     if args.augment == "strong":
@@ -189,8 +195,9 @@ def run(name: str, args: argparse.Namespace) -> None:
         net = mean_dice(predict(model, card, image, slices), truth)
         rf = forest.dice(scribbles, stroked, truth, slices)
         counts = [int(np.sum(scribbles == v)) for v in (1, 2)]
+        flipped = " (contrast inverted)" if session.contrast_inverted else ""
         print(f"| {round_} | {counts[0]} / {counts[1]} | {len(session.losses)} ({total_steps}) | "
-              f"{seconds:.0f} ({total_seconds:.0f}) | {net:.3f} | {rf:.3f} | "
+              f"{seconds:.0f} ({total_seconds:.0f}) | {net:.3f}{flipped} | {rf:.3f} | "
               f"{net - max(zero_shot, rf):+.3f} |", flush=True)
     if args.holdout > 0:
         for round_, scores in enumerate(held_scores):
@@ -207,7 +214,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--init", default="mito-em", help="pretrained model name or file")
     parser.add_argument("--scenarios", nargs="+", default=["emnet", "lucchi-shift", "sample-shift"],
-                        choices=["emnet", "lucchi-shift", "sample-shift"])
+                        choices=["emnet", "emnet-shift", "lucchi-shift", "sample-shift"])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--round-steps", type=int, default=60)
     parser.add_argument("--per-class", type=int, default=6, help="first strokes per class and slice")
@@ -238,6 +245,9 @@ def main() -> None:
     parser.add_argument("--lr-decay", action="store_true",
                         help="cosine decay of the learning rate to 0 within each round")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--renew-norm-stats", action=argparse.BooleanOptionalAction, default=None,
+                        help="re-estimate batch-norm statistics on the images first (default: "
+                             "the product's choice)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not args.data.is_dir():

@@ -279,3 +279,63 @@ def test_dense_training_from_a_model_keeps_the_plain_defaults():
     dense = TrainSession([image], [s], init=(build_model(spec), _card(spec)), steps=1,
                          device="cpu", keep_norm_stats=False)  # as the recipes train
     assert dense.prior is None and {g["lr"] for g in dense.optimizer.param_groups} == {dense.lr}
+
+
+def test_adapt_norm_stats_averages_the_batches_and_keeps_the_weights():
+    layer = torch.nn.BatchNorm2d(1)
+    layer.weight.data.fill_(2.0)
+    model = torch.nn.Sequential(layer).eval()
+    windows = torch.cat([torch.full((2, 1, 4, 4), 1.0), torch.full((2, 1, 4, 4), 5.0)])
+    windows[0, 0, 0, 0] = 3.0  # some variance in the first batch
+    assert adapt.adapt_norm_stats(model, windows, batch=2) == 1
+    first, second = windows[:2], windows[2:]
+    assert float(layer.running_mean) == pytest.approx(float(first.mean() + second.mean()) / 2)
+    assert float(layer.running_var) == pytest.approx(float(first.var() + second.var()) / 2, rel=1e-5)
+    assert layer.momentum == 0.1 and not model.training and float(layer.weight.detach()) == 2.0
+    assert adapt.adapt_norm_stats(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1)), windows, 2) == 0
+
+
+def test_renew_norm_stats_meets_the_images_and_the_teacher_follows():
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
+    model = build_model(spec)
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    s = _lines((64, 64), [4], 1) + _lines((64, 64), [40], 2)
+    renewed = TrainSession([image], [s], init=(model, _card(spec)), steps=1, device="cpu",
+                           renew_norm_stats=True, lr=1e-12, threads=1, probe_head=False)
+    for _ in renewed.run():
+        pass
+    first_norm = next(m for m in renewed.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert float(first_norm.running_mean.abs().max()) > 0  # fresh layers start at 0
+    teacher_norm = next(m for m in renewed.prior.teacher.modules()
+                        if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.equal(teacher_norm.running_mean, first_norm.running_mean)
+    plain = TrainSession([image], [s], init=(build_model(spec), _card(spec)), steps=1, device="cpu")
+    assert plain.renew_norm  # considered by default when adapting; kept only if it helps
+    assert not TrainSession([image], [s], init=(build_model(spec), _card(spec)), steps=1,
+                            device="cpu", renew_norm_stats=False).renew_norm
+
+
+@pytest.mark.parametrize(("scores", "renewed"), [((0.6, 0.8), True), ((0.6, 0.55), False),
+                                                  ((0.97,), False)])
+def test_renewed_statistics_are_kept_only_when_they_answer_the_strokes_better(
+        monkeypatch, scores, renewed):
+    from napari_cardioseg.core import train as train_module
+
+    asked = iter(scores)
+    monkeypatch.setattr(train_module._probe, "head_accuracy", lambda *a, **k: next(asked))
+    spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    s = _lines((64, 64), [4], 1) + _lines((64, 64), [40], 2)
+    session = TrainSession([image], [s], init=(build_model(spec), _card(spec)), steps=1,
+                           device="cpu", threads=1, probe_head=False, polarity="keep", lr=1e-12)
+    progress = list(session.run())
+    norm = next(m for m in session.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert (float(norm.running_mean.abs().max()) > 0) == renewed  # fresh layers start at 0
+    notes = progress[0].message if progress[0].done == 0 else ""
+    assert ("renewed" in notes) == renewed
+    if renewed:
+        assert "0.60 -> 0.80" in notes and session._stroke_accuracy() == 0.8
+        assert "0.60 -> 0.80" in session.best().card.training["norm_stats"]
+    else:
+        assert "norm_stats" not in session.best().card.training
+    assert next(asked, None) is None  # scored before, and after only when renewed

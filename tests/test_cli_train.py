@@ -89,7 +89,9 @@ def test_polarity_flag_reaches_the_card(files, capsys):
     tmp, _ = files
     base = ["train", "--image", str(tmp / "img.tif"), "--labels", str(tmp / "scr.tif"),
             "--steps", "1", "--seed", "0", "--arch", "unet2d"]
-    assert main([*base, "--polarity", "invert", "--lr-decay", "-o", str(tmp / "inv")]) == 0
+    assert main([*base, "--polarity", "invert", "--lr-decay", "--renew-norm-stats", "-o",
+                 str(tmp / "inv")]) == 0
+    assert read_card(tmp / "inv.json").training["norm_stats"].startswith("model recalibrated")
     assert read_card(tmp / "inv.json").normalization["invert"] is True
     assert read_card(tmp / "inv.json").training["lr_decay"] == "cosine to 0"
     assert main([*base, "-o", str(tmp / "plain")]) == 0  # from scratch: nothing to check

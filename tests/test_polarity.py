@@ -234,3 +234,18 @@ def test_another_round_on_the_same_images_is_not_probed_again(bright_disk_model)
     for name in ("pretrained", "other images"):  # a saved stroke model on new data: probed
         assert runs[name][0] == [0, 1] and runs[name][1] is not None
     assert runs["last round"] == ([1], None)  # another Train click: fine-tuned as it is
+
+
+def test_another_round_keeps_the_first_rounds_contrast(bright_disk_model):
+    model, card = bright_disk_model
+    image, scribbles, _ = disks(seed=2, dark=True)  # dark disks: inverted would look better
+    last = dataclasses.replace(card, training={"method": METHOD,
+                                               "image_shapes": [list(image.shape)]})
+    session = TrainSession([image], [scribbles], init=(model, last), steps=1, patch_size=32,
+                           threads=1)
+    list(session.run())
+    assert session.polarity is None and session.normalization == NORM  # not checked again
+    first = TrainSession([image], [scribbles], init=(model, card), steps=1, patch_size=32,
+                         threads=1)
+    list(first.run())
+    assert first.polarity is not None and first.normalization == {**NORM, "invert": True}

@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="keep this share (0-1] of what training changes; default 0.5 when "
                         "--init is a model trained from strokes on images of this shape (another "
                         "round), else 1")
+    parser.add_argument("--renew-norm-stats", action=argparse.BooleanOptionalAction, default=None,
+                        help="re-estimate the --init model's batch-norm statistics on this image "
+                        "first; default: only when the model misses the strokes, and kept only "
+                        "when it answers them better")
     parser.add_argument("--lr-decay", action="store_true",
                         help="decay the learning rate to 0 along a half cosine over the budget")
     parser.add_argument("--seed", type=checked.seed, default=0, help="random seed (default 0)")
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         init=args.init, arch=args.arch, steps=args.steps, time_budget=args.time_budget,
         freeze_encoder=args.freeze_encoder, probe_head=args.probe_head, seed=args.seed,
         gan_weight=args.gan_weight, polarity=args.polarity, lr_decay=args.lr_decay,
-        blend=args.blend,
+        blend=args.blend, renew_norm_stats=args.renew_norm_stats,
         device=args.device,
         threads=train_threads(gui=False),
         pixel_size=image.scale if image.calibrated else None,

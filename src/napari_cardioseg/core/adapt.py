@@ -251,3 +251,35 @@ class HeldOut:
             np.add.at(total, truth, 1)
             np.add.at(correct, truth, right)
         return balanced_accuracy(correct, total)
+
+
+def norm_layers(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """Return the batch-norm layers that keep running statistics."""
+    return [m for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def adapt_norm_stats(model: torch.nn.Module, windows: torch.Tensor, batch: int) -> int:
+    """Re-estimate every batch-norm layer's statistics on ``windows`` of the new images.
+
+    The running means and variances become plain averages over the windows, in batches of
+    ``batch`` (AdaBN, Li et al. 2018): a net trained on other images sees the new ones with the
+    statistics it would have learnt from them, its weights untouched. Returns the layers renewed.
+    """
+    layers = norm_layers(model)
+    if not layers or len(windows) == 0:
+        return 0
+    was_training = model.training
+    momenta = [layer.momentum for layer in layers]
+    model.eval()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average over the batches
+        layer.train()
+    for first in range(0, len(windows), batch):
+        model(windows[first:first + batch])
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+    model.train(was_training)
+    return len(layers)

@@ -55,14 +55,17 @@ from .train_init import (
     encoder_lr_scale,
     fixed_norm_layers,
     freeze_encoder,
+    later_round,
     learning_rate,
     prior_weight,
     probes,
+    renews_norm_stats,
     start_model,
 )
 from .train_preview import Region, preview_prediction, preview_region
 
 PreviewRequest = Region | Callable[[], Region | None] | None
+NORM_WINDOWS = 32  # random windows that renew_norm_stats re-estimates the statistics on
 
 
 @dataclass(frozen=True)
@@ -211,10 +214,14 @@ class TrainSession:
         shapes = [image.shape for image in self.images]
         self.probe = probes(config, self.start, shapes)
         self.blend = blend_share(config, self.start, shapes)
+        self.renew_norm = renews_norm_stats(config, self.start, shapes)
+        self.later_round = later_round(config, self.start, shapes)
         self._start_state: dict[str, torch.Tensor] | None = None
         self.normalization: dict = self.start.normalization  # with the polarity chosen in run()
         self.polarity: _polarity.PolarityCheck | None = None
         self.probe_fit: _probe.ProbeFit | None = None
+        self._accuracy: float | None = None  # the start model's on the strokes, when measured
+        self.norm_note: str | None = None  # how the batch-norm statistics were renewed, if they were
         if self.prior is not None:
             self.prior.teacher.to(self.device)
         slice_wise = self.ndim == 2
@@ -319,7 +326,8 @@ class TrainSession:
         norm = self.start.normalization
         if self.config.polarity == "invert":
             return _polarity.flipped(norm)
-        if self.config.polarity == "auto" and adapts(self.config, self.start):
+        if (self.config.polarity == "auto" and adapts(self.config, self.start)
+                and not self.later_round):  # the first round chose; corrections would mislead
             self.polarity = _polarity.check_polarity(
                 self.model, self.spec, self.images, self._fit_scribbles(), norm,
                 device=self.device, seed=self.config.seed)
@@ -338,9 +346,7 @@ class TrainSession:
             return False
         if self.config.probe_head or not adapts(self.config, self.start):
             return True
-        score = self.polarity.chosen if self.polarity is not None else _probe.head_accuracy(
-            self.model, self.spec, self.normalized, self._fit_scribbles(), device=self.device,
-            seed=self.config.seed)
+        score = self._stroke_accuracy()
         return score is None or score < PROBE_BELOW
 
     def _probe_head(self) -> _probe.ProbeFit | None:
@@ -355,6 +361,52 @@ class TrainSession:
             self.prior = _adapt.Prior(self.model, self.prior.weight)
             self.prior.teacher.to(self.device)
         return self.probe_fit
+
+    def _stroke_accuracy(self) -> float | None:
+        """Balanced accuracy of the model's own answer on the strokes (computed once, then kept)."""
+        if self._accuracy is None:
+            self._accuracy = self.polarity.chosen if self.polarity is not None else (
+                _probe.head_accuracy(self.model, self.spec, self.normalized,
+                                     self._fit_scribbles(), device=self.device,
+                                     seed=self.config.seed))
+        return self._accuracy
+
+    def _renew_norm_stats(self) -> str | None:
+        """Re-estimate the batch-norm statistics on random windows of the images; returns a note.
+
+        Asked for (``renew_norm_stats=True``), always. By default only when the start model
+        misses the strokes (balanced accuracy below :data:`PROBE_BELOW`), and the new statistics
+        are kept only when they answer the strokes better.
+        """
+        if not _adapt.norm_layers(self.model):
+            return None
+        before = None if self.config.renew_norm_stats else self._stroke_accuracy()
+        if before is not None and before >= PROBE_BELOW:
+            return None
+        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        rng = np.random.default_rng(self.config.seed + 2)
+        windows = []
+        for k in range(NORM_WINDOWS):
+            image = self.normalized[k % len(self.normalized)]
+            if self.ndim == 2 and image.ndim == 3:
+                image = image[rng.integers(image.shape[0])]
+            windows.append(extract(image, [int(rng.integers(n)) for n in image.shape], self.patch))
+        x = torch.from_numpy(np.stack(windows)[:, None]).to(self.device)
+        _adapt.adapt_norm_stats(self.model, x, self.batch)
+        note = "model recalibrated to these images (batch-norm statistics renewed)"
+        if before is not None:
+            after = _probe.head_accuracy(self.model, self.spec, self.normalized,
+                                         self._fit_scribbles(), device=self.device,
+                                         seed=self.config.seed)
+            if after is None or after <= before:
+                self.model.load_state_dict(saved)
+                return None
+            self._accuracy = after
+            note += f" (stroke accuracy {before:.2f} -> {after:.2f})"
+        if self.prior is not None and self._own_teacher:
+            self.prior = _adapt.Prior(self.model, self.prior.weight)
+            self.prior.teacher.to(self.device)
+        return note
 
     def _done(self, step: int) -> bool:
         steps, budget = self.config.total_steps, self.config.time_budget
@@ -385,10 +437,13 @@ class TrainSession:
             self.holdout = _adapt.HeldOut(
                 self.normalized, self.scribbles, self.held, self.ndim,
                 _nets.size_multiple(self.spec), int(self.spec["classes"])) or None
+        self.norm_note = self._renew_norm_stats() if self.renew_norm else None
         last_preview = None
         fit = self._probe_head() if self._wants_probe() else None
         note = self._polarity_note()
         notes = [note] if note else []
+        if self.norm_note is not None:
+            notes.append(self.norm_note)
         if fit is not None:
             notes.append(f"head fitted to {fit.pixels} painted pixels in {fit.seconds:.1f} s")
         if notes:  # step 0: the start model as it will be trained, before any optimiser step
@@ -471,7 +526,7 @@ class TrainSession:
             seconds=self.elapsed, patch=self.patch, batch=self.batch,
             receptive_field=self.receptive_field(),
             probe=None if self.probe_fit is None else dataclasses.asdict(self.probe_fit),
-            normalization=self.normalization, blend=self.blend,
+            normalization=self.normalization, blend=self.blend, norm_stats=self.norm_note,
             polarity=None if self.polarity is None else {
                 **dataclasses.asdict(self.polarity), "inverted": self.polarity.invert},
         )

@@ -25,6 +25,7 @@ def training_card(
     counts: dict[int, int], losses: Sequence[float], best_smoothed: float, seconds: float,
     patch: Sequence[int], batch: int, receptive_field: Sequence[int], probe: dict | None = None,
     normalization: dict | None = None, polarity: dict | None = None, blend: float = 1.0,
+    norm_stats: str | None = None,
 ) -> ModelCard:
     """Build a card for the trained model: the start model's identity, the run's record and its data.
 
@@ -56,6 +57,9 @@ def training_card(
         recorded as ``training["polarity"]``.
     blend : float
         Share of the run's change kept (``TrainConfig.blend``), recorded when below 1.
+    norm_stats : str, optional
+        What became of the batch-norm statistics when they were renewed
+        (``TrainConfig.renew_norm_stats``), recorded as ``training["norm_stats"]``.
     """
     names = start.class_names
     training = {
@@ -77,6 +81,8 @@ def training_card(
         training["blend"] = blend
     if config.lr_decay:
         training["lr_decay"] = "cosine to 0"
+    if norm_stats is not None:
+        training["norm_stats"] = norm_stats
     if config.gan_weight > 0:  # pix2pix-style conditional GAN (core.gan)
         training["gan_weight"] = config.gan_weight
     if polarity is not None:

@@ -32,6 +32,7 @@ ENCODER_LR_SCALE_FINETUNE = 0.1  # a model to strokes (train_init.adapts; else 0
 PROBE_FINETUNE = True  # linear probe of the head before fine-tuning a model (train_init.probes)
 PROBE_BELOW = 0.95  # by default only when the start model's stroke accuracy is below this
 BLEND_CONTINUE = 0.5  # share of a round's change kept when continuing a stroke-trained model
+RENEW_NORM_FINETUNE = True  # renew batch-norm statistics when the start model misses the strokes
 METHOD = "sparse scribbles (masked cross-entropy + masked Dice)"  # training["method"] of our cards
 
 
@@ -121,7 +122,9 @@ class TrainConfig:
     polarity : str
         Which way round the start model sees the image's contrast (:mod:`core.polarity`):
         ``"auto"`` (default) inverts it when the run adapts a model (``train_init.adapts``) and
-        that model's own answer on the strokes is clearly better inverted; ``"keep"`` uses the
+        that model's own answer on the strokes is clearly better inverted, except in a later
+        round on the same images (``train_init.later_round``), which keeps the choice of the
+        first: correction strokes sit where the model is wrong; ``"keep"`` uses the
         start model's recipe; ``"invert"`` the opposite of it. The choice is saved in the
         trained model's normalisation.
     blend : float, optional
@@ -134,6 +137,15 @@ class TrainConfig:
         Cosine decay of the net's learning rates (encoder and rest; not a GAN discriminator's)
         to 0 over the run (its step or time budget, whichever ends first; Loshchilov & Hutter
         2017). False: constant rates.
+    renew_norm_stats : bool, optional
+        Before the first step, re-estimate the start model's batch-norm statistics on random
+        windows of these images, painted or not (AdaBN, :func:`core.adapt.adapt_norm_stats`),
+        then keep them fixed: a net trained on other data meets these images with statistics of
+        their own. True: always, in every run. Default (None): when :data:`RENEW_NORM_FINETUNE`
+        and the run adapts a model in a first round (``train_init.renews_norm_stats``), and
+        then only when the start model misses the strokes (balanced accuracy below
+        :data:`PROBE_BELOW`); the new statistics are kept only when the model answers the
+        strokes better with them. False: never.
 
     Notes
     -----
@@ -165,6 +177,7 @@ class TrainConfig:
     polarity: str = "auto"
     blend: float | None = None
     lr_decay: bool = False
+    renew_norm_stats: bool | None = None
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`CardiosegError` naming the first bad one."""

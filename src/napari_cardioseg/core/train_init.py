@@ -26,6 +26,7 @@ from .train_config import (
     METHOD,
     PRIOR_FINETUNE,
     PROBE_FINETUNE,
+    RENEW_NORM_FINETUNE,
     TrainConfig,
 )
 
@@ -189,6 +190,14 @@ def blended(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor],
     """Return ``start + share * (trained - start)`` for float tensors; others as trained."""
     return {name: start[name] + share * (value - start[name]) if value.is_floating_point()
             else value for name, value in trained.items()}
+
+
+def renews_norm_stats(config: TrainConfig, start: StartModel,
+                      shapes: Sequence[Sequence[int]]) -> bool:
+    """Tell whether the run re-estimates batch-norm statistics on its images (``renew_norm_stats``)."""
+    if config.renew_norm_stats is not None:
+        return config.renew_norm_stats
+    return RENEW_NORM_FINETUNE and adapts(config, start) and not later_round(config, start, shapes)
 
 
 def probes(config: TrainConfig, start: StartModel, shapes: Sequence[Sequence[int]]) -> bool:
