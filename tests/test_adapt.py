@@ -339,3 +339,16 @@ def test_renewed_statistics_are_kept_only_when_they_answer_the_strokes_better(
     else:
         assert "norm_stats" not in session.best().card.training
     assert next(asked, None) is None  # scored before, and after only when renewed
+
+
+def test_random_windows_come_from_the_images_in_turn():
+    rng = np.random.default_rng(0)
+    stack = np.arange(4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16)
+    plane = -np.arange(32 * 32, dtype=np.float32).reshape(32, 32) - 1
+    windows = adapt.random_windows([stack, plane], (8, 8), 6, rng)
+    assert windows.shape == (6, 8, 8)
+    assert (windows[0::2] >= 0).all() and (windows[1::2] < 0).all()  # taken in turn
+    for w in windows[0::2]:  # 2D windows of one slice: values of a single slice (mirrored edges)
+        assert len(set((w // 256).ravel().tolist())) == 1
+    volume = adapt.random_windows([stack], (2, 8, 8), 3, rng)
+    assert volume.shape == (3, 2, 8, 8)

@@ -253,6 +253,22 @@ class HeldOut:
         return balanced_accuracy(correct, total)
 
 
+def random_windows(images: list[np.ndarray], patch: tuple[int, ...], count: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Return ``count`` windows of ``patch`` at random places, taking the images in turn.
+
+    A 2D ``patch`` on a 3D image takes a window of one random slice; windows reaching past an
+    edge are mirrored there.
+    """
+    windows = []
+    for k in range(count):
+        image = images[k % len(images)]
+        if len(patch) == 2 and image.ndim == 3:
+            image = image[rng.integers(image.shape[0])]
+        windows.append(extract(image, [int(rng.integers(n)) for n in image.shape], patch))
+    return np.stack(windows)
+
+
 def norm_layers(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
     """Return the batch-norm layers that keep running statistics."""
     return [m for m in model.modules()

@@ -384,15 +384,10 @@ class TrainSession:
         if before is not None and before >= PROBE_BELOW:
             return None
         saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        rng = np.random.default_rng(self.config.seed + 2)
-        windows = []
-        for k in range(NORM_WINDOWS):
-            image = self.normalized[k % len(self.normalized)]
-            if self.ndim == 2 and image.ndim == 3:
-                image = image[rng.integers(image.shape[0])]
-            windows.append(extract(image, [int(rng.integers(n)) for n in image.shape], self.patch))
-        x = torch.from_numpy(np.stack(windows)[:, None]).to(self.device)
-        _adapt.adapt_norm_stats(self.model, x, self.batch)
+        windows = _adapt.random_windows(self.normalized, self.patch, NORM_WINDOWS,
+                                        np.random.default_rng(self.config.seed + 2))
+        _adapt.adapt_norm_stats(self.model, torch.from_numpy(windows[:, None]).to(self.device),
+                                self.batch)
         note = "model recalibrated to these images (batch-norm statistics renewed)"
         if before is not None:
             after = _probe.head_accuracy(self.model, self.spec, self.normalized,
