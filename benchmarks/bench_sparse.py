@@ -172,6 +172,8 @@ def run(name: str, args: argparse.Namespace) -> None:
                                                    margin=args.margin)
         train_scribbles = dilate_strokes(scribbles, args.dilate)
         probe = {"probe_head": False} if round_ > 0 and args.probe_rounds == "first" else {}
+        if round_ > 0 and args.later_blend is not None:
+            probe["blend"] = args.later_blend
         session = TrainSession([image], [train_scribbles], init=(model, card), steps=args.round_steps,
                                seed=args.seed + round_,
                                prior_model=None if args.round_teacher else teacher,
@@ -248,6 +250,8 @@ def main() -> None:
     parser.add_argument("--renew-norm-stats", action=argparse.BooleanOptionalAction, default=None,
                         help="re-estimate batch-norm statistics on the images first (default: "
                              "the product's choice)")
+    parser.add_argument("--later-blend", type=float, default=None,
+                        help="share of each later round's change kept (default: the product's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not args.data.is_dir():
