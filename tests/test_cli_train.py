@@ -98,7 +98,7 @@ def test_polarity_flag_reaches_the_card(files, capsys):
     assert "invert" not in read_card(tmp / "plain.json").normalization
     assert "lr_decay" not in read_card(tmp / "plain.json").training
     assert main([*base[:-2], "--init", str(tmp / "plain.json"), "-o", str(tmp / "again")]) == 0
-    assert read_card(tmp / "again.json").training["blend"] == 0.5  # another round: half a step
+    assert read_card(tmp / "again.json").training["blend"] == 0.25  # another round: a quarter step
     assert main([*base[:-2], "--init", str(tmp / "plain.json"), "--blend", "1", "-o",
                  str(tmp / "whole")]) == 0
     assert "blend" not in read_card(tmp / "whole.json").training

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="contrast the --init model sees: auto (default) inverts it when the "
                         "model's own answer on the strokes is clearly better inverted; keep; invert")
     parser.add_argument("--blend", type=float, default=None, metavar="SHARE",
-                        help="keep this share (0-1] of what training changes; default 0.5 when "
+                        help="keep this share (0-1] of what training changes; default 0.25 when "
                         "--init is a model trained from strokes on images of this shape (another "
                         "round), else 1")
     parser.add_argument("--renew-norm-stats", action=argparse.BooleanOptionalAction, default=None,

@@ -31,7 +31,7 @@ PRIOR_FINETUNE = 1.0  # distillation prior weight and encoder learning-rate scal
 ENCODER_LR_SCALE_FINETUNE = 0.1  # a model to strokes (train_init.adapts; else 0 and 1)
 PROBE_FINETUNE = True  # linear probe of the head before fine-tuning a model (train_init.probes)
 PROBE_BELOW = 0.95  # by default only when the start model's stroke accuracy is below this
-BLEND_CONTINUE = 0.5  # share of a round's change kept when continuing a stroke-trained model
+BLEND_CONTINUE = 0.25  # share of a round's change kept when continuing a stroke-trained model
 RENEW_NORM_FINETUNE = True  # renew batch-norm statistics when the start model misses the strokes
 METHOD = "sparse scribbles (masked cross-entropy + masked Dice)"  # training["method"] of our cards
 
