@@ -212,10 +212,10 @@ class TrainSession:
         self.adversary = (Adversary(self.ndim, int(self.spec["classes"]), config.gan_weight,
                                     self.lr, self.device) if config.gan_weight > 0 else None)
         shapes = [image.shape for image in self.images]
-        self.probe = probes(config, self.start, shapes)
-        self.blend = blend_share(config, self.start, shapes)
-        self.renew_norm = renews_norm_stats(config, self.start, shapes)
         self.later_round = later_round(config, self.start, shapes)
+        self.probe = probes(config, self.start, self.later_round)
+        self.blend = blend_share(config, self.later_round)
+        self.renew_norm = renews_norm_stats(config, self.start, self.later_round)
         self._start_state: dict[str, torch.Tensor] | None = None
         self.normalization: dict = self.start.normalization  # with the polarity chosen in run()
         self.polarity: _polarity.PolarityCheck | None = None
@@ -357,10 +357,15 @@ class TrainSession:
         self.probe_fit = _probe.probe_head(self.model, self.spec, self.normalized, scribbles,
                                            device=self.device, anchor=anchor,
                                            seed=self.config.seed)
-        if self.probe_fit is not None and self.prior is not None and self._own_teacher:
+        if self.probe_fit is not None:
+            self._follow_teacher()
+        return self.probe_fit
+
+    def _follow_teacher(self) -> None:
+        """Make the model as it is now the prior's teacher (unless the caller gave a teacher)."""
+        if self.prior is not None and self._own_teacher:
             self.prior = _adapt.Prior(self.model, self.prior.weight)
             self.prior.teacher.to(self.device)
-        return self.probe_fit
 
     def _stroke_accuracy(self) -> float | None:
         """Balanced accuracy of the model's own answer on the strokes (computed once, then kept)."""
@@ -398,9 +403,7 @@ class TrainSession:
                 return None
             self._accuracy = after
             note += f" (stroke accuracy {before:.2f} -> {after:.2f})"
-        if self.prior is not None and self._own_teacher:
-            self.prior = _adapt.Prior(self.model, self.prior.weight)
-            self.prior.teacher.to(self.device)
+        self._follow_teacher()
         return note
 
     def _done(self, step: int) -> bool:

@@ -178,11 +178,11 @@ def later_round(config: TrainConfig, start: StartModel, shapes: Sequence[Sequenc
             and card.training.get("image_shapes") == [list(shape) for shape in shapes])
 
 
-def blend_share(config: TrainConfig, start: StartModel, shapes: Sequence[Sequence[int]]) -> float:
+def blend_share(config: TrainConfig, later: bool) -> float:
     """Return ``config.blend``, by default :data:`BLEND_CONTINUE` for a :func:`later_round`, else 1."""
     if config.blend is not None:
         return float(config.blend)
-    return BLEND_CONTINUE if later_round(config, start, shapes) else 1.0
+    return BLEND_CONTINUE if later else 1.0
 
 
 def blended(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor],
@@ -192,20 +192,22 @@ def blended(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor],
             else value for name, value in trained.items()}
 
 
-def renews_norm_stats(config: TrainConfig, start: StartModel,
-                      shapes: Sequence[Sequence[int]]) -> bool:
-    """Tell whether the run re-estimates batch-norm statistics on its images (``renew_norm_stats``)."""
+def renews_norm_stats(config: TrainConfig, start: StartModel, later: bool) -> bool:
+    """Tell whether the run re-estimates batch-norm statistics on its images (``renew_norm_stats``).
+
+    ``later``: the run is a :func:`later_round`.
+    """
     if config.renew_norm_stats is not None:
         return config.renew_norm_stats
-    return RENEW_NORM_FINETUNE and adapts(config, start) and not later_round(config, start, shapes)
+    return RENEW_NORM_FINETUNE and adapts(config, start) and not later
 
 
-def probes(config: TrainConfig, start: StartModel, shapes: Sequence[Sequence[int]]) -> bool:
+def probes(config: TrainConfig, start: StartModel, later: bool) -> bool:
     """Tell whether the run starts with a linear probe of the head (``probe_head``).
 
     By default :data:`PROBE_FINETUNE` when starting from ``init`` with its batch-norm statistics
     kept (the features the probe sees are those fine-tuning starts from), and not in a
-    :func:`later_round` (its head already fits the strokes), else False. Raises
+    :func:`later_round` (``later``; its head already fits the strokes), else False. Raises
     :class:`CardiosegError` when asked for on a net whose head cannot be probed.
     """
     from .probe_head import head_layer
@@ -219,7 +221,7 @@ def probes(config: TrainConfig, start: StartModel, shapes: Sequence[Sequence[int
     if config.probe_head is None:
         return (PROBE_FINETUNE and supported and start.base_card is not None
                 and keeps_norm_stats(config, start)
-                and not later_round(config, start, shapes))
+                and not later)
     return False
 
 
