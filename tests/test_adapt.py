@@ -319,10 +319,10 @@ def test_renew_norm_stats_meets_the_images_and_the_teacher_follows():
                                                   ((0.97,), False)])
 def test_renewed_statistics_are_kept_only_when_they_answer_the_strokes_better(
         monkeypatch, scores, renewed):
-    from napari_cardioseg.core import train as train_module
+    from napari_cardioseg.core import probe_head
 
     asked = iter(scores)
-    monkeypatch.setattr(train_module._probe, "head_accuracy", lambda *a, **k: next(asked))
+    monkeypatch.setattr(probe_head, "head_accuracy", lambda *a, **k: next(asked))
     spec = {"arch": "unet2d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     s = _lines((64, 64), [4], 1) + _lines((64, 64), [40], 2)

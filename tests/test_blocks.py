@@ -247,3 +247,24 @@ def test_card_halo_covers_the_measured_receptive_field(which, request):
     shape = (40,) * ndim
     _block, full = block_geometry(card.spec, shape, 16, halo)
     assert all(h % nets.size_multiple(card.spec) == 0 and h >= measured for h in full)
+
+
+def test_blockwise_equals_whole_smoothed_across_slices(net2d, rng):
+    """With z_sigma each block reads the smoothing's reach in Z: equal to one smoothed pass."""
+    from scipy import ndimage as ndi
+
+    model, card, halo = net2d
+    volume = rng.normal(100, 20, (40, 50, 60)).astype(np.float32)
+    fixed = fixed_normalization_card(card, volume)
+    plain = predict_probabilities(volume, model, fixed, tile=4096, device="cpu")
+    prob = predict_probabilities(volume, model, fixed, tile=4096, device="cpu", z_sigma=1.0)
+    np.testing.assert_allclose(prob, ndi.gaussian_filter1d(plain, 1.0, axis=1, mode="reflect",
+                                                           radius=3), atol=1e-6)
+    assert np.abs(prob - plain).max() > 1e-3
+    block, halos = block_geometry(card.spec, volume.shape, 512, halo, z_halo=3)
+    assert block[0] == 16 and halos[0] == 3  # three Z blocks, each reading 3 more slices a side
+    got_prob, got = blockwise(volume, model, card, 512, halo, z_sigma=1.0)
+    np.testing.assert_array_equal(got, probabilities_to_labels(prob))
+    np.testing.assert_allclose(got_prob, prob[1:], atol=1e-6)
+    _, unsmoothed = blockwise(volume, model, card, 512, halo)
+    assert (unsmoothed != got).mean() > 0.001  # hundreds of voxels change

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import zarr
 
 from napari_cardioseg.cli import main
 from napari_cardioseg.core import zarr_io
@@ -204,3 +205,41 @@ def test_inverting_model_streams_like_the_plain_model_on_the_negated_image(tmp_p
     assert agree > 0.999  # the in-memory path tiles differently: float rounding at ties only
     _, plain = whole(stack, model, card)
     assert np.mean(plain == expected) < 0.9  # the inversion changes the answer
+
+
+def test_isotropic_stack_is_smoothed_across_slices_in_every_path(tmp_path, rng, user_model):
+    """A calibrated isotropic stack: in memory, streamed into zarr and through the CLI, the
+    probabilities are smoothed across slices by one pixel; uncalibrated, they are not."""
+    model, card = user_model
+    data = rng.integers(0, 255, (20, 40, 48)).astype(np.uint8)
+    write_tiff(tmp_path / "iso.tif", data, (0.005, 0.005, 0.005))
+    write_tiff(tmp_path / "plain.tif", data, None)
+    fixed = fixed_normalization_card(card, data)
+    smoothed = probabilities_to_labels(predict_probabilities(data, model, fixed, tile=4096,
+                                                             device="cpu", z_sigma=1.0))
+    independent = probabilities_to_labels(predict_probabilities(data, model, fixed, tile=4096,
+                                                                device="cpu"))
+    assert (smoothed != independent).mean() > 0.01
+    drain(predict_to_zarr(tmp_path / "iso.tif", "tiny", tmp_path / "iso.zarr", tile=32,
+                          device="cpu"))
+    stored = zarr_io.read_ome_zarr(tmp_path / "iso.zarr")
+    np.testing.assert_array_equal(stored.data[...], smoothed)
+    run = zarr.open_group(str(tmp_path / "iso.zarr"), mode="r").attrs["cardioseg"]["run"]
+    assert run["z_sigma"] == pytest.approx(1.0) and run["halo"][0] == 3
+    drain(predict_to_zarr(tmp_path / "plain.tif", "tiny", tmp_path / "plain.zarr", tile=32,
+                          device="cpu"))
+    np.testing.assert_array_equal(zarr_io.read_ome_zarr(tmp_path / "plain.zarr").data[...],
+                                  independent)
+    assert main(["predict", str(tmp_path / "plain.tif"), "--model", "tiny", "-o",
+                 str(tmp_path / "forced.zarr"), "--tile", "32", "--device", "cpu",
+                 "--z-sigma", "1"]) == 0
+    np.testing.assert_array_equal(zarr_io.read_ome_zarr(tmp_path / "forced.zarr").data[...],
+                                  smoothed)
+    assert main(["predict", str(tmp_path / "iso.tif"), "--model", "tiny", "-o",
+                 str(tmp_path / "off.zarr"), "--tile", "32", "--device", "cpu",
+                 "--z-sigma", "0"]) == 0
+    np.testing.assert_array_equal(zarr_io.read_ome_zarr(tmp_path / "off.zarr").data[...],
+                                  independent)
+    with pytest.raises(SystemExit):
+        main(["predict", str(tmp_path / "iso.tif"), "--model", "tiny", "-o",
+              str(tmp_path / "bad.zarr"), "--z-sigma", "-1"])

@@ -305,3 +305,27 @@ def test_opening_a_widget_warms_the_first_run_costs(home, viewer):
     assert not workers._warming[0].is_alive()
     assert "onnxruntime" in sys.modules
     assert gc.get_freeze_count() > 10_000  # napari's, vispy's and torch's objects
+
+
+def test_calibrated_isotropic_stack_is_smoothed_across_slices(viewer, qtbot, home, rng):
+    """The widget smooths a 2D model's stack by one in-plane pixel when the layer is calibrated
+    (here one slice), and leaves an uncalibrated one as predicted."""
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    model, card = save_tiny(models.user_models_dir(create=True) / "tiny")
+    refresh_model_lists(viewer)
+    widget._model.value = dict(widget._model_choices())["tiny (user)"]
+    widget._tile.value, widget._batch.value, widget._device.value = 32, 2, "cpu"
+    widget._prob.value = True
+    stack = rng.normal(0, 1, (8, 40, 48)).astype(np.float32)
+    independent = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu")
+    for name, scale, sigma in (("iso", (0.01, 0.01, 0.01), 1.0), ("plain", (1, 1, 1), 0.0)):
+        widget._image.value = viewer.add_image(stack, name=name, scale=scale)
+        run_and_wait(widget, qtbot)
+        expected = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu",
+                                         z_sigma=sigma)
+        np.testing.assert_array_equal(viewer.layers[f"{name} tiny labels"].data,
+                                      probabilities_to_labels(expected))
+        shown = viewer.layers[f"{name} tiny probabilities"].data
+        np.testing.assert_allclose(shown, expected[1], atol=2e-5)
+        assert (np.abs(shown - independent[1]).max() > 1e-3) == (sigma > 0)

@@ -24,6 +24,17 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def z_sigma(text: str) -> float:
+    """Parse a finite number of slices >= 0 (``nan``, ``inf`` and negatives are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of slices") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"needs a finite number of slices >= 0, got {text!r}")
+    return value
+
+
 def seed(text: str) -> int:
     """Parse a whole number in ``0..2**32-1``."""
     try:

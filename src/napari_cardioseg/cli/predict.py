@@ -43,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "of the same command from its finished blocks")
     p.add_argument("--flips", action="store_true",
                    help="average over in-plane flips (test-time augmentation, 4x slower)")
+    p.add_argument("--z-sigma", type=checked.z_sigma, default=None, metavar="SLICES",
+                   help="a 2D model on a ZYX stack: smooth the probabilities across slices with "
+                   "a Gaussian this many slices wide; 0 keeps slices independent (default: one "
+                   "in-plane pixel's length when the file's pixel size is known, else 0)")
     checked.add_selection(p)
     batch_args.add_arguments(p)
     p.set_defaults(func=run)
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                          device=args.device, flips=args.flips, note=print,
                          backend=args.backend, channel=args.channel, scene=args.scene,
                          resume=args.resume, prob_dtype=args.prob_dtype,
-                         workers=args.workers or 1, scheduler=scheduler)
+                         workers=args.workers or 1, scheduler=scheduler, z_sigma=args.z_sigma)
     for path in drain_with_bar(steps, f"predict ({args.model})"):
         print(f"wrote {path}")
     return 0
@@ -91,6 +95,6 @@ def _run_many(args: argparse.Namespace) -> int:
     options = {"model": model, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
                "device": args.device, "flips": args.flips, "backend": args.backend,
                "channel": args.channel, "scene": args.scene, "resume": args.resume,
-               "prob_dtype": args.prob_dtype}
+               "prob_dtype": args.prob_dtype, "z_sigma": args.z_sigma}
     jobs = make_jobs("predict", inputs, outputs, options, per_file)
     return run_jobs(jobs, f"predict ({args.model})", args)

@@ -183,6 +183,7 @@ def predict_file(
     prob_dtype: str | None = None,
     workers: int = 1,
     scheduler: str | None = None,
+    z_sigma: float | None = None,
 ) -> Generator[Progress, None, list[Path]]:
     """Predict one file into labels (and probabilities); returns the files written.
 
@@ -193,6 +194,9 @@ def predict_file(
     uint8 in zarr, float32 in TIFF. ``workers`` > 1 or a ``scheduler`` address run the rows of
     blocks as dask tasks (see :func:`run.predict_to_zarr`), for TIFF outputs too.
     ``channel`` and ``scene`` (index or name) choose within a multichannel / multi-scene input.
+    ``z_sigma``: a 2D model's smoothing across slices of a stack (see
+    :func:`predict.predict_generator`); default one in-plane pixel's length when the file's pixel
+    size is known (:func:`slice_smooth.slice_sigma`), else none.
     """
     if is_zarr_path(output):
         from .run import predict_to_zarr
@@ -201,13 +205,14 @@ def predict_file(
                                          batch=batch, device=device, prob_path=prob, flips=flips,
                                          backend=backend, channel=channel, scene=scene,
                                          resume=resume, prob_dtype=prob_dtype or "uint8",
-                                         workers=workers, scheduler=scheduler)
+                                         workers=workers, scheduler=scheduler, z_sigma=z_sigma)
         return [out, *([Path(prob)] if prob else [])]
     import numpy as np
 
     from . import zarr_io
     from .io import read_single
     from .predict import predict_steps
+    from .slice_smooth import slice_sigma
     from .stream_tiff import STREAM_VOXELS, input_voxels, predict_file_streamed
     from .writes import check_outputs, write_tiff
 
@@ -217,14 +222,16 @@ def predict_file(
         return (yield from predict_file_streamed(
             input_path, output, model, probs, prob_dtype, tile=tile, overlap=overlap,
             batch=batch, device=device, flips=flips, backend=backend, channel=channel,
-            scene=scene, resume=resume, workers=workers, scheduler=scheduler))
+            scene=scene, resume=resume, workers=workers, scheduler=scheduler, z_sigma=z_sigma))
     check_outputs([output, *(path for _, path in probs)], [input_path])
     image = read_single(input_path, channel=channel, scene=scene)
     if card.pixel_size and not image.calibrated and note is not None:
         note(f"note: {input_path} has no pixel size; the model was trained at {card.pixel_size} µm")
+    if z_sigma is None:
+        z_sigma = slice_sigma(image.scale if image.calibrated else None)
     result = yield from predict_steps(image.data, net, card, tile=tile, overlap=overlap,
                                       batch=batch, device=device, flips=flips,
-                                      backend=engine)
+                                      backend=engine, z_sigma=z_sigma)
     scale = image.scale if image.calibrated else None  # never invent a calibration
     written = [write_tiff(output, result.labels, scale)]
     encoding = zarr_io.probabilities_dtype(prob_dtype) if prob_dtype else np.dtype(np.float32)

@@ -31,17 +31,20 @@ from .nets import size_multiple, spec_ndim
 from .normalize import fit_normalization, inverted, with_invert
 from .predict import predict_probabilities, probabilities_to_labels
 from .progress import Progress
+from .slice_smooth import check_sigma, slice_radius, smooth
 from .tiling import MAX_HALO
 from .validate import as_grey
 
 
 def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
-                   halo: int | Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+                   halo: int | Sequence[int], z_halo: int = 0,
+                   ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Block and halo per axis of a ``shape`` volume, rounded up to multiples of the net's stride.
 
     ``block`` and ``halo`` are given for the net's axes (``YX`` or ``ZYX``); a 2D net on a
-    ``ZYX`` stack gets blocks of whole slices along Z (as many as make about 4 Mvoxel) and no Z
-    halo, since slices are predicted independently.
+    ``ZYX`` stack gets blocks of whole slices along Z (as many as make about 4 Mvoxel) and a Z
+    halo of ``z_halo`` slices: none when slices are predicted independently, the smoothing's
+    reach when they are smoothed across (:func:`slice_smooth.slice_radius`).
     """
     ndim = spec_ndim(spec)
     if ndim == 3 and len(shape) == 2:
@@ -53,7 +56,7 @@ def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
     halo = tuple(math.ceil(h / multiple) * multiple for h in halo)
     if len(shape) > ndim:
         slices = max(1, min(int(shape[0]), (1 << 22) // math.prod(block)))
-        return (slices, *block), (0, *halo)
+        return (slices, *block), (int(z_halo), *halo)
     return block, halo
 
 
@@ -89,6 +92,7 @@ def predict_blocks(
     on_block_done: Callable[[tuple[int, ...]], None] | None = None,
     flips: bool = False,
     backend: str = "eager",
+    z_sigma: float = 0.0,
 ) -> Generator[Progress, None, int]:
     """Predict ``volume`` block by block into ``labels`` (and ``probabilities``), yielding progress.
 
@@ -119,6 +123,10 @@ def predict_blocks(
         Test-time augmentation (see :func:`predict.predict_generator`).
     backend : str
         CPU inference engine (see :func:`predict.predict_generator`), built once for all blocks.
+    z_sigma : float
+        Smoothing across slices (see :func:`predict.predict_generator`); each block then reads
+        :func:`slice_smooth.slice_radius` more slices on each side, so the result equals the
+        whole stack smoothed at once.
 
     Returns
     -------
@@ -133,13 +141,14 @@ def predict_blocks(
     if probabilities is not None and tuple(probabilities.shape) != (classes - 1, *volume.shape):
         raise CardiosegError(f"probabilities output has shape {tuple(probabilities.shape)}, "
                              f"expected {(classes - 1, *volume.shape)}")
-    block, halo = block_geometry(card.spec, volume.shape, block, halo)
+    ndim = spec_ndim(card.spec)
+    z_sigma = check_sigma(z_sigma) if ndim == 2 and volume.ndim == 3 else 0.0
+    block, halo = block_geometry(card.spec, volume.shape, block, halo, slice_radius(z_sigma))
     plan = plan_blocks(volume.shape, block, halo)
     skip = set(skip)
     done = sum(b.index in skip for b in plan)
     yield Progress(done, len(plan), "predict", "fitting the normalisation")
     card = fixed_normalization_card(card, volume)
-    ndim = spec_ndim(card.spec)
     runner = cpu_runner(model, card, backend, choose_device(device)) or "eager"
     predicted = 0
     for b in plan:
@@ -148,7 +157,7 @@ def predict_blocks(
         region = np.asarray(volume[b.region])
         prob = predict_probabilities(region, model, card, tile=region.shape[-ndim:], overlap=0.0,
                                      batch=batch, device=device, flips=flips, backend=runner)
-        prob = prob[(slice(None), *b.inner)]
+        prob = smooth(prob, z_sigma)[(slice(None), *b.inner)]
         labels[b.core] = probabilities_to_labels(prob)
         if probabilities is not None:
             fg = prob[1:]

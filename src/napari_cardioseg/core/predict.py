@@ -13,7 +13,8 @@ least half of each tile is new), automatic 2D tiles to three times it; only when
 out of memory at that size is the halo cut down to what a smaller tile allows. Nets with global
 context (DeepLabV3+, FPN, EfficientNet encoders) have no finite receptive field and can never be
 tiled exactly; their halo is capped at :data:`tiling.MAX_HALO`. A 2D net on a 3D stack runs slice
-by slice; one batch may hold tiles from several slices. Where the tiles go is :mod:`.tiling`.
+by slice; one batch may hold tiles from several slices, and ``z_sigma`` smooths the result across
+slices (:mod:`.slice_smooth`). Where the tiles go is :mod:`.tiling`.
 
 Tiles are read from the input one at a time (``image[z, y0:y1, x0:x1]``), so NumPy memmaps, zarr
 and dask arrays are never loaded whole; ``out`` may be any writable array-like too.
@@ -40,6 +41,7 @@ from .models import ModelCard
 from .nets import size_multiple, spec_ndim
 from .normalize import apply_normalization, fit_normalization
 from .progress import Progress, drain
+from .slice_smooth import check_sigma, smooth_in_place
 from .tiling import (
     TileAxis,
     auto_tile,
@@ -197,6 +199,7 @@ def predict_generator(
     flips: bool = False,
     halo: int | Sequence[int] | None = None,
     backend: str | Callable[[np.ndarray], np.ndarray] = "eager",
+    z_sigma: float = 0.0,
 ) -> Generator[Progress, None, Any]:
     """Predict class probabilities tile by tile, yielding progress after every batch.
 
@@ -239,6 +242,10 @@ def predict_generator(
         previews), ``auto`` (ONNX Runtime when installed; what the CLI and widgets use),
         ``torchscript`` or ``onnx`` (see :func:`backends.make_runner`), built once per call; or a
         runner made by :func:`backends.make_runner`. CUDA and MPS always run eager PyTorch.
+    z_sigma : float
+        A 2D net on a ``ZYX`` stack: smooth the probabilities across slices with a Gaussian this
+        many slices wide (see :mod:`.slice_smooth`; :func:`slice_smooth.slice_sigma` gives the
+        width of one in-plane pixel). 0, the default, keeps the slices independent.
 
     Returns
     -------
@@ -255,6 +262,7 @@ def predict_generator(
         raise CardiosegError(f"batch must be at least 1, got {batch}")
     if not callable(backend):
         check_backend(backend)
+    z_sigma = check_sigma(z_sigma) if ndim == 2 and image.ndim == 3 else 0.0
     halo = resolve_halo(halo, card.spec, card.receptive_field_px() if halo is None else None)
     stretch = tiling.AUTO_STRETCH if tile is None else 1.0
     tile = resolve_tile(tile, ndim) if tile is not None else auto_tile(card.spec, halo)
@@ -284,6 +292,11 @@ def predict_generator(
                 try:
                     yield from _tiles(image, model, card, fitted, out, plan, int(batch), dev,
                                       bool(flips), message, runner)
+                    if z_sigma > 0:
+                        smooth_in_place(out, z_sigma)
+                        tiles = len(plan[1])
+                        yield Progress(tiles, tiles, "smooth",
+                                       f"smoothed across slices (Gaussian, {z_sigma:.2f} slices)")
                     return out
                 except torch.OutOfMemoryError:
                     used = tuple(ax.tile for ax in plan[0])

@@ -27,6 +27,7 @@ from .formats import open_image
 from .models import ModelCard, load_model
 from .nets import spec_ndim
 from .progress import Progress, drain
+from .slice_smooth import check_sigma, slice_radius, slice_sigma
 from .tiling import AUTO_TILE
 
 RUN_FORMAT = 1  # bump when the way blocks are computed changes (old partial runs restart)
@@ -53,17 +54,20 @@ def _per_axis(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
 
 def stream_geometry(card: ModelCard, shape: Sequence[int], tile: int | None = None,
                     overlap: float = 0.25, halo: int | Sequence[int] | None = None,
-                    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+                    z_sigma: float = 0.0) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Block and halo per axis of ``shape`` for streaming prediction with ``card``'s net.
 
     ``tile`` defaults to :data:`tiling.AUTO_TILE`; the halo is the larger of ``halo`` (default
-    the receptive-field radius, :func:`blocks.card_halo`) and ``overlap * tile / 2``.
+    the receptive-field radius, :func:`blocks.card_halo`) and ``overlap * tile / 2``; a 2D net
+    on a stack smoothed across slices (``z_sigma``) also reads the smoothing's reach in Z.
     """
     ndim = spec_ndim(card.spec)
     edge = _per_axis(tile if tile is not None else AUTO_TILE[ndim], ndim)
     least = tuple(math.ceil(float(overlap) * t / 2) for t in edge)
     halo = _per_axis(card_halo(card) if halo is None else halo, ndim)
-    return block_geometry(card.spec, shape, edge, tuple(max(h, m) for h, m in zip(halo, least, strict=True)))
+    return block_geometry(card.spec, shape, edge,
+                          tuple(max(h, m) for h, m in zip(halo, least, strict=True)),
+                          slice_radius(check_sigma(z_sigma)) if len(shape) > ndim else 0)
 
 
 def _into_stores(volume: Any, model: Any, card: ModelCard, labels: Any, prob: Any,
@@ -72,7 +76,7 @@ def _into_stores(volume: Any, model: Any, card: ModelCard, labels: Any, prob: An
     """:func:`blocks.predict_blocks` into the stores' level-0 arrays, marking each block done.
 
     ``block`` and ``halo`` are per volume axis (:func:`stream_geometry`); ``kwargs`` are
-    ``batch``, ``device``, ``flips`` and ``backend``.
+    ``batch``, ``device``, ``flips``, ``backend`` and ``z_sigma``.
     """
     ndim = spec_ndim(card.spec)
     return predict_blocks(
@@ -141,7 +145,7 @@ def predict_row(task: dict, row: int) -> int:
             volume, model, card, labels, prob, out_path,
             zarr_io.probabilities_dtype(task["prob_dtype"]), task["block"], task["halo"], skip,
             batch=task["batch"], device=task["device"], flips=task["flips"],
-            backend=task["backend"]))
+            backend=task["backend"], z_sigma=task["z_sigma"]))
 
 
 def predict_to_zarr(
@@ -163,6 +167,7 @@ def predict_to_zarr(
     scene: int | str | None = None,
     workers: int = 1,
     scheduler: str | None = None,
+    z_sigma: float | None = None,
 ) -> Generator[Progress, None, Path]:
     """Predict ``input_path`` block by block into an OME-Zarr labels store, yielding progress.
 
@@ -197,6 +202,10 @@ def predict_to_zarr(
         ``workers > 1`` or a dask ``scheduler`` address: rows of blocks (one index along the
         first axis of the block grid) are dask tasks, each writing its own chunks of the stores;
         the normalisation is fitted once here and the result equals the one-process run.
+    z_sigma : float, optional
+        Smoothing of a 2D net's probabilities across slices, in slices (see
+        :func:`predict.predict_generator`); default (None) one in-plane pixel's length when the
+        input's pixel size is known (:func:`slice_smooth.slice_sigma`), else none.
 
     Returns
     -------
@@ -213,10 +222,13 @@ def predict_to_zarr(
     encoding = zarr_io.probabilities_dtype(prob_dtype)
     model, card = load_model(model_name)
     with open_lazy(input_path, channel=channel, scene=scene) as (volume, scale, calibrated):
-        block, full_halo = stream_geometry(card, volume.shape, tile, overlap, halo)
+        if z_sigma is None:
+            z_sigma = slice_sigma(scale if calibrated else None)
+        block, full_halo = stream_geometry(card, volume.shape, tile, overlap, halo, z_sigma)
         run = {"format": RUN_FORMAT, "input": str(Path(input_path).resolve()),
                "shape": list(volume.shape), "model": card.name, "weights": card.weights_sha256,
                "block": list(block), "halo": list(full_halo), "flips": bool(flips),
+               "z_sigma": float(z_sigma),
                "prob": str(prob_path) if prob_path else None, "prob_dtype": prob_dtype}
         if channel is not None or scene is not None:  # older runs without them still resume
             run.update(channel=channel, scene=scene)
@@ -237,13 +249,13 @@ def predict_to_zarr(
                 input=str(input_path), channel=channel, scene=scene, model=model_name,
                 labels=str(out_path), prob=str(prob_path) if prob_path else None,
                 prob_dtype=prob_dtype, block=block, halo=full_halo, batch=batch, device=device,
-                flips=flips, backend=backend,
+                flips=flips, backend=backend, z_sigma=z_sigma,
                 normalization=fixed_normalization_card(card, volume).normalization),
                 volume.shape, skip, workers, scheduler)
         else:
             steps = _into_stores(volume, model, card, groups[0]["0"],
                                  groups[1]["0"] if len(groups) > 1 else None, out_path, encoding,
                                  block, full_halo, skip, batch=batch, device=device, flips=flips,
-                                 backend=backend)
+                                 backend=backend, z_sigma=z_sigma)
         yield from fill_levels(steps, groups)
     return out_path

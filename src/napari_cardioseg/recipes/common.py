@@ -119,10 +119,14 @@ def training_record(stage1_seconds: float, result: TrainResult, started: float, 
 
 
 def predict_mask(image: np.ndarray, model: torch.nn.Module, card: ModelCard,
-                 flips: bool = False) -> np.ndarray:
-    """0/1 foreground mask of a 2D image or a stack (slice by slice), optionally flip-averaged."""
+                 flips: bool = False, z_sigma: float = 0.0) -> np.ndarray:
+    """0/1 foreground mask of a 2D image or a stack (slice by slice).
+
+    Optionally flip-averaged, and smoothed across slices (``z_sigma``, see
+    :mod:`..core.slice_smooth`).
+    """
     prob = predict_probabilities(image, model, card, tile=512, overlap=0.25, batch=2, device="cpu",
-                                 flips=flips)
+                                 flips=flips, z_sigma=z_sigma)
     return probabilities_to_labels(prob)
 
 

@@ -28,6 +28,7 @@ from ..core.nets import spec_ndim
 from ..core.predict import load_and_predict_steps
 from ..core.progress import Progress
 from ..core.run import fill_levels, stream_geometry
+from ..core.slice_smooth import slice_sigma
 from ..core.units import is_calibrated
 from ._common import (
     full_resolution,
@@ -65,6 +66,12 @@ def gui_backend(model: str) -> str:
     return "eager"
 
 
+def layer_z_sigma(layer: Image) -> float:
+    """Smoothing across the slices of a calibrated stack: one in-plane pixel (0 otherwise)."""
+    scale = spatial_scale(layer)
+    return slice_sigma(scale if is_calibrated(layer.metadata, scale) else None)
+
+
 def predictions_folder() -> Path:
     """Folder for the stores of large predictions: ``predictions`` beside the user models."""
     folder = user_models_dir(create=True).parent / "predictions"
@@ -79,7 +86,9 @@ class Stream:
         self.card: ModelCard = read_card(model)
         self.model = model
         self.volume: Any = full_resolution(layer)
-        self.block, self.halo = stream_geometry(self.card, self.volume.shape, tile, overlap)
+        self.z_sigma = layer_z_sigma(layer)
+        self.block, self.halo = stream_geometry(self.card, self.volume.shape, tile, overlap,
+                                                z_sigma=self.z_sigma)
         name = result_name(layer, self.card.name, "labels")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.path = predictions_folder() / f"{name.replace(' ', '_')}-{stamp}.ome.zarr"
@@ -99,7 +108,7 @@ class Stream:
         net, card = load_model(self.model)
         ndim = spec_ndim(card.spec)
         blocks = predict_blocks(self.volume, net, card, self.group["0"], block=self.block[-ndim:],
-                                halo=self.halo[-ndim:], **kwargs)
+                                halo=self.halo[-ndim:], z_sigma=self.z_sigma, **kwargs)
         yield from fill_levels(blocks, [self.group])
         return self.path
 
@@ -107,7 +116,8 @@ class Stream:
 def predict_layers(model: str, layer: Image, probabilities: bool,
                    **kwargs: Any) -> Generator[Progress, None, list[Layer]]:
     """Worker side: load, predict, and build the result layers (only adding them is left)."""
-    result = yield from load_and_predict_steps(model, layer.data, **kwargs)
+    result = yield from load_and_predict_steps(model, layer.data, z_sigma=layer_z_sigma(layer),
+                                               **kwargs)
     name = result_name(layer, result.model_name, "labels")
     out: list[Layer] = [Labels(result.labels, colormap=prediction_colormap(),
                                **output_layer_kwargs(layer, name))]

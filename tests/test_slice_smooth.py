@@ -1,0 +1,74 @@
+"""Smoothing a 2D net's probabilities across slices: width from the pixel size, in place by
+slabs equal to one pass, off without a calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from scipy import ndimage as ndi
+
+from napari_cardioseg.core.errors import CardiosegError
+from napari_cardioseg.core.slice_smooth import (
+    SLAB,
+    check_sigma,
+    slice_radius,
+    slice_sigma,
+    smooth,
+    smooth_in_place,
+)
+
+
+def reference(prob: np.ndarray, sigma: float) -> np.ndarray:
+    """Whole-array Gaussian along Z with edges reflected, cut at three widths (rounded up)."""
+    return ndi.gaussian_filter1d(prob.astype(np.float64), sigma, axis=1, mode="reflect",
+                                 radius=int(np.ceil(3.0 * sigma)))
+
+
+@pytest.mark.parametrize(("scale", "sigma"), [
+    ((0.005, 0.005, 0.005), 1.0),   # isotropic FIB-SEM: one slice
+    ((0.01, 0.005, 0.004), 0.4),    # the finer in-plane axis counts
+    ((0.04, 0.01, 0.01), 0.25),     # four times thicker sections: a quarter of a slice
+    ((0.05, 0.01, 0.01), 0.0),      # narrower than MIN_SIGMA: skipped
+    ((0.003, 0.006, 0.006), 2.0),   # slices closer than pixels: two slices
+    (None, 0.0),                    # unknown spacing: never guessed
+    ((0.005, 0.005), 0.0),          # a 2D image has no slices
+    ((0.0, 0.005, 0.005), 0.0),
+    ((float("nan"), 0.005, 0.005), 0.0),
+])
+def test_width_is_one_in_plane_pixel_in_slices(scale, sigma):
+    assert slice_sigma(scale) == pytest.approx(sigma)
+
+
+def test_radius_and_bad_widths():
+    assert [slice_radius(s) for s in (0.0, 0.25, 1.0, 1.01, 2.0)] == [0, 1, 3, 4, 6]
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(CardiosegError, match="z_sigma"):
+            check_sigma(bad)
+
+
+@pytest.mark.parametrize("depth", [1, 5, SLAB, SLAB + 1, 3 * SLAB + 7])
+@pytest.mark.parametrize("sigma", [0.4, 1.0, 6.0])
+def test_in_place_by_slabs_equals_one_pass(rng, depth, sigma):
+    raw = rng.random((2, 1, 6, 5)).astype(np.float32)
+    raw = np.repeat(raw, depth, axis=1) * rng.random((1, depth, 1, 1)).astype(np.float32)
+    raw[1] = 1 - raw[0]
+    expected = reference(raw, sigma)
+    prob = raw.copy()
+    smooth_in_place(prob, sigma)
+    np.testing.assert_allclose(prob, expected, atol=1e-6)
+    store = zarr.zeros(raw.shape, chunks=(1, 3, 6, 5), dtype=np.float32)
+    store[...] = raw
+    smooth_in_place(store, sigma)  # an array-like that is not NumPy: slab by slab
+    np.testing.assert_allclose(store[...], expected, atol=1e-6)
+    np.testing.assert_allclose(prob.sum(axis=0), 1.0, atol=1e-6)  # still probabilities
+    if depth > 1:
+        assert np.abs(prob - raw).max() > 1e-3
+
+
+def test_zero_width_changes_nothing(rng):
+    prob = rng.random((2, 9, 4, 4)).astype(np.float32)
+    kept = prob.copy()
+    smooth_in_place(prob, 0.0)
+    assert smooth(prob, 0.0) is prob
+    np.testing.assert_array_equal(prob, kept)
