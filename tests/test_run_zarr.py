@@ -15,6 +15,7 @@ from napari_cardioseg.core.io import read_single
 from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
 from napari_cardioseg.core.progress import drain
 from napari_cardioseg.core.run import open_lazy, predict_to_zarr
+from napari_cardioseg.core.slice_smooth import slice_sigma
 from napari_cardioseg.core.writes import write_tiff
 
 SCALE = (0.03, 0.005, 0.004)
@@ -28,8 +29,9 @@ def stack(tmp_path, rng):
 
 
 def whole(data, model, card):
+    """One pass, smoothed across slices as a file of SCALE is (a 2D image is not)."""
     prob = predict_probabilities(data, model, fixed_normalization_card(card, data), tile=4096,
-                                 device="cpu")
+                                 device="cpu", z_sigma=slice_sigma(SCALE))
     return prob, probabilities_to_labels(prob)
 
 

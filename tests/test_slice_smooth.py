@@ -1,4 +1,4 @@
-"""Smoothing a 2D net's probabilities across slices: width from the pixel size, in place by
+"""Smoothing a 2D net's probabilities across slices: width from the voxel size, in place by
 slabs equal to one pass, off without a calibration."""
 
 from __future__ import annotations
@@ -27,16 +27,17 @@ def reference(prob: np.ndarray, sigma: float) -> np.ndarray:
 
 @pytest.mark.parametrize(("scale", "sigma"), [
     ((0.005, 0.005, 0.005), 1.0),   # isotropic FIB-SEM: one slice
-    ((0.01, 0.005, 0.004), 0.4),    # the finer in-plane axis counts
-    ((0.04, 0.01, 0.01), 0.25),     # four times thicker sections: a quarter of a slice
-    ((0.05, 0.01, 0.01), 0.0),      # narrower than MIN_SIGMA: skipped
-    ((0.003, 0.006, 0.006), 2.0),   # slices closer than pixels: two slices
+    ((0.02, 0.005, 0.005), 1.0),    # sections four pixels thick: still one slice
+    ((0.05, 0.01, 0.008), 0.64),    # thicker: four of the finer in-plane pixels
+    ((0.16, 0.01, 0.01), 0.25),     # sixteen pixels thick: a quarter of a slice
+    ((0.2, 0.01, 0.01), 0.0),       # narrower than MIN_SIGMA: skipped
+    ((0.003, 0.006, 0.006), 1.0),   # slices closer than pixels: one slice
     (None, 0.0),                    # unknown spacing: never guessed
     ((0.005, 0.005), 0.0),          # a 2D image has no slices
     ((0.0, 0.005, 0.005), 0.0),
     ((float("nan"), 0.005, 0.005), 0.0),
 ])
-def test_width_is_one_in_plane_pixel_in_slices(scale, sigma):
+def test_width_is_one_slice_at_most_four_pixels(scale, sigma):
     assert slice_sigma(scale) == pytest.approx(sigma)
 
 

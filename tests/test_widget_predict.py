@@ -64,7 +64,8 @@ def test_run_adds_labels_with_scale_and_translate(viewer, qtbot, home, rng):
     tiles = count_tiles(stack.shape, card.spec, 32, 0.25)
     assert widget._progress.max == widget._progress.value == tiles  # the bar ends full
     labels = viewer.layers["em tiny labels"]  # named after the image and the model
-    expected = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu")
+    expected = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu",
+                                     z_sigma=0.8)  # calibrated: smoothed by 4 px = 0.8 slices
     np.testing.assert_array_equal(labels.data, probabilities_to_labels(expected))
     np.testing.assert_allclose(labels.scale, (0.05, 0.01, 0.02))
     np.testing.assert_allclose(labels.translate, (1, 2, 3))
@@ -77,7 +78,8 @@ def test_run_adds_labels_with_scale_and_translate(viewer, qtbot, home, rng):
 
     widget._flips.value = True  # test-time flips reach the core call
     run_and_wait(widget, qtbot)
-    flipped = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu", flips=True)
+    flipped = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu",
+                                    flips=True, z_sigma=0.8)
     newest = viewer.layers[-1]  # a new run adds new layers ("em tiny probabilities [1]")
     assert newest.name.startswith("em tiny probabilities") and newest is not prob
     np.testing.assert_allclose(newest.data, flipped[1], atol=2e-5)
@@ -308,7 +310,7 @@ def test_opening_a_widget_warms_the_first_run_costs(home, viewer):
 
 
 def test_calibrated_isotropic_stack_is_smoothed_across_slices(viewer, qtbot, home, rng):
-    """The widget smooths a 2D model's stack by one in-plane pixel when the layer is calibrated
+    """The widget smooths a 2D model's stack across slices when the layer is calibrated
     (here one slice), and leaves an uncalibrated one as predicted."""
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Predict")

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--z-sigma", type=checked.z_sigma, default=None, metavar="SLICES",
                    help="a 2D model on a ZYX stack: smooth the probabilities across slices with "
                    "a Gaussian this many slices wide; 0 keeps slices independent (default: one "
-                   "in-plane pixel's length when the file's pixel size is known, else 0)")
+                   "slice, at most four in-plane pixels, when the file's pixel size is known, else 0)")
     checked.add_selection(p)
     batch_args.add_arguments(p)
     p.set_defaults(func=run)

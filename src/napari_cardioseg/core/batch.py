@@ -195,7 +195,7 @@ def predict_file(
     blocks as dask tasks (see :func:`run.predict_to_zarr`), for TIFF outputs too.
     ``channel`` and ``scene`` (index or name) choose within a multichannel / multi-scene input.
     ``z_sigma``: a 2D model's smoothing across slices of a stack (see
-    :func:`predict.predict_generator`); default one in-plane pixel's length when the file's pixel
+    :func:`predict.predict_generator`); default one slice (at most four in-plane pixels) when the file's pixel
     size is known (:func:`slice_smooth.slice_sigma`), else none.
     """
     if is_zarr_path(output):

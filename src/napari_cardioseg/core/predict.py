@@ -245,7 +245,7 @@ def predict_generator(
     z_sigma : float
         A 2D net on a ``ZYX`` stack: smooth the probabilities across slices with a Gaussian this
         many slices wide (see :mod:`.slice_smooth`; :func:`slice_smooth.slice_sigma` gives the
-        width of one in-plane pixel). 0, the default, keeps the slices independent.
+        default width from the voxel size). 0, the default, keeps the slices independent.
 
     Returns
     -------

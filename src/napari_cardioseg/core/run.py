@@ -204,7 +204,7 @@ def predict_to_zarr(
         the normalisation is fitted once here and the result equals the one-process run.
     z_sigma : float, optional
         Smoothing of a 2D net's probabilities across slices, in slices (see
-        :func:`predict.predict_generator`); default (None) one in-plane pixel's length when the
+        :func:`predict.predict_generator`); default (None) one slice, at most four in-plane pixels, when the
         input's pixel size is known (:func:`slice_smooth.slice_sigma`), else none.
 
     Returns

@@ -67,7 +67,7 @@ def gui_backend(model: str) -> str:
 
 
 def layer_z_sigma(layer: Image) -> float:
-    """Smoothing across the slices of a calibrated stack: one in-plane pixel (0 otherwise)."""
+    """Smoothing across the slices of a calibrated stack (:func:`slice_sigma`; 0 otherwise)."""
     scale = spatial_scale(layer)
     return slice_sigma(scale if is_calibrated(layer.metadata, scale) else None)
 
