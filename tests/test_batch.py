@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import subprocess
@@ -259,3 +260,22 @@ def test_predict_through_a_scheduler_started_by_hand(tmp_path, folder, user_mode
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def test_local_cluster_starts_beside_a_busy_dashboard_port():
+    """A dask dashboard already on 8787 (JupyterLab's, another run's) must not stop a local
+    cluster: ours takes any free port, with no warning (warnings are errors in this suite)."""
+    import socket
+
+    from napari_cardioseg.core.cluster import dask_client
+
+    pytest.importorskip("distributed")
+    busy = socket.socket()
+    try:
+        with contextlib.suppress(OSError):  # held by something else already: busy either way
+            busy.bind(("", 8787))
+            busy.listen()
+        with dask_client(1, None, 1, torch_work=False) as client:
+            assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
+    finally:
+        busy.close()

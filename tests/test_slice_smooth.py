@@ -11,6 +11,7 @@ from scipy import ndimage as ndi
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.slice_smooth import (
     SLAB,
+    applied_sigma,
     check_sigma,
     slice_radius,
     slice_sigma,
@@ -39,6 +40,13 @@ def reference(prob: np.ndarray, sigma: float) -> np.ndarray:
 ])
 def test_width_is_one_slice_at_most_four_pixels(scale, sigma):
     assert slice_sigma(scale) == pytest.approx(sigma)
+
+
+def test_width_applies_only_to_a_2d_model_on_a_stack():
+    assert applied_sigma(2, 3, 1.5) == 1.5
+    assert applied_sigma(3, 3, 1.5) == applied_sigma(2, 2, 1.5) == 0.0
+    with pytest.raises(CardiosegError, match="z_sigma"):
+        applied_sigma(2, 3, -1.0)
 
 
 def test_radius_and_bad_widths():

@@ -331,3 +331,5 @@ def test_calibrated_isotropic_stack_is_smoothed_across_slices(viewer, qtbot, hom
         shown = viewer.layers[f"{name} tiny probabilities"].data
         np.testing.assert_allclose(shown, expected[1], atol=2e-5)
         assert (np.abs(shown - independent[1]).max() > 1e-3) == (sigma > 0)
+        assert viewer.layers[f"{name} tiny labels"].metadata["cardioseg_z_sigma"] == sigma
+        assert ("smoothed across slices, 1.00 slices wide" in widget._status.value) == (sigma > 0)

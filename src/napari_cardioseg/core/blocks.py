@@ -31,7 +31,7 @@ from .nets import size_multiple, spec_ndim
 from .normalize import fit_normalization, inverted, with_invert
 from .predict import predict_probabilities, probabilities_to_labels
 from .progress import Progress
-from .slice_smooth import check_sigma, slice_radius, smooth
+from .slice_smooth import applied_sigma, slice_radius, smooth
 from .tiling import MAX_HALO
 from .validate import as_grey
 
@@ -142,7 +142,7 @@ def predict_blocks(
         raise CardiosegError(f"probabilities output has shape {tuple(probabilities.shape)}, "
                              f"expected {(classes - 1, *volume.shape)}")
     ndim = spec_ndim(card.spec)
-    z_sigma = check_sigma(z_sigma) if ndim == 2 and volume.ndim == 3 else 0.0
+    z_sigma = applied_sigma(ndim, volume.ndim, z_sigma)
     block, halo = block_geometry(card.spec, volume.shape, block, halo, slice_radius(z_sigma))
     plan = plan_blocks(volume.shape, block, halo)
     skip = set(skip)

@@ -69,7 +69,7 @@ def dask_client(workers: int | None, scheduler: str | None, tasks: int,
     if scheduler is None:
         n = default_workers(tasks) if workers is None else int(workers)
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+                                           dashboard_address=":0")  # any free port
         address = cluster.scheduler_address
     else:
         address = scheduler

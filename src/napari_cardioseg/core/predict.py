@@ -41,7 +41,7 @@ from .models import ModelCard
 from .nets import size_multiple, spec_ndim
 from .normalize import apply_normalization, fit_normalization
 from .progress import Progress, drain
-from .slice_smooth import check_sigma, smooth_in_place
+from .slice_smooth import applied_sigma, smooth_in_place
 from .tiling import (
     TileAxis,
     auto_tile,
@@ -67,11 +67,14 @@ class Prediction:
         in the smallest unsigned dtype that holds every class (see :func:`label_dtype`).
     model_name : str
         The card's name of the model that predicted (set by :func:`load_and_predict_steps`).
+    z_sigma : float
+        Width (slices) the probabilities were smoothed by across slices; 0 when they were not.
     """
 
     probabilities: Any
     labels: np.ndarray
     model_name: str = ""
+    z_sigma: float = 0.0
 
 
 def _read_tile(image: Any, z: int | None, origins: Sequence[int], axes: Sequence[TileAxis],
@@ -262,7 +265,7 @@ def predict_generator(
         raise CardiosegError(f"batch must be at least 1, got {batch}")
     if not callable(backend):
         check_backend(backend)
-    z_sigma = check_sigma(z_sigma) if ndim == 2 and image.ndim == 3 else 0.0
+    z_sigma = applied_sigma(ndim, image.ndim, z_sigma)
     halo = resolve_halo(halo, card.spec, card.receptive_field_px() if halo is None else None)
     stretch = tiling.AUTO_STRETCH if tile is None else 1.0
     tile = resolve_tile(tile, ndim) if tile is not None else auto_tile(card.spec, halo)
@@ -333,7 +336,8 @@ def predict_steps(image: Any, model: torch.nn.Module | None, card: ModelCard,
     Takes the keyword arguments of :func:`predict_generator`.
     """
     prob = yield from predict_generator(image, model, card, **kwargs)
-    return Prediction(prob, probabilities_to_labels(prob))
+    applied = applied_sigma(spec_ndim(card.spec), len(prob.shape) - 1, kwargs.get("z_sigma", 0.0))
+    return Prediction(prob, probabilities_to_labels(prob), z_sigma=applied)
 
 
 def load_and_predict_steps(model: str | os.PathLike, image: Any,

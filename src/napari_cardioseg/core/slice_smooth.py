@@ -57,6 +57,11 @@ def check_sigma(sigma: float) -> float:
     return value
 
 
+def applied_sigma(model_ndim: int, image_ndim: int, sigma: float) -> float:
+    """Return the width that applies: ``sigma`` (checked) for a 2D model on a stack, else 0."""
+    return check_sigma(sigma) if model_ndim == 2 and image_ndim == 3 else 0.0
+
+
 def slice_radius(sigma: float) -> int:
     """Slices on each side that the cut Gaussian of width ``sigma`` reaches (0 when off)."""
     return math.ceil(TRUNCATE * sigma) if sigma > 0 else 0

@@ -66,6 +66,10 @@ def gui_backend(model: str) -> str:
     return "eager"
 
 
+Z_SIGMA_KEY = "cardioseg_z_sigma"
+"""Labels ``metadata`` key: the width (slices) the prediction was smoothed by across slices."""
+
+
 def layer_z_sigma(layer: Image) -> float:
     """Smoothing across the slices of a calibrated stack (:func:`slice_sigma`; 0 otherwise)."""
     scale = spatial_scale(layer)
@@ -120,6 +124,7 @@ def predict_layers(model: str, layer: Image, probabilities: bool,
                                                **kwargs)
     name = result_name(layer, result.model_name, "labels")
     out: list[Layer] = [Labels(result.labels, colormap=prediction_colormap(),
+                               metadata={Z_SIGMA_KEY: result.z_sigma},
                                **output_layer_kwargs(layer, name))]
     if probabilities:
         prob = result.probabilities
