@@ -31,6 +31,19 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
+def volume(rng):
+    """Make a stack whose slices continue each other (smooth along every axis), uint8 0-255."""
+    from scipy import ndimage as ndi
+
+    def make(shape: tuple[int, ...]) -> np.ndarray:
+        field = ndi.gaussian_filter(rng.normal(size=shape), 2.0)
+        field = (field - field.min()) / (field.max() - field.min())
+        return np.round(255 * field).astype(np.uint8)
+
+    return make
+
+
+@pytest.fixture
 def viewer(make_napari_viewer, qtbot):
     """A real napari viewer; workers are awaited at teardown so none outlives the test."""
     from napari.qt.threading import WorkerBase

@@ -15,7 +15,6 @@ from napari_cardioseg.core.io import read_single
 from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
 from napari_cardioseg.core.progress import drain
 from napari_cardioseg.core.run import open_lazy, predict_to_zarr
-from napari_cardioseg.core.slice_smooth import slice_sigma
 from napari_cardioseg.core.writes import write_tiff
 
 SCALE = (0.03, 0.005, 0.004)
@@ -29,9 +28,9 @@ def stack(tmp_path, rng):
 
 
 def whole(data, model, card):
-    """One pass, smoothed across slices as a file of SCALE is (a 2D image is not)."""
+    """One pass; random slices do not continue each other and are not smoothed across."""
     prob = predict_probabilities(data, model, fixed_normalization_card(card, data), tile=4096,
-                                 device="cpu", z_sigma=slice_sigma(SCALE))
+                                 device="cpu")
     return prob, probabilities_to_labels(prob)
 
 
@@ -209,11 +208,11 @@ def test_inverting_model_streams_like_the_plain_model_on_the_negated_image(tmp_p
     assert np.mean(plain == expected) < 0.9  # the inversion changes the answer
 
 
-def test_isotropic_stack_is_smoothed_across_slices_in_every_path(tmp_path, rng, user_model):
+def test_isotropic_stack_is_smoothed_across_slices_in_every_path(tmp_path, volume, user_model):
     """A calibrated isotropic stack: in memory, streamed into zarr and through the CLI, the
-    probabilities are smoothed across slices by one pixel; uncalibrated, they are not."""
+    probabilities are smoothed across slices by one slice; uncalibrated, they are not."""
     model, card = user_model
-    data = rng.integers(0, 255, (20, 40, 48)).astype(np.uint8)
+    data = volume((20, 40, 48))
     write_tiff(tmp_path / "iso.tif", data, (0.005, 0.005, 0.005))
     write_tiff(tmp_path / "plain.tif", data, None)
     fixed = fixed_normalization_card(card, data)

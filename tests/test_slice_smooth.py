@@ -3,6 +3,7 @@ slabs equal to one pass, off without a calibration."""
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import pytest
 import zarr
@@ -10,9 +11,12 @@ from scipy import ndimage as ndi
 
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.slice_smooth import (
+    CONTINUOUS,
     SLAB,
     applied_sigma,
     check_sigma,
+    default_sigma,
+    slice_continuity,
     slice_radius,
     slice_sigma,
     smooth,
@@ -81,3 +85,32 @@ def test_zero_width_changes_nothing(rng):
     smooth_in_place(prob, 0.0)
     assert smooth(prob, 0.0) is prob
     np.testing.assert_array_equal(prob, kept)
+
+
+def test_continuity_tells_a_volume_from_a_stack_of_unrelated_tiles(volume):
+    continuous = volume((12, 96, 80))
+    unrelated = np.stack([volume((1, 96, 80))[0] for _ in range(12)])
+    assert slice_continuity(continuous) > 0.9
+    assert abs(slice_continuity(unrelated)) < CONTINUOUS
+    scale = (0.005, 0.005, 0.005)
+    assert default_sigma(continuous, scale) == 1.0
+    assert default_sigma(unrelated, scale) == 0.0
+    assert default_sigma(continuous, None) == 0.0  # no pixel size: never smoothed
+    assert default_sigma(continuous[0], scale[1:]) == 0.0  # a 2D image
+    lazy = da.from_array(continuous, chunks=(1, 32, 32))
+    assert slice_continuity(lazy) == pytest.approx(slice_continuity(continuous))
+    assert slice_continuity(continuous[:1]) == 1.0  # one slice: nothing to compare
+    assert slice_continuity(np.zeros((3, 2, 3))) == 1.0  # flat and smaller than the pooling
+
+
+def test_batch_predict_notes_a_calibrated_stack_of_unrelated_tiles(tmp_path, volume, user_model):
+    from napari_cardioseg.core.batch import predict_file
+    from napari_cardioseg.core.progress import drain
+    from napari_cardioseg.core.writes import write_tiff
+
+    tiles = np.stack([volume((1, 40, 48))[0] for _ in range(4)])
+    write_tiff(tmp_path / "tiles.tif", tiles, (0.01, 0.01, 0.01))
+    notes: list[str] = []
+    drain(predict_file(tmp_path / "tiles.tif", tmp_path / "out.tif", model="tiny", device="cpu",
+                       note=notes.append))
+    assert any("do not continue each other" in n for n in notes)

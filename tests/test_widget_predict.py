@@ -64,8 +64,7 @@ def test_run_adds_labels_with_scale_and_translate(viewer, qtbot, home, rng):
     tiles = count_tiles(stack.shape, card.spec, 32, 0.25)
     assert widget._progress.max == widget._progress.value == tiles  # the bar ends full
     labels = viewer.layers["em tiny labels"]  # named after the image and the model
-    expected = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu",
-                                     z_sigma=0.8)  # calibrated: smoothed by 4 px = 0.8 slices
+    expected = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu")
     np.testing.assert_array_equal(labels.data, probabilities_to_labels(expected))
     np.testing.assert_allclose(labels.scale, (0.05, 0.01, 0.02))
     np.testing.assert_allclose(labels.translate, (1, 2, 3))
@@ -78,8 +77,7 @@ def test_run_adds_labels_with_scale_and_translate(viewer, qtbot, home, rng):
 
     widget._flips.value = True  # test-time flips reach the core call
     run_and_wait(widget, qtbot)
-    flipped = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu",
-                                    flips=True, z_sigma=0.8)
+    flipped = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu", flips=True)
     newest = viewer.layers[-1]  # a new run adds new layers ("em tiny probabilities [1]")
     assert newest.name.startswith("em tiny probabilities") and newest is not prob
     np.testing.assert_allclose(newest.data, flipped[1], atol=2e-5)
@@ -309,7 +307,7 @@ def test_opening_a_widget_warms_the_first_run_costs(home, viewer):
     assert gc.get_freeze_count() > 10_000  # napari's, vispy's and torch's objects
 
 
-def test_calibrated_isotropic_stack_is_smoothed_across_slices(viewer, qtbot, home, rng):
+def test_calibrated_isotropic_stack_is_smoothed_across_slices(viewer, qtbot, home, volume):
     """The widget smooths a 2D model's stack across slices when the layer is calibrated
     (here one slice), and leaves an uncalibrated one as predicted."""
     widget = PredictWidget(viewer)
@@ -319,7 +317,7 @@ def test_calibrated_isotropic_stack_is_smoothed_across_slices(viewer, qtbot, hom
     widget._model.value = dict(widget._model_choices())["tiny (user)"]
     widget._tile.value, widget._batch.value, widget._device.value = 32, 2, "cpu"
     widget._prob.value = True
-    stack = rng.normal(0, 1, (8, 40, 48)).astype(np.float32)
+    stack = volume((8, 40, 48)).astype(np.float32)
     independent = predict_probabilities(stack, model, card, tile=32, overlap=0.25, device="cpu")
     for name, scale, sigma in (("iso", (0.01, 0.01, 0.01), 1.0), ("plain", (1, 1, 1), 0.0)):
         widget._image.value = viewer.add_image(stack, name=name, scale=scale)

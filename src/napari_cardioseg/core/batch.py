@@ -196,7 +196,8 @@ def predict_file(
     ``channel`` and ``scene`` (index or name) choose within a multichannel / multi-scene input.
     ``z_sigma``: a 2D model's smoothing across slices of a stack (see
     :func:`predict.predict_generator`); default one slice (at most four in-plane pixels) when the file's pixel
-    size is known (:func:`slice_smooth.slice_sigma`), else none.
+    size is known and its slices continue each other (:func:`slice_smooth.default_sigma`), else
+    none.
     """
     if is_zarr_path(output):
         from .run import predict_to_zarr
@@ -212,7 +213,7 @@ def predict_file(
     from . import zarr_io
     from .io import read_single
     from .predict import predict_steps
-    from .slice_smooth import slice_sigma
+    from .slice_smooth import default_sigma, slice_sigma
     from .stream_tiff import STREAM_VOXELS, input_voxels, predict_file_streamed
     from .writes import check_outputs, write_tiff
 
@@ -228,7 +229,11 @@ def predict_file(
     if card.pixel_size and not image.calibrated and note is not None:
         note(f"note: {input_path} has no pixel size; the model was trained at {card.pixel_size} µm")
     if z_sigma is None:
-        z_sigma = slice_sigma(image.scale if image.calibrated else None)
+        scale = image.scale if image.calibrated else None
+        z_sigma = default_sigma(image.data, scale)
+        if z_sigma == 0 and slice_sigma(scale) > 0 and note is not None:
+            note(f"note: the slices of {input_path} do not continue each other; they are not "
+                 "smoothed across (--z-sigma sets a width)")
     result = yield from predict_steps(image.data, net, card, tile=tile, overlap=overlap,
                                       batch=batch, device=device, flips=flips,
                                       backend=engine, z_sigma=z_sigma)

@@ -27,7 +27,7 @@ from .formats import open_image
 from .models import ModelCard, load_model
 from .nets import spec_ndim
 from .progress import Progress, drain
-from .slice_smooth import check_sigma, slice_radius, slice_sigma
+from .slice_smooth import check_sigma, default_sigma, slice_radius
 from .tiling import AUTO_TILE
 
 RUN_FORMAT = 1  # bump when the way blocks are computed changes (old partial runs restart)
@@ -205,7 +205,8 @@ def predict_to_zarr(
     z_sigma : float, optional
         Smoothing of a 2D net's probabilities across slices, in slices (see
         :func:`predict.predict_generator`); default (None) one slice, at most four in-plane pixels, when the
-        input's pixel size is known (:func:`slice_smooth.slice_sigma`), else none.
+        input's pixel size is known and its slices continue each other
+        (:func:`slice_smooth.default_sigma`), else none.
 
     Returns
     -------
@@ -223,7 +224,7 @@ def predict_to_zarr(
     model, card = load_model(model_name)
     with open_lazy(input_path, channel=channel, scene=scene) as (volume, scale, calibrated):
         if z_sigma is None:
-            z_sigma = slice_sigma(scale if calibrated else None)
+            z_sigma = default_sigma(volume, scale if calibrated else None)
         block, full_halo = stream_geometry(card, volume.shape, tile, overlap, halo, z_sigma)
         run = {"format": RUN_FORMAT, "input": str(Path(input_path).resolve()),
                "shape": list(volume.shape), "model": card.name, "weights": card.weights_sha256,

@@ -10,6 +10,11 @@ width is one slice but at most four in-plane pixels in physical units (:func:`sl
 sections much thicker than that get a fraction of a slice, and beyond 16 pixels none. When the
 spacing is not known nothing is smoothed: a stack of unrelated tiles must not be blended.
 
+Slices that do not continue each other (a stack of unrelated tiles given a pixel size) are not
+smoothed by default either (:func:`default_sigma`): their neighbours' images are uncorrelated
+(median correlation of adjacent slices -0.04 on the EM-net test tiles, 0.54-0.98 on Lucchi++ at
+40-5 nm sections and 0.91 on the EM sample), and blending them cost the EM-net test tiles 0.14 Dice.
+
 The Gaussian is cut at :func:`slice_radius` slices and edges are reflected, so blockwise
 prediction with that many extra slices per side equals smoothing the whole stack at once.
 """
@@ -30,6 +35,10 @@ PIXELS = 4.0  # ... but at most this many in-plane pixels (physical units)
 TRUNCATE = 3.0  # the Gaussian is cut at this many widths
 MIN_SIGMA = 0.25  # narrower (in slices) moves no probability by 0.001: skipped
 SLAB = 16  # slices smoothed at a time when the probabilities are not a NumPy array
+CONTINUOUS = 0.25  # least median correlation of adjacent slices for a stack to count as one volume
+PAIRS = 8  # adjacent-slice pairs compared, evenly spread over the stack
+POOL = 4  # slices are mean-pooled by this factor per axis before they are compared
+CROP = 2048  # ... from a central crop at most this many pixels wide
 
 
 def slice_sigma(scale: Sequence[float] | None) -> float:
@@ -47,6 +56,44 @@ def slice_sigma(scale: Sequence[float] | None) -> float:
         return 0.0
     sigma = min(SLICES, PIXELS * min(y, x) / z)
     return sigma if sigma >= MIN_SIGMA * (1 - 1e-9) else 0.0
+
+
+def slice_continuity(image: Any) -> float:
+    """Median Pearson correlation of adjacent slices of a ``ZYX`` stack (1.0 for fewer than 2).
+
+    Up to :data:`PAIRS` pairs evenly spread over the stack are read (a central crop of at most
+    :data:`CROP` pixels, mean-pooled by :data:`POOL`), so a lazy stack is read only there.
+    """
+    depth = int(image.shape[0])
+    if depth < 2:
+        return 1.0
+    rows, cols = (max(0, (int(n) - CROP) // 2) for n in image.shape[1:])
+    crop = (slice(rows, rows + CROP), slice(cols, cols + CROP))
+    values = []
+    for z in np.unique(np.linspace(0, depth - 2, min(PAIRS, depth - 1)).round().astype(int)):
+        a, b = (_pooled(np.asarray(image[(int(z) + k, *crop)], dtype=np.float64)) for k in (0, 1))
+        a, b = a - a.mean(), b - b.mean()
+        norm = math.sqrt(float((a * a).sum() * (b * b).sum()))
+        values.append(float((a * b).sum()) / norm if norm > 0 else 1.0)
+    return float(np.median(values))
+
+
+def _pooled(plane: np.ndarray) -> np.ndarray:
+    """Mean of each :data:`POOL` × :data:`POOL` block (the plane as it is when smaller)."""
+    rows, cols = (n - n % POOL for n in plane.shape)
+    if rows == 0 or cols == 0:
+        return plane
+    return plane[:rows, :cols].reshape(rows // POOL, POOL, cols // POOL, POOL).mean(axis=(1, 3))
+
+
+def default_sigma(image: Any, scale: Sequence[float] | None) -> float:
+    """Return the width to smooth ``image`` (``ZYX``) by when none is asked for.
+
+    :func:`slice_sigma` of its voxel size ``scale`` (None: unknown), or 0 when its slices do not
+    continue each other (:func:`slice_continuity` below :data:`CONTINUOUS`).
+    """
+    sigma = slice_sigma(scale) if len(image.shape) == 3 else 0.0
+    return sigma if sigma > 0 and slice_continuity(image) >= CONTINUOUS else 0.0
 
 
 def check_sigma(sigma: float) -> float:

@@ -28,7 +28,7 @@ from ..core.nets import spec_ndim
 from ..core.predict import load_and_predict_steps
 from ..core.progress import Progress
 from ..core.run import fill_levels, stream_geometry
-from ..core.slice_smooth import slice_sigma
+from ..core.slice_smooth import default_sigma
 from ..core.units import is_calibrated
 from ._common import (
     full_resolution,
@@ -70,10 +70,10 @@ Z_SIGMA_KEY = "cardioseg_z_sigma"
 """Labels ``metadata`` key: the width (slices) the prediction was smoothed by across slices."""
 
 
-def layer_z_sigma(layer: Image) -> float:
-    """Smoothing across the slices of a calibrated stack (:func:`slice_sigma`; 0 otherwise)."""
+def calibrated_scale(layer: Image) -> tuple[float, ...] | None:
+    """Return the layer's spatial scale when it is a pixel size, else None."""
     scale = spatial_scale(layer)
-    return slice_sigma(scale if is_calibrated(layer.metadata, scale) else None)
+    return scale if is_calibrated(layer.metadata, scale) else None
 
 
 def predictions_folder() -> Path:
@@ -90,9 +90,8 @@ class Stream:
         self.card: ModelCard = read_card(model)
         self.model = model
         self.volume: Any = full_resolution(layer)
-        self.z_sigma = layer_z_sigma(layer)
-        self.block, self.halo = stream_geometry(self.card, self.volume.shape, tile, overlap,
-                                                z_sigma=self.z_sigma)
+        self.block, self.halo = stream_geometry(self.card, self.volume.shape, tile, overlap)
+        self.voxel = calibrated_scale(layer)  # the smoothing width is decided in the worker
         name = result_name(layer, self.card.name, "labels")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.path = predictions_folder() / f"{name.replace(' ', '_')}-{stamp}.ome.zarr"
@@ -112,7 +111,8 @@ class Stream:
         net, card = load_model(self.model)
         ndim = spec_ndim(card.spec)
         blocks = predict_blocks(self.volume, net, card, self.group["0"], block=self.block[-ndim:],
-                                halo=self.halo[-ndim:], z_sigma=self.z_sigma, **kwargs)
+                                halo=self.halo[-ndim:],
+                                z_sigma=default_sigma(self.volume, self.voxel), **kwargs)
         yield from fill_levels(blocks, [self.group])
         return self.path
 
@@ -120,8 +120,8 @@ class Stream:
 def predict_layers(model: str, layer: Image, probabilities: bool,
                    **kwargs: Any) -> Generator[Progress, None, list[Layer]]:
     """Worker side: load, predict, and build the result layers (only adding them is left)."""
-    result = yield from load_and_predict_steps(model, layer.data, z_sigma=layer_z_sigma(layer),
-                                               **kwargs)
+    z_sigma = default_sigma(full_resolution(layer), calibrated_scale(layer))
+    result = yield from load_and_predict_steps(model, layer.data, z_sigma=z_sigma, **kwargs)
     name = result_name(layer, result.model_name, "labels")
     out: list[Layer] = [Labels(result.labels, colormap=prediction_colormap(),
                                metadata={Z_SIGMA_KEY: result.z_sigma},
