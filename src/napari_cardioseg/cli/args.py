@@ -25,14 +25,18 @@ def positive_seconds(text: str) -> float:
 
 
 def z_sigma(text: str) -> float:
-    """Parse a finite number of slices >= 0 (``nan``, ``inf`` and negatives are refused)."""
+    """Parse a finite number of slices >= 0 (:func:`core.slice_smooth.check_sigma`)."""
+    from ..core.errors import CardiosegError
+    from ..core.slice_smooth import check_sigma
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of slices") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"needs a finite number of slices >= 0, got {text!r}")
-    return value
+    try:
+        return check_sigma(value)
+    except CardiosegError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def seed(text: str) -> int:

@@ -228,8 +228,8 @@ def predict_file(
     image = read_single(input_path, channel=channel, scene=scene)
     if card.pixel_size and not image.calibrated and note is not None:
         note(f"note: {input_path} has no pixel size; the model was trained at {card.pixel_size} µm")
+    scale = image.scale if image.calibrated else None  # never invent a calibration
     if z_sigma is None:
-        scale = image.scale if image.calibrated else None
         z_sigma = default_sigma(image.data, scale)
         if z_sigma == 0 and slice_sigma(scale) > 0 and note is not None:
             note(f"note: the slices of {input_path} do not continue each other; they are not "
@@ -237,7 +237,6 @@ def predict_file(
     result = yield from predict_steps(image.data, net, card, tile=tile, overlap=overlap,
                                       batch=batch, device=device, flips=flips,
                                       backend=engine, z_sigma=z_sigma)
-    scale = image.scale if image.calibrated else None  # never invent a calibration
     written = [write_tiff(output, result.labels, scale)]
     encoding = zarr_io.probabilities_dtype(prob_dtype) if prob_dtype else np.dtype(np.float32)
     for c, path in probs:

@@ -27,7 +27,7 @@ from .formats import open_image
 from .models import ModelCard, load_model
 from .nets import spec_ndim
 from .progress import Progress, drain
-from .slice_smooth import check_sigma, default_sigma, slice_radius
+from .slice_smooth import applied_sigma, default_sigma, slice_radius
 from .tiling import AUTO_TILE
 
 RUN_FORMAT = 1  # bump when the way blocks are computed changes (old partial runs restart)
@@ -67,7 +67,7 @@ def stream_geometry(card: ModelCard, shape: Sequence[int], tile: int | None = No
     halo = _per_axis(card_halo(card) if halo is None else halo, ndim)
     return block_geometry(card.spec, shape, edge,
                           tuple(max(h, m) for h, m in zip(halo, least, strict=True)),
-                          slice_radius(check_sigma(z_sigma)) if len(shape) > ndim else 0)
+                          slice_radius(applied_sigma(ndim, len(shape), z_sigma)))
 
 
 def _into_stores(volume: Any, model: Any, card: ModelCard, labels: Any, prob: Any,

@@ -104,11 +104,14 @@ class FirstRoundSteps:
     def _stroke_accuracy(self) -> float | None:
         """Balanced accuracy of the model's own answer on the strokes (computed once, then kept)."""
         if self._accuracy is None:
-            self._accuracy = self.polarity.chosen if self.polarity is not None else (
-                _probe.head_accuracy(self.model, self.spec, self.normalized,
-                                     self._fit_scribbles(), device=self.device,
-                                     seed=self.config.seed))
+            self._accuracy = (self.polarity.chosen if self.polarity is not None
+                              else self._head_accuracy())
         return self._accuracy
+
+    def _head_accuracy(self) -> float | None:
+        """Balanced accuracy of the model as it is now on the strokes (held-out ones left out)."""
+        return _probe.head_accuracy(self.model, self.spec, self.normalized, self._fit_scribbles(),
+                                    device=self.device, seed=self.config.seed)
 
     def _renew_norm_stats(self) -> str | None:
         """Re-estimate the batch-norm statistics on random windows of the images; returns a note.
@@ -129,9 +132,7 @@ class FirstRoundSteps:
                                 self.batch)
         note = "model recalibrated to these images (batch-norm statistics renewed)"
         if before is not None:
-            after = _probe.head_accuracy(self.model, self.spec, self.normalized,
-                                         self._fit_scribbles(), device=self.device,
-                                         seed=self.config.seed)
+            after = self._head_accuracy()
             if after is None or after <= before:
                 self.model.load_state_dict(saved)
                 return None

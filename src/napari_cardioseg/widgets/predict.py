@@ -36,7 +36,7 @@ from ._common import (
     show_progress,
 )
 from .model_export import export_model
-from .predict_jobs import Z_SIGMA_KEY, Stream, gui_backend, is_large, predict_layers
+from .predict_jobs import Stream, done_message, gui_backend, is_large, predict_layers
 from .workers import start_generator, warm_up_imports
 
 if TYPE_CHECKING:
@@ -244,8 +244,6 @@ class PredictWidget(Container):
     def _add_result(self, layers: list[Layer]) -> None:
         """Add the layers made in the worker (labels, then probabilities if asked for)."""
         self._stopping = False  # finished before a late Stop took effect
-        smoothed = layers[0].metadata.get(Z_SIGMA_KEY, 0.0)
-        across = f" (smoothed across slices, {smoothed:.2f} slices wide)" if smoothed else ""
-        self._status.value = f"done: {layers[0].name}{across}"
+        self._status.value = done_message(layers[0])
         for new in layers:
             self._viewer.add_layer(new)

@@ -70,6 +70,13 @@ Z_SIGMA_KEY = "cardioseg_z_sigma"
 """Labels ``metadata`` key: the width (slices) the prediction was smoothed by across slices."""
 
 
+def done_message(labels: Layer) -> str:
+    """Status line for a finished prediction, with the smoothing across slices when there was one."""
+    smoothed = labels.metadata.get(Z_SIGMA_KEY, 0.0)
+    across = f" (smoothed across slices, {smoothed:.2f} slices wide)" if smoothed else ""
+    return f"done: {labels.name}{across}"
+
+
 def calibrated_scale(layer: Image) -> tuple[float, ...] | None:
     """Return the layer's spatial scale when it is a pixel size, else None."""
     scale = spatial_scale(layer)
