@@ -13,7 +13,7 @@ Usage: ``python benchmarks/bench_backends.py [--repeats 5] [--no-compile]``; the
 in ../shared/data is used when present.
 
 ``--end-to-end`` instead times what ``cardioseg predict IN -o OUT.tif`` does after start-up
-(:func:`core.batch.predict_file`: read, load the model, predict, write) with ``--backend auto``
+(:func:`core.one_file.predict_file`: read, load the model, predict, write) with ``--backend auto``
 (int8 for the shipped models) against ``eager`` and ``onnx`` (float32), alternating in one
 process after a warm-up run that fills the ONNX cache, best of ``--repeats``, on the plugin's
 samples and, when present, real images of every size at hand: the Z-disk cells (632×424,
@@ -205,7 +205,7 @@ def end_to_end_inputs(folder: Path) -> list[tuple[str, str, Path]]:
 
 
 def end_to_end(repeats: int) -> None:
-    """Print the speed-up of :func:`core.batch.predict_file` per input against eager before.
+    """Print the speed-up of :func:`core.one_file.predict_file` per input against eager before.
 
     "before" is eager PyTorch with the automatic tiles of the previous release
     (``AUTO_STRETCH = 1``); ``eager`` and ``auto`` use today's tiles.
@@ -213,7 +213,7 @@ def end_to_end(repeats: int) -> None:
     import tempfile
 
     from napari_cardioseg.core import tiling
-    from napari_cardioseg.core.batch import predict_file
+    from napari_cardioseg.core.one_file import predict_file
     from napari_cardioseg.core.progress import drain
 
     stretch = tiling.AUTO_STRETCH

@@ -21,10 +21,11 @@ import yaml
 from napari_cardioseg import _reader
 from napari_cardioseg.cli import main
 from napari_cardioseg.core import formats
-from napari_cardioseg.core.batch import enhance_file, expand_inputs, measure_file, stem
+from napari_cardioseg.core.batch import expand_inputs, stem
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.formats import open_all, open_image
 from napari_cardioseg.core.io import read_image, read_single
+from napari_cardioseg.core.one_file import enhance_file, measure_file
 from napari_cardioseg.core.progress import drain
 from napari_cardioseg.core.units import CALIBRATED_KEY
 from napari_cardioseg.core.writes import write_tiff

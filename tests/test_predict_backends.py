@@ -131,8 +131,8 @@ def test_a_cached_graph_runs_without_building_the_net(monkeypatch, tmp_path):
 
     import tifffile
 
-    from napari_cardioseg.core.batch import predict_file
     from napari_cardioseg.core.models import PRETRAINED_DIR
+    from napari_cardioseg.core.one_file import predict_file
 
     for suffix in (".json", ".safetensors"):  # a private copy, to tamper with below
         shutil.copy(PRETRAINED_DIR / f"zdisk-fluo{suffix}", tmp_path / f"zd{suffix}")

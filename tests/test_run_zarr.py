@@ -8,10 +8,10 @@ import zarr
 
 from napari_cardioseg.cli import main
 from napari_cardioseg.core import zarr_io
-from napari_cardioseg.core.batch import predict_file
 from napari_cardioseg.core.blocks import fixed_normalization_card
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.io import read_single
+from napari_cardioseg.core.one_file import predict_file
 from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
 from napari_cardioseg.core.progress import drain
 from napari_cardioseg.core.run import open_lazy, predict_to_zarr

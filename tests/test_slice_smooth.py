@@ -104,7 +104,7 @@ def test_continuity_tells_a_volume_from_a_stack_of_unrelated_tiles(volume):
 
 
 def test_batch_predict_notes_a_calibrated_stack_of_unrelated_tiles(tmp_path, volume, user_model):
-    from napari_cardioseg.core.batch import predict_file
+    from napari_cardioseg.core.one_file import predict_file
     from napari_cardioseg.core.progress import drain
     from napari_cardioseg.core.writes import write_tiff
 

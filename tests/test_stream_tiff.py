@@ -8,9 +8,9 @@ import tifffile
 
 from napari_cardioseg.cli import main
 from napari_cardioseg.core import stream_tiff, zarr_io
-from napari_cardioseg.core.batch import predict_file
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.io import read_single
+from napari_cardioseg.core.one_file import predict_file
 from napari_cardioseg.core.progress import drain
 from napari_cardioseg.core.writes import write_tiff, write_tiff_blocks
 

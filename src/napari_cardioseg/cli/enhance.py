@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     Several files (or a folder, or a glob): ``-o`` is a folder receiving ``NAME_enhanced.tif``.
     """
-    from ..core.batch import enhance_file, is_batch
+    from ..core.batch import is_batch
+    from ..core.one_file import enhance_file
 
     params = {name: getattr(args, name) for name in all_params() if getattr(args, name) is not None}
     check_params(args.method, params)  # before reading: a bad value costs nothing

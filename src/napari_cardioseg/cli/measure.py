@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.labels or args.output is None or args.kind is None:
         raise CardiosegError("give a label image, --kind and -o (or --list-columns)")
-    from ..core.batch import is_batch, measure_file
+    from ..core.batch import is_batch
+    from ..core.one_file import measure_file
     from .progress import drain_with_bar
 
     options = {"kind": args.kind, "pixel_size": args.pixel_size, "objects": args.objects,

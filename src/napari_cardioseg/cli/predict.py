@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
     Several files (or a folder, or a glob): one job per file, see :mod:`.batch`.
     """
-    from ..core.batch import is_batch, predict_file
+    from ..core.batch import is_batch
     from ..core.cluster import SCHEDULER_ENV
+    from ..core.one_file import predict_file
     from .progress import drain_with_bar
 
     if is_batch(args.input):

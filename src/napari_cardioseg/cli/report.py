@@ -43,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read, measure, write the HTML and the PNG."""
-    from ..core.batch import resolve_pixel_size
     from ..core.io import read_single
     from ..core.measure import get_kind
+    from ..core.one_file import resolve_pixel_size
     from ..core.report import HTML_SUFFIXES, make_report
     from ..core.writes import check_outputs
 
