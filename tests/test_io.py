@@ -9,6 +9,7 @@ import pytest
 import tifffile
 
 from napari_cardioseg.core.errors import CardiosegError
+from napari_cardioseg.core.formats import open_image
 from napari_cardioseg.core.io import read_image, read_single
 from napari_cardioseg.core.validate import as_grey
 from napari_cardioseg.core.writes import atomic_path, write_tiff
@@ -35,6 +36,27 @@ def test_imagej_nanometre_units_are_converted(tmp_path):
                      metadata={"axes": "ZYX", "unit": "nm", "spacing": 20.0})
     (img,) = read_image(tmp_path / "nm.tif")
     np.testing.assert_allclose(img.scale, (0.02, 0.005, 0.005))
+
+
+@pytest.mark.parametrize("unit,xy,z", [("micron", 0.1, 1.0), ("nm", 5.0, 0.001), ("um", 1.0, 1.0)])
+def test_imagej_stack_without_spacing_has_slices_one_unit_apart(tmp_path, unit, xy, z):
+    # Fiji leaves ``spacing`` out when the voxel depth is 1 (in the file's unit) and reads it so:
+    # a confocal stack with 0.1 µm pixels and 1 µm steps must not become isotropic
+    data = np.zeros((3, 8, 8), np.uint8)
+    tifffile.imwrite(tmp_path / "s.tif", data, imagej=True, resolution=(1 / xy, 1 / xy),
+                     metadata={"axes": "ZYX", "unit": unit})
+    with tifffile.TiffFile(tmp_path / "s.tif") as tif:
+        assert "spacing" not in tif.imagej_metadata
+    factor = 0.001 if unit == "nm" else 1.0
+    for img in (read_single(tmp_path / "s.tif"), open_image(tmp_path / "s.tif")):
+        np.testing.assert_allclose(img.scale, (z, xy * factor, xy * factor))
+
+
+def test_imagej_stack_without_unit_stays_uncalibrated(tmp_path):
+    tifffile.imwrite(tmp_path / "p.tif", np.zeros((3, 8, 8), np.uint8), imagej=True,
+                     metadata={"axes": "ZYX"})
+    img = read_single(tmp_path / "p.tif")
+    assert img.scale == (1.0, 1.0, 1.0) and not img.calibrated
 
 
 def test_ome_physical_size_units(tmp_path):

@@ -117,7 +117,8 @@ def _imagej_pixel_size(tif: tifffile.TiffFile) -> dict[str, float]:
 
     Without a unit (or with ImageJ's ``pixel``) a resolution of 1 means "uncalibrated"; with a
     length unit every resolution, 1 included, is a pixel size. Zero resolutions or spacings are
-    kept (as infinite or zero sizes) so that :func:`read_image` refuses them.
+    kept (as infinite or zero sizes) so that :func:`read_image` refuses them. A calibrated file
+    without ``spacing`` has slices one unit apart, as in Fiji.
     """
     meta = tif.imagej_metadata or {}
     unit = meta.get("unit")
@@ -138,6 +139,10 @@ def _imagej_pixel_size(tif: tifffile.TiffFile) -> dict[str, float]:
             sizes[ax] = (den / num if num else math.inf) * factor
     if "spacing" in meta:
         sizes["Z"] = _number(meta["spacing"]) * factor
+    elif sizes and has_unit:
+        # ImageJ writes ``spacing`` only when the voxel depth is not 1 and reads a missing one as
+        # 1 (in the file's unit): so does this reader, giving the depth Fiji shows
+        sizes["Z"] = 1.0 * factor
     return sizes
 
 
