@@ -103,14 +103,37 @@ def test_continuity_tells_a_volume_from_a_stack_of_unrelated_tiles(volume):
     assert slice_continuity(np.zeros((3, 2, 3))) == 1.0  # flat and smaller than the pooling
 
 
-def test_batch_predict_notes_a_calibrated_stack_of_unrelated_tiles(tmp_path, volume, user_model):
+@pytest.mark.parametrize("output,streamed", [("out.tif", False), ("out.tif", True),
+                                             ("out.zarr", True)])
+def test_predict_file_notes_a_calibrated_stack_of_unrelated_tiles(tmp_path, volume, user_model,
+                                                                  monkeypatch, output, streamed):
+    from napari_cardioseg.core import stream_tiff
     from napari_cardioseg.core.one_file import predict_file
     from napari_cardioseg.core.progress import drain
     from napari_cardioseg.core.writes import write_tiff
 
+    if streamed:  # every path decides the width the same way and says why it is 0
+        monkeypatch.setattr(stream_tiff, "STREAM_VOXELS", 0)
     tiles = np.stack([volume((1, 40, 48))[0] for _ in range(4)])
     write_tiff(tmp_path / "tiles.tif", tiles, (0.01, 0.01, 0.01))
+    write_tiff(tmp_path / "plain.tif", tiles)
+    for name, expected in (("tiles.tif", 1), ("plain.tif", 0)):  # uncalibrated: nothing to say
+        notes: list[str] = []
+        drain(predict_file(tmp_path / name, tmp_path / f"{name}-{output}", model="tiny",
+                           device="cpu", note=notes.append))
+        assert sum("do not continue each other" in n for n in notes) == expected
+
+
+def test_width_for_is_zero_for_a_3d_net_and_a_2d_image(volume):
+    from napari_cardioseg.core.slice_smooth import width_for
+
+    smooth_stack = ndi.gaussian_filter(volume((12, 40, 48)).astype(np.float32), 3)
+    tiles = np.stack([volume((1, 40, 48))[0] for _ in range(4)])
+    scale = (0.01, 0.01, 0.01)
     notes: list[str] = []
-    drain(predict_file(tmp_path / "tiles.tif", tmp_path / "out.tif", model="tiny", device="cpu",
-                       note=notes.append))
-    assert any("do not continue each other" in n for n in notes)
+    assert width_for(2, smooth_stack, scale, "a", notes.append) == 1.0
+    assert width_for(3, smooth_stack, scale, "a", notes.append) == 0.0  # a 3D net is not smoothed
+    assert width_for(3, tiles, scale, "b", notes.append) == 0.0
+    assert width_for(2, smooth_stack[0], scale[1:], "c", notes.append) == 0.0
+    assert notes == []
+    assert width_for(2, tiles, scale, "d", notes.append) == 0.0 and len(notes) == 1

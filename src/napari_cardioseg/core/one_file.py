@@ -103,14 +103,16 @@ def predict_file(
                                          batch=batch, device=device, prob_path=prob, flips=flips,
                                          backend=backend, channel=channel, scene=scene,
                                          resume=resume, prob_dtype=prob_dtype or "uint8",
-                                         workers=workers, scheduler=scheduler, z_sigma=z_sigma)
+                                         workers=workers, scheduler=scheduler, z_sigma=z_sigma,
+                                         note=note)
         return [out, *([Path(prob)] if prob else [])]
     import numpy as np
 
     from . import zarr_io
     from .io import read_single
+    from .nets import spec_ndim
     from .predict import predict_steps
-    from .slice_smooth import default_sigma, slice_sigma
+    from .slice_smooth import width_for
     from .stream_tiff import STREAM_VOXELS, input_voxels, predict_file_streamed
     from .writes import check_outputs, write_tiff
 
@@ -120,17 +122,15 @@ def predict_file(
         return (yield from predict_file_streamed(
             input_path, output, model, probs, prob_dtype, tile=tile, overlap=overlap,
             batch=batch, device=device, flips=flips, backend=backend, channel=channel,
-            scene=scene, resume=resume, workers=workers, scheduler=scheduler, z_sigma=z_sigma))
+            scene=scene, resume=resume, workers=workers, scheduler=scheduler, z_sigma=z_sigma,
+            note=note))
     check_outputs([output, *(path for _, path in probs)], [input_path])
     image = read_single(input_path, channel=channel, scene=scene)
     if card.pixel_size and not image.calibrated and note is not None:
         note(f"note: {input_path} has no pixel size; the model was trained at {card.pixel_size} µm")
     scale = image.scale if image.calibrated else None  # never invent a calibration
     if z_sigma is None:
-        z_sigma = default_sigma(image.data, scale)
-        if z_sigma == 0 and slice_sigma(scale) > 0 and note is not None:
-            note(f"note: the slices of {input_path} do not continue each other; they are not "
-                 "smoothed across (--z-sigma sets a width)")
+        z_sigma = width_for(spec_ndim(card.spec), image.data, scale, str(input_path), note)
     result = yield from predict_steps(image.data, net, card, tile=tile, overlap=overlap,
                                       batch=batch, device=device, flips=flips,
                                       backend=engine, z_sigma=z_sigma)

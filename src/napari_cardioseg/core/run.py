@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from .formats import open_image
 from .models import ModelCard, load_model
 from .nets import spec_ndim
 from .progress import Progress, drain
-from .slice_smooth import applied_sigma, default_sigma, slice_radius
+from .slice_smooth import applied_sigma, slice_radius, width_for
 from .tiling import AUTO_TILE
 
 RUN_FORMAT = 1  # bump when the way blocks are computed changes (old partial runs restart)
@@ -168,6 +168,7 @@ def predict_to_zarr(
     workers: int = 1,
     scheduler: str | None = None,
     z_sigma: float | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> Generator[Progress, None, Path]:
     """Predict ``input_path`` block by block into an OME-Zarr labels store, yielding progress.
 
@@ -207,6 +208,8 @@ def predict_to_zarr(
         :func:`predict.predict_generator`); default (None) one slice, at most four in-plane pixels, when the
         input's pixel size is known and its slices continue each other
         (:func:`slice_smooth.default_sigma`), else none.
+    note : callable, optional
+        Hears when a default width is 0 because the slices do not continue each other.
 
     Returns
     -------
@@ -224,7 +227,8 @@ def predict_to_zarr(
     model, card = load_model(model_name)
     with open_lazy(input_path, channel=channel, scene=scene) as (volume, scale, calibrated):
         if z_sigma is None:
-            z_sigma = default_sigma(volume, scale if calibrated else None)
+            z_sigma = width_for(spec_ndim(card.spec), volume, scale if calibrated else None,
+                                str(input_path), note)
         block, full_halo = stream_geometry(card, volume.shape, tile, overlap, halo, z_sigma)
         run = {"format": RUN_FORMAT, "input": str(Path(input_path).resolve()),
                "shape": list(volume.shape), "model": card.name, "weights": card.weights_sha256,

@@ -22,7 +22,7 @@ prediction with that many extra slices per side equals smoothing the whole stack
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,22 @@ def default_sigma(image: Any, scale: Sequence[float] | None) -> float:
     """
     sigma = slice_sigma(scale) if len(image.shape) == 3 else 0.0
     return sigma if sigma > 0 and slice_continuity(image) >= CONTINUOUS else 0.0
+
+
+def width_for(model_ndim: int, image: Any, scale: Sequence[float] | None, name: str,
+              note: Callable[[str], None] | None = None) -> float:
+    """Return the default width for a ``model_ndim`` net on ``image``, telling ``note`` why not.
+
+    :func:`default_sigma` for a 2D net on a stack, else 0. When the voxel size asks for smoothing
+    but the slices do not continue each other, ``note`` hears that (``name`` names the input).
+    """
+    if model_ndim != 2 or len(image.shape) != 3:
+        return 0.0
+    sigma = default_sigma(image, scale)
+    if sigma == 0 and slice_sigma(scale) > 0 and note is not None:
+        note(f"note: the slices of {name} do not continue each other; they are not smoothed "
+             "across (--z-sigma sets a width)")
+    return sigma
 
 
 def check_sigma(sigma: float) -> float:

@@ -57,8 +57,8 @@ def predict_file_streamed(
     ``probs``: ``(class index, TIFF path)`` per foreground class to save; stored as float16 and
     written as float32 (within 0.0005 of the in-memory float32), or as uint8 0-255 with
     ``prob_dtype="uint8"``. ``options`` go to :func:`run.predict_to_zarr` (tile, overlap,
-    batch, device, flips, backend, channel, scene, resume, workers, scheduler). Returns the
-    files written. Labels are uint8, as in every streamed run.
+    batch, device, flips, backend, channel, scene, resume, workers, scheduler, z_sigma,
+    note). Returns the files written. Labels are uint8, as in every streamed run.
     """
     check_outputs([output, *(path for _, path in probs)], [input_path])
     labels_store = partial_store(output)
