@@ -262,7 +262,8 @@ def test_blockwise_equals_whole_smoothed_across_slices(net2d, rng):
                                                            radius=3), atol=1e-6)
     assert np.abs(prob - plain).max() > 1e-3
     block, halos = block_geometry(card.spec, volume.shape, 512, halo, z_halo=3)
-    assert block[0] == 16 and halos[0] == 3  # three Z blocks, each reading 3 more slices a side
+    assert block[0] == 24 and halos[0] == 3  # two Z blocks (8 halos deep), each reading 3 more
+    assert block_geometry(card.spec, volume.shape, 512, halo)[0][0] == 16  # 4 Mvoxel blocks
     got_prob, got = blockwise(volume, model, card, 512, halo, z_sigma=1.0)
     np.testing.assert_array_equal(got, probabilities_to_labels(prob))
     np.testing.assert_allclose(got_prob, prob[1:], atol=1e-6)

@@ -36,6 +36,10 @@ from .tiling import MAX_HALO
 from .validate import as_grey
 
 
+#: least depth of a 2D net's block, in Z halos, when it reads slices beyond it (smoothing)
+HALO_DEPTHS = 8
+
+
 def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
                    halo: int | Sequence[int], z_halo: int = 0,
                    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -44,7 +48,9 @@ def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
     ``block`` and ``halo`` are given for the net's axes (``YX`` or ``ZYX``); a 2D net on a
     ``ZYX`` stack gets blocks of whole slices along Z (as many as make about 4 Mvoxel) and a Z
     halo of ``z_halo`` slices: none when slices are predicted independently, the smoothing's
-    reach when they are smoothed across (:func:`slice_smooth.slice_radius`).
+    reach when they are smoothed across (:func:`slice_smooth.slice_radius`). With a Z halo the
+    blocks are at least :data:`HALO_DEPTHS` halos deep, so the extra slices cost at most a
+    quarter more.
     """
     ndim = spec_ndim(spec)
     if ndim == 3 and len(shape) == 2:
@@ -55,7 +61,8 @@ def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
     block = tuple(math.ceil(b / multiple) * multiple for b in block)
     halo = tuple(math.ceil(h / multiple) * multiple for h in halo)
     if len(shape) > ndim:
-        slices = max(1, min(int(shape[0]), (1 << 22) // math.prod(block)))
+        slices = max(1, (1 << 22) // math.prod(block), HALO_DEPTHS * int(z_halo))
+        slices = min(int(shape[0]), slices)
         return (slices, *block), (int(z_halo), *halo)
     return block, halo
 
