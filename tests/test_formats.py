@@ -121,8 +121,14 @@ def test_pixel_size_is_none_where_the_file_has_none(tmp_path, rng):
     assert img.scale == (1.0, 1.0, 1.0)  # display only; read_image says calibrated=False too
     tifffile.imwrite(tmp_path / "xy.ome.tif", data, ome=True,
                      metadata={"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2})
-    img = open_image(tmp_path / "xy.ome.tif")
+    with pytest.warns(UserWarning, match="no slice spacing; slices are taken as 0.2 µm apart"):
+        img = open_image(tmp_path / "xy.ome.tif")
     assert img.pixel_size == (None, 0.2, 0.2) and img.calibrated
+    with pytest.warns(UserWarning, match="no slice spacing"):  # the in-memory reader says so too
+        assert read_single(tmp_path / "xy.ome.tif").scale == (0.2, 0.2, 0.2)
+    tifffile.imwrite(tmp_path / "xy.ome.tif", data[0], ome=True,
+                     metadata={"axes": "YX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2})
+    assert open_image(tmp_path / "xy.ome.tif").pixel_size == (0.2, 0.2)  # 2D: nothing missing
 
 
 def test_rgb_tiff_samples_are_channels(tmp_path, rng):

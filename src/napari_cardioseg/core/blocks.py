@@ -35,7 +35,6 @@ from .slice_smooth import applied_sigma, slice_radius, smooth
 from .tiling import MAX_HALO
 from .validate import as_grey
 
-
 #: least depth of a 2D net's block, in Z halos, when it reads slices beyond it (smoothing)
 HALO_DEPTHS = 8
 

@@ -162,6 +162,12 @@ def _check_sizes(path: Path, sizes: dict[str, float], axes: str) -> dict[str, fl
             f"{path}: pixel size {ax} = {value:g} µm is not a plausible size (must be a finite "
             f"number in {low:g}..{high:g} µm); " + _override_hint()
         )
+    if "Z" in axes and sizes.get("Z") is None and ("X" in sizes or "Y" in sizes):
+        in_plane = sizes.get("X", sizes.get("Y"))
+        warnings.warn(f"{path}: the file gives the pixel size but no slice spacing; slices are "
+                      f"taken as {in_plane:g} µm apart (the in-plane size), so volumes assume "
+                      "cubic voxels. Set the Z size in Plugins > CardioSeg > Pixel size, or "
+                      "with --pixel-size Z Y X when measuring", UserWarning, stacklevel=3)
     return sizes
 
 
