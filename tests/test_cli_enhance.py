@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import tifffile
 
 from napari_cardioseg import cli
 from napari_cardioseg.core.contrast import (
@@ -149,3 +150,16 @@ def test_module_import_is_cheap():
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_warnings_print_as_one_line(tmp_path):
+    # a stack with an in-plane size but no slice spacing: read with cubic voxels, and said so
+    tifffile.imwrite(tmp_path / "xy.ome.tif", np.zeros((3, 16, 16), np.uint8), ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2})
+    out = subprocess.run([sys.executable, "-m", "napari_cardioseg", "enhance",
+                          str(tmp_path / "xy.ome.tif"), "-o", str(tmp_path / "o.tif"),
+                          "--method", "percentile"], capture_output=True, text=True, check=True)
+    lines = [line for line in out.stderr.splitlines() if "slice spacing" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "0.2 µm apart" in lines[0]
+    assert "UserWarning" not in out.stderr and ".py:" not in out.stderr
+    assert read_single(tmp_path / "o.tif").scale == pytest.approx((0.2, 0.2, 0.2))

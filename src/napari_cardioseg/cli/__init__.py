@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..core.device import limit_torch_threads
@@ -49,10 +50,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+    """Format a warning as the CLI shows it: ``warning: MESSAGE`` (no file, line or class)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; errors print one line to stderr and return a non-zero code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv[0] if argv else None).parse_args(argv)
+    warnings.formatwarning = _warning_line
     try:
         limit_torch_threads()
         return int(args.func(args) or 0)
