@@ -264,6 +264,9 @@ def test_blockwise_equals_whole_smoothed_across_slices(net2d, rng):
     block, halos = block_geometry(card.spec, volume.shape, 512, halo, z_halo=3)
     assert block[0] == 24 and halos[0] == 3  # two Z blocks (8 halos deep), each reading 3 more
     assert block_geometry(card.spec, volume.shape, 512, halo)[0][0] == 16  # 4 Mvoxel blocks
+    # larger blocks deepen only up to twice the voxels: 1024 px holds 4 slices, 8 when smoothed
+    assert block_geometry(card.spec, (99, 2048, 2048), 1024, halo, z_halo=3)[0][0] == 8
+    assert block_geometry(card.spec, (99, 2048, 2048), 1024, halo)[0][0] == 4
     got_prob, got = blockwise(volume, model, card, 512, halo, z_sigma=1.0)
     np.testing.assert_array_equal(got, probabilities_to_labels(prob))
     np.testing.assert_allclose(got_prob, prob[1:], atol=1e-6)
