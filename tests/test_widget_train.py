@@ -14,6 +14,8 @@ from napari_cardioseg.core.colors import BACKGROUND, class_color
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import PRETRAINED_DIR, list_models, suggested_name, user_models_dir
 from napari_cardioseg.core.nets import ARCHITECTURES, scratch_choices
+from napari_cardioseg.core.progress import drain
+from napari_cardioseg.core.train_preview import view_prediction_steps
 from napari_cardioseg.widgets.live_preview import LIVE, UNCERTAIN
 from napari_cardioseg.widgets.loss_plot import smooth
 from napari_cardioseg.widgets.predict import PredictWidget
@@ -95,9 +97,15 @@ def test_stop_keeps_best_model_and_retraining_continues(widget, viewer, qtbot):
     assert second is not first and second.card.training["steps"] == 2
     assert widget.trained._undo.enabled
     assert viewer.layers[LIVE].data.any()  # the second round's last preview
-    widget.trained._undo.native.click()  # back to the first round's model
+    widget.trained._undo.native.click()  # back to the first round's model, shown on the view
     assert widget.result is first and not widget.trained._undo.enabled
-    assert not viewer.layers[LIVE].data.any() and not viewer.layers[UNCERTAIN].data.any()
+    qtbot.waitUntil(lambda: widget.live.worker is None, timeout=30000)
+    image = viewer.layers["cells"].data
+    region, labels, uncertainty = drain(view_prediction_steps(image, widget.live.view,
+                                                              first.model, first.card))
+    assert region == (slice(0, 64), slice(0, 128)) and labels.any()
+    np.testing.assert_array_equal(viewer.layers[LIVE].data, labels)
+    np.testing.assert_array_equal(viewer.layers[UNCERTAIN].data, np.rint(uncertainty * 255))
     assert widget.trained._status.value == (
         f"back to the model before the last round ({first.card.training['steps']} steps)")
     widget._budget.value = 1
@@ -107,6 +115,7 @@ def test_stop_keeps_best_model_and_retraining_continues(widget, viewer, qtbot):
     widget.trained.reset()
     assert widget.result is None and not widget.trained._save.enabled
     assert widget.trained.earlier == [] and not widget.trained._undo.enabled
+    assert not viewer.layers[LIVE].data.any() and not viewer.layers[UNCERTAIN].data.any()
 
 
 def test_errors_are_reported_not_raised(widget, viewer, qtbot, monkeypatch):

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import models as _models
-from .predict import predict_probabilities, probabilities_to_labels, probabilities_to_uncertainty
+from .blocks import fixed_normalization_card
+from .nets import spec_ndim
+from .predict import (
+    predict_generator,
+    predict_probabilities,
+    probabilities_to_labels,
+    probabilities_to_uncertainty,
+)
+from .progress import Progress
 from .train_init import default_class_names
 
 Region = tuple[slice, ...]
@@ -51,3 +60,20 @@ def preview_labels(model: torch.nn.Module, spec: dict, normalized: np.ndarray,
                    device: torch.device) -> np.ndarray:
     """Predicted labels of an already normalised crop, by the sliding-window predictor."""
     return preview_prediction(model, spec, normalized, device)[0]
+
+
+def view_prediction_steps(image: Any, request: Region, model: torch.nn.Module,
+                          card: _models.ModelCard, device: str = "auto",
+                          ) -> Generator[Progress, None, tuple[Region, np.ndarray, np.ndarray] | None]:
+    """Predict the region in view with a model outside training (e.g. after Undo).
+
+    ``request`` is clipped as training previews are (:func:`preview_region`) and normalised with
+    the numbers fitted on the whole ``image``, as :func:`predict.predict_generator` does for it.
+    Returns the region, labels and uncertainty (float32, 0..1); None when nothing is in view.
+    """
+    region = preview_region(request, image.shape, spec_ndim(card.spec))
+    if region is None:
+        return None
+    fixed = fixed_normalization_card(card, image)
+    prob = yield from predict_generator(np.asarray(image[region]), model, fixed, device=device)
+    return region, probabilities_to_labels(prob), probabilities_to_uncertainty(prob)

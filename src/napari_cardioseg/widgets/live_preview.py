@@ -10,13 +10,16 @@ which shows where the next strokes help most.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
 
-from ..core.train import TrainProgress
+from ..core.train import TrainProgress, TrainResult
+from ..core.train_preview import view_prediction_steps
 from . import _common as ui
+from . import workers
 
 if TYPE_CHECKING:
     import napari
@@ -35,6 +38,7 @@ class LivePreview:
         self.source: Image | None = None
         self.volumetric = False  # the net is 3D: previews are sub-volumes
         self.view: tuple[slice, ...] | None = None
+        self.worker: Any = None  # the preview after Undo, while it runs
         viewer.dims.events.current_step.connect(self.update_view)
         viewer.camera.events.center.connect(self.update_view)
 
@@ -73,15 +77,18 @@ class LivePreview:
 
     def show(self, progress: TrainProgress) -> None:
         """Copy a yielded preview (and its uncertainty) into the live layers that still exist."""
-        if progress.preview is None:
-            return
+        if progress.preview is not None and progress.preview_region is not None:
+            self._put(progress.preview_region, progress.preview, progress.uncertainty)
+
+    def _put(self, region: tuple[slice, ...], labels: np.ndarray,
+             uncertainty: np.ndarray | None) -> None:
         if LIVE in self._viewer.layers:
             layer = self._viewer.layers[LIVE]
-            layer.data[progress.preview_region] = progress.preview
+            layer.data[region] = labels
             layer.refresh()
-        if progress.uncertainty is not None and UNCERTAIN in self._viewer.layers:
+        if uncertainty is not None and UNCERTAIN in self._viewer.layers:
             layer = self._viewer.layers[UNCERTAIN]
-            layer.data[progress.preview_region] = np.rint(progress.uncertainty * 255)
+            layer.data[region] = np.rint(uncertainty * 255)
             layer.refresh()
 
     def clear(self) -> None:
@@ -91,3 +98,21 @@ class LivePreview:
                 layer = self._viewer.layers[name]
                 layer.data[...] = 0
                 layer.refresh()
+
+    def follow(self, result: TrainResult | None, owner: Any) -> None:
+        """After Undo or Reset: show ``result``'s answer on the view (in a worker), or blank."""
+        self.clear()
+        if result is None or self.source is None or self.view is None:
+            return
+        model = copy.deepcopy(result.model)  # a Train click may go on training the original
+        self.worker = workers.start_generator(
+            view_prediction_steps, self.source.data, self.view, model, result.card,
+            owner=owner, activity=f"Preview ({result.card.name})", on_return=self._write,
+            on_finish=self._idle)
+
+    def _write(self, found: tuple[tuple[slice, ...], np.ndarray, np.ndarray] | None) -> None:
+        if found is not None:
+            self._put(*found)
+
+    def _idle(self) -> None:
+        self.worker = None

@@ -116,9 +116,9 @@ class TrainWidget(widgets.Container):
         return self.trained.result
 
     def _model_changed(self) -> None:
-        """After Undo or Reset: the class help follows the model; its stale previews go."""
+        """After Undo or Reset: the class help and the live layers follow the model."""
         self._show_classes()
-        self.live.clear()
+        self.live.follow(self.result, self)
 
     def _show_classes(self, value: tuple[str, str] | None = None) -> None:
         if value is None and self.result is None:
