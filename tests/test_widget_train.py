@@ -118,6 +118,29 @@ def test_stop_keeps_best_model_and_retraining_continues(widget, viewer, qtbot):
     assert not viewer.layers[LIVE].data.any() and not viewer.layers[UNCERTAIN].data.any()
 
 
+def test_undo_on_a_stack_shows_the_slice_in_view(viewer, qtbot, monkeypatch, tmp_path):
+    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path))
+    stack = np.stack([disks(seed)[0] for seed in range(3)])
+    viewer.add_image(stack, name="stack", scale=(1.0, 0.5, 0.5))
+    w = TrainWidget(viewer)
+    w._unit.value = "steps"
+    viewer.window.add_dock_widget(w)
+    w.new_scribbles().data[1] = disks(1)[1]
+    for budget in (2, 1):  # two rounds, so Undo has a model to go back to
+        w._budget.value = budget
+        w.train()
+        qtbot.waitUntil(lambda: w.worker is None, timeout=30000)
+    first = w.trained.earlier[-1]
+    viewer.dims.set_current_step(0, 2)  # look at the last slice, then undo
+    w.trained._undo.native.click()
+    qtbot.waitUntil(lambda: w.live.worker is None, timeout=30000)
+    region, labels, _ = drain(view_prediction_steps(stack, w.live.view, first.model, first.card))
+    assert region == (slice(2, 3), slice(0, 64), slice(0, 128))  # a 2D net: the slice in view
+    live = viewer.layers[LIVE].data
+    np.testing.assert_array_equal(live[2:3], labels)
+    assert labels.any() and not live[:2].any()
+
+
 def test_errors_are_reported_not_raised(widget, viewer, qtbot, monkeypatch):
     errors = []
     monkeypatch.setattr("napari_cardioseg.widgets._common.report_error", errors.append)
