@@ -267,6 +267,11 @@ def test_blockwise_equals_whole_smoothed_across_slices(net2d, rng):
     # larger blocks deepen only up to twice the voxels: 1024 px holds 4 slices, 8 when smoothed
     assert block_geometry(card.spec, (99, 2048, 2048), 1024, halo, z_halo=3)[0][0] == 8
     assert block_geometry(card.spec, (99, 2048, 2048), 1024, halo)[0][0] == 4
+    # a store laid out before the width was known keeps its depth, smoothed or not
+    for z_halo in (0, 3):
+        assert block_geometry(card.spec, volume.shape, (24, 512, 512), halo, z_halo)[0][0] == 24
+    with pytest.raises(CardiosegError, match="block must be"):
+        block_geometry(card.spec, volume.shape, (0, 512, 512), halo)
     got_prob, got = blockwise(volume, model, card, 512, halo, z_sigma=1.0)
     np.testing.assert_array_equal(got, probabilities_to_labels(prob))
     np.testing.assert_allclose(got_prob, prob[1:], atol=1e-6)

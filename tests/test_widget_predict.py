@@ -266,6 +266,36 @@ def test_large_layer_streams_into_a_store_shown_while_it_fills(viewer, qtbot, ho
     assert widget._progress.value == widget._progress.max > 1  # one step per block and level
 
 
+@pytest.mark.parametrize("continuous", [True, False])
+def test_streamed_blocks_are_the_store_chunks_smoothed_or_not(viewer, qtbot, home, rng,
+                                                              monkeypatch, continuous):
+    import dask.array as da
+    from scipy import ndimage as ndi
+
+    from napari_cardioseg.core import blocks
+    from napari_cardioseg.core.predict import predict_labels
+
+    monkeypatch.setattr(blocks, "BLOCK_VOXELS", 32 * 32 * 4)  # 4 slices of 32 px, 8 smoothed
+    model, card = save_tiny(models.user_models_dir(create=True) / "tiny")
+    image = rng.normal(0, 1, (20, 96, 96)).astype(np.float32)
+    if continuous:  # slices that continue each other are smoothed (one slice), others are not
+        image = ndi.gaussian_filter(image, 2.0)
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    widget._model.value = str(models.user_models_dir() / "tiny.json")
+    widget._image.value = viewer.add_image(da.from_array(image, chunks=(1, 48, 48)), name="big",
+                                           scale=(1.0, 0.5, 0.5))  # calibrated, lazy: streamed
+    widget._tile.value, widget._device.value = 32, "cpu"
+    totals = []
+    widget.run()
+    widget.worker.yielded.connect(lambda p: totals.append(p.total) if p.stage == "predict" else None)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    store = widget.stream.layer.data
+    assert store.chunks[0] == 8 and totals[-1] == store.nchunks == 3 * 3 * 3  # one block a chunk
+    expected = predict_labels(image, model, card, device="cpu", z_sigma=1.0 if continuous else 0)
+    assert np.mean(np.asarray(store) == expected) >= 0.999
+
+
 def test_stopping_a_streamed_prediction_keeps_the_finished_blocks(viewer, qtbot, home, rng,
                                                                   monkeypatch):
     import zarr

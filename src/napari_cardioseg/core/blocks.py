@@ -53,11 +53,17 @@ def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
     reach when they are smoothed across (:func:`slice_smooth.slice_radius`). With a Z halo the
     blocks are :data:`HALO_DEPTHS` halos deep (the extra slices then cost a quarter more) where
     that fits in twice the voxels; 512 px blocks at a 3-slice halo: 24 slices instead of 16.
+    ``block`` may also give that depth first (``(slices, y, x)``): a store whose chunks were laid
+    out before the width was known keeps them.
     """
     ndim = spec_ndim(spec)
     if ndim == 3 and len(shape) == 2:
         raise CardiosegError("a 3D model needs a ZYX stack, got a 2D image")
     multiple = size_multiple(spec)
+    depth = None
+    if len(shape) > ndim and not isinstance(block, (int, np.integer)) and len(block) == len(shape):
+        depth, *rest = _per_axis(block, len(shape), "block", 1)
+        block = tuple(rest)
     block = _per_axis(block, ndim, "block", 1)
     halo = _per_axis(halo, ndim, "halo", 0)
     block = tuple(math.ceil(b / multiple) * multiple for b in block)
@@ -66,7 +72,7 @@ def block_geometry(spec: dict, shape: Sequence[int], block: int | Sequence[int],
         area = math.prod(block)
         base = max(1, BLOCK_VOXELS // area)
         deep = min(HALO_DEPTHS * int(z_halo), 2 * BLOCK_VOXELS // area)
-        slices = min(int(shape[0]), max(base, deep))
+        slices = min(int(shape[0]), max(base, deep) if depth is None else depth)
         return (slices, *block), (int(z_halo), *halo)
     return block, halo
 
@@ -116,8 +122,9 @@ def predict_blocks(
     labels : array-like
         Writable uint8 array of ``volume``'s shape (e.g. a zarr array): argmax per voxel.
     block, halo : int or sequence of int
-        Core size and halo per net axis (see :func:`block_geometry`); the halo should be at least
-        the net's receptive-field radius for the result not to depend on ``block``.
+        Core size and halo per net axis (see :func:`block_geometry`; a 2D net on a stack may be
+        given the Z depth too); the halo should be at least the net's receptive-field radius for
+        the result not to depend on ``block``.
     batch : int
         Slices per forward pass for a 2D net on a stack.
     device : str

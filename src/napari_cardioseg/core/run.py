@@ -75,12 +75,13 @@ def _into_stores(volume: Any, model: Any, card: ModelCard, labels: Any, prob: An
                  skip: set[tuple[int, ...]], **kwargs: Any) -> Generator[Progress, None, int]:
     """:func:`blocks.predict_blocks` into the stores' level-0 arrays, marking each block done.
 
-    ``block`` and ``halo`` are per volume axis (:func:`stream_geometry`); ``kwargs`` are
-    ``batch``, ``device``, ``flips``, ``backend`` and ``z_sigma``.
+    ``block`` and ``halo`` are per volume axis (:func:`stream_geometry`); the block goes whole,
+    Z depth included, so the blocks are the stores' chunks. ``kwargs`` are ``batch``,
+    ``device``, ``flips``, ``backend`` and ``z_sigma``.
     """
     ndim = spec_ndim(card.spec)
     return predict_blocks(
-        volume, model, card, labels, block=block[-ndim:], halo=halo[-ndim:], probabilities=prob,
+        volume, model, card, labels, block=block, halo=halo[-ndim:], probabilities=prob,
         encode=lambda p: zarr_io.encode_probabilities(p, encoding), skip=skip,
         on_block_done=lambda index: zarr_io.mark_block_done(out_path, index), **kwargs)
 

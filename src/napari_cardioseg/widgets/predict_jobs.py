@@ -28,7 +28,7 @@ from ..core.nets import spec_ndim
 from ..core.predict import load_and_predict_steps
 from ..core.progress import Progress
 from ..core.run import fill_levels, stream_geometry
-from ..core.slice_smooth import default_sigma
+from ..core.slice_smooth import default_sigma, slice_sigma, width_for
 from ..core.units import is_calibrated
 from ._common import (
     full_resolution,
@@ -97,8 +97,10 @@ class Stream:
         self.card: ModelCard = read_card(model)
         self.model = model
         self.volume: Any = full_resolution(layer)
-        self.block, self.halo = stream_geometry(self.card, self.volume.shape, tile, overlap)
-        self.voxel = calibrated_scale(layer)  # the smoothing width is decided in the worker
+        self.voxel = calibrated_scale(layer)  # the smoothing width is decided in the worker;
+        # the store's chunks expect it (blocks keep their depth when it turns out to be 0)
+        self.block, self.halo = stream_geometry(self.card, self.volume.shape, tile, overlap,
+                                                z_sigma=slice_sigma(self.voxel))
         name = result_name(layer, self.card.name, "labels")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.path = predictions_folder() / f"{name.replace(' ', '_')}-{stamp}.ome.zarr"
@@ -117,9 +119,10 @@ class Stream:
         yield Progress(0, None, "load", f"loading {self.card.name}")
         net, card = load_model(self.model)
         ndim = spec_ndim(card.spec)
-        blocks = predict_blocks(self.volume, net, card, self.group["0"], block=self.block[-ndim:],
+        blocks = predict_blocks(self.volume, net, card, self.group["0"], block=self.block,
                                 halo=self.halo[-ndim:],
-                                z_sigma=default_sigma(self.volume, self.voxel), **kwargs)
+                                z_sigma=width_for(ndim, self.volume, self.voxel, self.layer.name),
+                                **kwargs)
         yield from fill_levels(blocks, [self.group])
         return self.path
 
