@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -163,3 +164,13 @@ def test_warnings_print_as_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("warning: ") and "0.2 µm apart" in lines[0]
     assert "UserWarning" not in out.stderr and ".py:" not in out.stderr
     assert read_single(tmp_path / "o.tif").scale == pytest.approx((0.2, 0.2, 0.2))
+
+
+def test_main_restores_the_warning_format(tmp_path):
+    # in-process callers of main() get Python's own warning format back afterwards
+    before = warnings.formatwarning
+    tifffile.imwrite(tmp_path / "i.tif", np.zeros((16, 16), np.uint8))
+    assert cli.main(["enhance", str(tmp_path / "i.tif"), "-o", str(tmp_path / "o.tif"),
+                     "--method", "percentile"]) == 0
+    assert warnings.formatwarning is before
+    assert "UserWarning" in warnings.formatwarning("m", UserWarning, "f.py", 1)

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; errors print one line to stderr and return a non-zero code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv[0] if argv else None).parse_args(argv)
-    warnings.formatwarning = _warning_line
+    previous_format, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
         limit_torch_threads()
         return int(args.func(args) or 0)
@@ -70,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cardioseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":
