@@ -11,7 +11,7 @@ from qtpy.QtCore import QTimer
 
 from napari_cardioseg.core import models, nets
 from napari_cardioseg.core.colors import class_color
-from napari_cardioseg.core.predict import predict_probabilities, probabilities_to_labels
+from napari_cardioseg.core.predict import predict_labels, predict_probabilities, probabilities_to_labels
 from napari_cardioseg.core.tiling import count_tiles
 from napari_cardioseg.widgets._common import refresh_model_lists
 from napari_cardioseg.widgets.predict import LOAD_FILE, PredictWidget
@@ -361,3 +361,31 @@ def test_calibrated_isotropic_stack_is_smoothed_across_slices(viewer, qtbot, hom
         assert (np.abs(shown - independent[1]).max() > 1e-3) == (sigma > 0)
         assert viewer.layers[f"{name} tiny labels"].metadata["cardioseg_z_sigma"] == sigma
         assert ("smoothed across slices, 1.00 slices wide" in widget._status.value) == (sigma > 0)
+
+
+def test_a_3d_net_on_a_calibrated_stack_reads_no_slices_to_decide_smoothing(viewer, qtbot, home,
+                                                                            volume, monkeypatch):
+    """Smoothing across slices is for 2D nets: a 3D net's run neither smooths nor reads the
+    slice crops that decide whether a stack's slices continue each other."""
+    from napari_cardioseg.core import slice_smooth
+
+    def no_reading(image):
+        raise AssertionError("slice continuity read for a 3D net")
+
+    monkeypatch.setattr(slice_smooth, "slice_continuity", no_reading)
+    spec = {"arch": "unet3d", "in_channels": 1, "classes": 2, "depth": 2, "base": 4}
+    torch.manual_seed(0)
+    model = nets.build_model(spec).eval()
+    card = models.ModelCard("tiny3d", spec, ["background", "mito"], {"method": "zscore"}, None)
+    models.save_model(model, card, models.user_models_dir(create=True) / "tiny3d")
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    widget._model.value = str(models.user_models_dir() / "tiny3d.json")
+    widget._tile.value, widget._device.value = 16, "cpu"
+    stack = volume((8, 32, 32)).astype(np.float32)
+    widget._image.value = viewer.add_image(stack, name="iso", scale=(0.01, 0.01, 0.01))
+    run_and_wait(widget, qtbot)
+    labels = viewer.layers["iso tiny3d labels"]
+    assert labels.metadata["cardioseg_z_sigma"] == 0
+    np.testing.assert_array_equal(labels.data, predict_labels(stack, model, card, tile=16,
+                                                              overlap=0.25, device="cpu"))

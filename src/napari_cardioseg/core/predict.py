@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,15 +63,12 @@ class Prediction:
     labels : numpy.ndarray
         ``image.shape``: the most probable class per pixel (0 background, 1 first class, ...),
         in the smallest unsigned dtype that holds every class (see :func:`label_dtype`).
-    model_name : str
-        The card's name of the model that predicted (set by :func:`load_and_predict_steps`).
     z_sigma : float
         Width (slices) the probabilities were smoothed by across slices; 0 when they were not.
     """
 
     probabilities: Any
     labels: np.ndarray
-    model_name: str = ""
     z_sigma: float = 0.0
 
 
@@ -338,20 +333,6 @@ def predict_steps(image: Any, model: torch.nn.Module | None, card: ModelCard,
     prob = yield from predict_generator(image, model, card, **kwargs)
     applied = applied_sigma(spec_ndim(card.spec), len(prob.shape) - 1, kwargs.get("z_sigma", 0.0))
     return Prediction(prob, probabilities_to_labels(prob), z_sigma=applied)
-
-
-def load_and_predict_steps(model: str | os.PathLike, image: Any,
-                           **kwargs: Any) -> Generator[Progress, None, Prediction]:
-    """Load ``model`` (a name, card path or bioimage.io package), then :func:`predict_steps`.
-
-    Loading happens in the caller's (worker) thread too, so a GUI does no model work itself.
-    """
-    from .models import load_model
-
-    yield Progress(0, None, "load", f"loading {Path(model).stem}")
-    net, card = load_model(model)
-    result = yield from predict_steps(image, net, card, **kwargs)
-    return replace(result, model_name=card.name)
 
 
 def predict_probabilities(image: Any, model: torch.nn.Module, card: ModelCard,

@@ -25,10 +25,10 @@ from ..core.blocks import predict_blocks
 from ..core.errors import CardiosegError
 from ..core.models import ModelCard, load_model, read_card, user_models_dir
 from ..core.nets import spec_ndim
-from ..core.predict import load_and_predict_steps
+from ..core.predict import predict_steps
 from ..core.progress import Progress
 from ..core.run import fill_levels, stream_geometry
-from ..core.slice_smooth import default_sigma, slice_sigma, width_for
+from ..core.slice_smooth import slice_sigma, width_for
 from ..core.units import is_calibrated
 from ._common import (
     full_resolution,
@@ -130,16 +130,18 @@ class Stream:
 def predict_layers(model: str, layer: Image, probabilities: bool,
                    **kwargs: Any) -> Generator[Progress, None, list[Layer]]:
     """Worker side: load, predict, and build the result layers (only adding them is left)."""
-    z_sigma = default_sigma(full_resolution(layer), calibrated_scale(layer))
-    result = yield from load_and_predict_steps(model, layer.data, z_sigma=z_sigma, **kwargs)
-    name = result_name(layer, result.model_name, "labels")
+    yield Progress(0, None, "load", f"loading {Path(model).stem}")
+    net, card = load_model(model)
+    z_sigma = width_for(spec_ndim(card.spec), full_resolution(layer), calibrated_scale(layer), layer.name)
+    result = yield from predict_steps(layer.data, net, card, z_sigma=z_sigma, **kwargs)
+    name = result_name(layer, card.name, "labels")
     out: list[Layer] = [Labels(result.labels, colormap=prediction_colormap(),
                                metadata={Z_SIGMA_KEY: result.z_sigma},
                                **output_layer_kwargs(layer, name))]
     if probabilities:
         prob = result.probabilities
         fg = prob[1] if prob.shape[0] == 2 else prob[1:]
-        place = output_layer_kwargs(layer, result_name(layer, result.model_name, "probabilities"))
+        place = output_layer_kwargs(layer, result_name(layer, card.name, "probabilities"))
         extra = fg.ndim - layer.data.ndim
         place["scale"] = (1.0,) * extra + place["scale"]
         place["translate"] = (0.0,) * extra + place["translate"]
