@@ -141,6 +141,37 @@ def test_undo_on_a_stack_shows_the_slice_in_view(viewer, qtbot, monkeypatch, tmp
     assert labels.any() and not live[:2].any()
 
 
+def test_a_late_after_undo_preview_does_not_cover_the_next_training(widget, viewer, qtbot,
+                                                                   monkeypatch):
+    """Train clicked while the after-Undo preview still runs: that preview, finishing later,
+    must not overwrite the new round's previews."""
+    import threading
+
+    from napari_cardioseg.widgets import live_preview
+
+    for budget in (2, 1):
+        widget._budget.value = budget
+        widget.train()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    release = threading.Event()
+
+    def slow_preview(*args, **kwargs):
+        release.wait(30)
+        found = yield from view_prediction_steps(*args, **kwargs)
+        return found[0], np.full_like(found[1], 7), found[2]  # recognisable if it lands
+
+    monkeypatch.setattr(live_preview, "view_prediction_steps", slow_preview)
+    widget.trained._undo.native.click()
+    widget._budget.value = 1
+    widget.train()  # while the after-Undo preview waits
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    trained = viewer.layers[LIVE].data.copy()
+    release.set()
+    qtbot.waitUntil(lambda: widget.live.worker is None, timeout=30000)
+    assert not (trained == 7).any()
+    np.testing.assert_array_equal(viewer.layers[LIVE].data, trained)
+
+
 def test_errors_are_reported_not_raised(widget, viewer, qtbot, monkeypatch):
     errors = []
     monkeypatch.setattr("napari_cardioseg.widgets._common.report_error", errors.append)

@@ -39,12 +39,14 @@ class LivePreview:
         self.volumetric = False  # the net is 3D: previews are sub-volumes
         self.view: tuple[slice, ...] | None = None
         self.worker: Any = None  # the preview after Undo, while it runs
+        self._after_undo: object | None = None  # which after-Undo preview may still be shown
         viewer.dims.events.current_step.connect(self.update_view)
         viewer.camera.events.center.connect(self.update_view)
 
     def start(self, image: Image, active: Labels | None) -> Labels:
         """Reuse or add the live layers on ``image``; ``active`` stays the selected layer."""
         self.source, self.volumetric = image, False
+        self._after_undo = None  # training previews from now on: a late after-Undo one is stale
         self.update_view()
         self._layer(UNCERTAIN, image, lambda data, place: self._viewer.add_image(
             data, colormap="inferno", contrast_limits=(0, 255), blending="additive",
@@ -102,16 +104,18 @@ class LivePreview:
     def follow(self, result: TrainResult | None, owner: Any) -> None:
         """After Undo or Reset: show ``result``'s answer on the view (in a worker), or blank."""
         self.clear()
+        self._after_undo = ticket = object()
         if result is None or self.source is None or self.view is None:
             return
         model = copy.deepcopy(result.model)  # a Train click may go on training the original
         self.worker = workers.start_generator(
             view_prediction_steps, self.source.data, self.view, model, result.card,
-            owner=owner, activity=f"Preview ({result.card.name})", on_return=self._write,
-            on_finish=self._idle)
+            owner=owner, activity=f"Preview ({result.card.name})",
+            on_return=lambda found: self._write(found, ticket), on_finish=self._idle)
 
-    def _write(self, found: tuple[tuple[slice, ...], np.ndarray, np.ndarray] | None) -> None:
-        if found is not None:
+    def _write(self, found: tuple[tuple[slice, ...], np.ndarray, np.ndarray] | None,
+               ticket: object) -> None:
+        if found is not None and ticket is self._after_undo:  # not overtaken by Train or Undo
             self._put(*found)
 
     def _idle(self) -> None:
