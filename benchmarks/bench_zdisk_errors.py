@@ -7,12 +7,16 @@ one pixel of the true band's edge (the mask dilated by one pixel minus the mask 
 the Dice the same prediction would get if those edge pixels were forgiven, and the share of true
 Z-disks (connected components) missed entirely and of predicted ones touching no true disk. Also
 printed: the image parameters that matter (photons per bright disk, pixel size, disk thickness in
-pixels). Run: ``python benchmarks/bench_zdisk_errors.py [--model NAME] [--threads 2]``.
+pixels). ``--photons N`` replaces every image's photon count and read noise (N photons per bright
+disk, no read noise), everything else unchanged: with a large N, what is left is the model's own
+edge placement, not the noise. Run: ``python benchmarks/bench_zdisk_errors.py [--model NAME]
+[--threads 2] [--photons N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 import torch
@@ -36,6 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="zdisk-fluo")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--photons", type=float, default=None,
+                        help="photons per bright disk for every image, no read noise (default: "
+                             "each image's own)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, card = load_model(args.model)
@@ -43,6 +50,8 @@ def main() -> None:
     print(f"{args.model} on seeds {zdisk.VAL_SEEDS.start}-{zdisk.VAL_SEEDS.stop - 1}")
     for seed in zdisk.VAL_SEEDS:
         params = ZdiskParams.sample(np.random.default_rng(seed))
+        if args.photons is not None:
+            params = dataclasses.replace(params, photons=args.photons, read_noise=0.0)
         sample = zdisk_image(zdisk.SHAPE, params, seed=seed,
                              dtype=np.uint8 if seed % 2 else np.uint16)  # as the recipe makes it
         truth = sample.mask.astype(bool)
