@@ -43,6 +43,20 @@ def test_writers_round_trip(tmp_path):
         assert tif.is_imagej
 
 
+def test_writers_follow_the_layer_calibration_flag(viewer, tmp_path):
+    """An uncalibrated layer is written without a pixel size (not as 1 µm, nor its Z step as
+    µm); a layer calibrated at exactly 1 µm keeps it, through napari's own save."""
+    labels = np.zeros((3, 8, 9), np.uint8)
+    for name, scale, flag in (("plain", (1, 1, 1), False), ("zstep", (2, 1, 1), False),
+                              ("one", (1, 1, 1), True)):
+        layer = viewer.add_labels(labels, name=name, scale=scale, metadata={CALIBRATED_KEY: flag})
+        viewer.layers.selection = {layer}
+        viewer.layers.save(str(tmp_path / f"{name}.tif"), selected=True, plugin="napari-cardioseg")
+        (img,) = read_image(tmp_path / f"{name}.tif")
+        assert img.calibrated is flag
+        np.testing.assert_allclose(img.scale, scale if flag else (1, 1, 1))
+
+
 def test_reader_opens_in_viewer(viewer, tmp_path):
     write_tiff(tmp_path / "stack.tif", np.ones((4, 16, 16), np.uint8), (0.3, 0.01, 0.01))
     layers = viewer.open(str(tmp_path / "stack.tif"), plugin="napari-cardioseg")

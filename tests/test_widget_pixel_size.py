@@ -43,6 +43,22 @@ def test_stack_and_same_shape_layers_get_the_pixel_size(viewer, messages):
         "pixel size of 'em' and 2 layer(s) of the same shape: Z 0.02, Y 0.008, X 0.008 µm"]
 
 
+def test_a_projection_does_not_give_its_stack_a_z_step(viewer, messages):
+    # a 2D projection beside its stack: the stack's last two axes match, but its Z step is unknown
+    stack = viewer.add_image(np.zeros((4, 16, 20), np.uint16), name="em",
+                             metadata={CALIBRATED_KEY: False})
+    mip = viewer.add_image(np.zeros((16, 20), np.uint16), name="mip",
+                           metadata={CALIBRATED_KEY: False})
+    widget = PixelSizeWidget(viewer)
+    widget._layer.value = mip
+    widget._xy.value = "0.1"
+    widget._set.native.click()
+    np.testing.assert_allclose(mip.scale, (0.1, 0.1))
+    np.testing.assert_allclose(stack.scale, (1, 1, 1))
+    assert stack.metadata[CALIBRATED_KEY] is False
+    assert messages["info"] == ["pixel size of 'mip': Y 0.1, X 0.1 µm"]
+
+
 def test_unticked_sets_only_the_layer_and_2d_hides_z(viewer, messages):
     image = viewer.add_image(np.zeros((30, 40), np.float32), name="cell", metadata={CALIBRATED_KEY: False})
     mask = viewer.add_labels(np.zeros((30, 40), np.uint8), name="mask")

@@ -131,7 +131,7 @@ class _OutOfMemoryAbove(torch.nn.Module):
 def test_bar_takes_the_new_total_after_an_out_of_memory_retry(viewer, qtbot, home, rng,
                                                               monkeypatch):
     model, card = save_tiny(home / "oom")
-    monkeypatch.setattr("napari_cardioseg.core.models.load_model",
+    monkeypatch.setattr("napari_cardioseg.widgets.predict_jobs.load_model",
                         lambda path: (_OutOfMemoryAbove(model, 40), card))
     monkeypatch.setattr("napari_cardioseg.widgets.predict.gui_backend",
                         lambda _model: "eager")  # OOM is eager's
@@ -389,3 +389,23 @@ def test_a_3d_net_on_a_calibrated_stack_reads_no_slices_to_decide_smoothing(view
     assert labels.metadata["cardioseg_z_sigma"] == 0
     np.testing.assert_array_equal(labels.data, predict_labels(stack, model, card, tile=16,
                                                               overlap=0.25, device="cpu"))
+
+
+def test_output_layers_keep_the_calibration_flag(viewer, qtbot, home, rng):
+    """A Z step of an uncalibrated stack never becomes µm in the labels; a 1 µm pixel stays one."""
+    from napari_cardioseg.core.units import CALIBRATED_KEY, is_calibrated
+
+    save_tiny(models.user_models_dir(create=True) / "tiny")
+    widget = PredictWidget(viewer)
+    widget._model.value = str(models.user_models_dir() / "tiny.json")
+    widget._tile.value, widget._device.value = 32, "cpu"
+    widget._prob.value = True
+    image = rng.normal(0, 1, (3, 32, 32)).astype(np.float32)
+    for name, scale, flag in (("zstep", (5, 1, 1), False), ("one", (1, 1, 1), True)):
+        widget._image.value = viewer.add_image(image, name=name, scale=scale,
+                                               metadata={CALIBRATED_KEY: flag})
+        run_and_wait(widget, qtbot)
+        for what in ("labels", "probabilities"):
+            layer = viewer.layers[f"{name} tiny {what}"]
+            assert layer.metadata[CALIBRATED_KEY] is flag
+            assert is_calibrated(layer.metadata, layer.scale) is flag

@@ -6,13 +6,17 @@ from typing import Any
 
 import numpy as np
 
+from .core.units import is_calibrated
 from .core.writes import write_tiff
 
 
 def _write(path: str, data: Any, meta: dict) -> list[str]:
+    """Write the layer's pixel size only when its scale is one (never an uncalibrated 1 µm)."""
     scale = meta.get("scale")
     array = np.asarray(data)
     spatial = tuple(scale)[-array.ndim :] if scale is not None else None
+    if spatial is not None and not is_calibrated(meta.get("metadata") or {}, spatial):
+        spatial = None
     write_tiff(path, array, spatial)
     return [path]
 

@@ -12,6 +12,7 @@ from napari.utils.notifications import show_error, show_info
 
 from ..core.colors import prediction_colors, scribble_colors
 from ..core.errors import CardiosegError
+from ..core.units import CALIBRATED_KEY, is_calibrated
 
 if TYPE_CHECKING:
     import napari
@@ -68,9 +69,16 @@ def spatial_scale(layer: Any) -> tuple[float, ...]:
     return tuple(float(s) for s in layer.scale[-layer.data.ndim :])
 
 
-def output_layer_kwargs(source: Any, name: str) -> dict:
-    """Keyword arguments that place a new layer exactly on top of ``source``."""
-    return {"name": name, "scale": tuple(source.scale), "translate": tuple(source.translate)}
+def output_layer_kwargs(source: Any, name: str, metadata: dict | None = None) -> dict:
+    """Keyword arguments that place a new layer exactly on top of ``source``.
+
+    The new layer's ``metadata`` (``metadata`` plus the calibration flag) says whether its scale
+    is a pixel size exactly when ``source``'s does, so a scale of 1 µm stays calibrated and an
+    uncalibrated Z step never becomes µm.
+    """
+    calibrated = is_calibrated(source.metadata, spatial_scale(source))
+    return {"name": name, "scale": tuple(source.scale), "translate": tuple(source.translate),
+            "metadata": {**(metadata or {}), CALIBRATED_KEY: calibrated}}
 
 
 def scribble_colormap() -> DirectLabelColormap:

@@ -37,7 +37,6 @@ from ..core.contrast import (
 )
 from ..core.errors import CardiosegError
 from ..core.progress import Progress
-from ..core.units import CALIBRATED_KEY, is_calibrated
 from ._common import layer_choice, output_layer_kwargs, report_error
 from .workers import start_generator
 
@@ -162,9 +161,7 @@ class EnhanceWidget(Container):
         self._progress.visible = False
 
     def _add_result(self, layer: Image, method: str, before: np.ndarray, after: np.ndarray) -> None:
-        calibrated = is_calibrated(layer.metadata, layer.scale[-layer.data.ndim :])
         self._viewer.add_image(after, contrast_limits=output_limits(after.dtype), colormap=layer.colormap,
-                               metadata={CALIBRATED_KEY: calibrated},
                                **output_layer_kwargs(layer, f"{layer.name} [{method}]"))
         self._plot(before, after)
 

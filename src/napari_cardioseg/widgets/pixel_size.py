@@ -98,7 +98,7 @@ class PixelSizeWidget(Container):
         if self._same_shape.value:
             shape = _spatial_shape(layer, spatial)
             targets += [other for other in self._layer.choices if other is not None and other is not layer
-                        and other.ndim >= spatial and _spatial_shape(other, spatial) == shape]
+                        and min(other.ndim, 3) == spatial and _spatial_shape(other, spatial) == shape]
         for target in targets:
             target.scale = (*tuple(target.scale)[:-spatial], *sizes)
             target.metadata[CALIBRATED_KEY] = True

@@ -29,7 +29,7 @@ from ..core.predict import predict_steps
 from ..core.progress import Progress
 from ..core.run import fill_levels, stream_geometry
 from ..core.slice_smooth import slice_sigma, width_for
-from ..core.units import is_calibrated
+from ..core.units import CALIBRATED_KEY, is_calibrated
 from ._common import (
     full_resolution,
     is_lazy,
@@ -112,7 +112,8 @@ class Stream:
         self.layer = Labels(self.group["0"], name=name, colormap=prediction_colormap(),
                             scale=tuple(layer.scale)[-self.volume.ndim:],
                             translate=tuple(layer.translate)[-self.volume.ndim:],
-                            metadata={"store": str(self.path)})
+                            metadata={"store": str(self.path),
+                                      CALIBRATED_KEY: is_calibrated(layer.metadata, scale)})
 
     def steps(self, **kwargs: Any) -> Generator[Progress, None, Path]:
         """Worker side: load the model, predict block by block into the store, then finish it."""
@@ -136,8 +137,7 @@ def predict_layers(model: str, layer: Image, probabilities: bool,
     result = yield from predict_steps(layer.data, net, card, z_sigma=z_sigma, **kwargs)
     name = result_name(layer, card.name, "labels")
     out: list[Layer] = [Labels(result.labels, colormap=prediction_colormap(),
-                               metadata={Z_SIGMA_KEY: result.z_sigma},
-                               **output_layer_kwargs(layer, name))]
+                               **output_layer_kwargs(layer, name, {Z_SIGMA_KEY: result.z_sigma}))]
     if probabilities:
         prob = result.probabilities
         fg = prob[1] if prob.shape[0] == 2 else prob[1:]
