@@ -104,7 +104,7 @@ def test_uncalibrated_layer_warns_measures_in_px_and_exports_no_calibration(view
     assert widget._units.value.startswith("pixel size 1 × 1 µm")
 
 
-def test_evaluate_widget_metrics_table(viewer, tmp_path):
+def test_evaluate_widget_metrics_table(viewer, qtbot, tmp_path):
     gt = np.zeros((10, 10), np.uint8)
     gt[2:6, 2:6] = 1
     pred = np.zeros_like(gt)
@@ -118,12 +118,30 @@ def test_evaluate_widget_metrics_table(viewer, tmp_path):
     widget._pred.value = viewer.layers["pred"]
     widget._truth.value = viewer.layers["gt"]
     widget._run.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
     assert widget.table["dice"][0] == pytest.approx(2 * 16 / (32 + 8))
     widget._ignore.value = viewer.layers["ignore"]
     widget._run.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
     assert widget.table["dice"][0] == 1.0
     assert widget.model.rowCount() == 2  # class 1 + mean
     assert widget.export(tmp_path / "m.csv").read_text().startswith("class,tp")
+
+
+def test_evaluate_scores_multiscale_layers_at_full_resolution(viewer, qtbot):
+    # napari's np.asarray of multiscale data is its coarsest level: the scores must not be
+    gt = np.zeros((64, 64), np.uint8)
+    gt[8:24, 8:24] = 1
+    pred = np.zeros_like(gt)
+    pred[8:24, 8:32] = 1
+    pyramid = [pred, pred[::2, ::2], pred[::4, ::4]]
+    viewer.add_labels(pyramid, name="pred", multiscale=True)
+    viewer.add_labels([gt, gt[::2, ::2], gt[::4, ::4]], name="gt", multiscale=True)
+    widget = EvaluateWidget(viewer)
+    widget._pred.value, widget._truth.value = viewer.layers["pred"], viewer.layers["gt"]
+    widget._run.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
+    assert widget.table["tp"][0] == 256 and widget.table["dice"][0] == pytest.approx(512 / 640)
 
 
 def test_evaluate_defaults_and_refuses_a_layer_against_itself(viewer, monkeypatch):

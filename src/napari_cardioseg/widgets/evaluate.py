@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +13,10 @@ from qtpy.QtWidgets import QFileDialog, QTableView
 
 from ..core.errors import CardiosegError
 from ..core.metrics import evaluate
+from ..core.progress import Progress
 from ..core.table import Table
-from ._common import layer_choice, report_error
+from . import workers
+from ._common import full_resolution, layer_choice, report_error
 from .measure_table import TableModel
 
 if TYPE_CHECKING:
@@ -25,6 +28,13 @@ TRUTH_WORDS = ("truth", "gt", "ground", "manual", "annot")
 
 def _is_truth(name: str) -> bool:
     return any(word in name.lower() for word in TRUTH_WORDS)
+
+
+def _scores(pred: Any, truth: Any, ignore: Any, binary: bool) -> Generator[Progress, None, Table]:
+    """Worker side: read the arrays (lazy ones too) and compute the metrics table."""
+    yield Progress(0, None, "evaluate", "reading the layers")
+    return evaluate(np.asarray(pred), np.asarray(truth),
+                    ignore=None if ignore is None else np.asarray(ignore), binary=binary)
 
 
 class EvaluateWidget(Container):
@@ -52,6 +62,7 @@ class EvaluateWidget(Container):
         self.view.setModel(self.model)
         self.native.layout().addWidget(self.view)
         self.table: Table | None = None
+        self.worker: Any = None
         self._run.changed.connect(self.evaluate)
         self._export.changed.connect(lambda: self.export())
         napari_viewer.layers.events.inserted.connect(self._refresh)
@@ -76,7 +87,7 @@ class EvaluateWidget(Container):
                 self._truth.value = truths[-1]
 
     def evaluate(self) -> None:
-        """Compute the metrics table (pixel counting: fast enough for the main thread)."""
+        """Score the chosen layers in a worker (lazy and multiscale layers at full resolution)."""
         try:
             pred, truth = self._pred.value, self._truth.value
             if pred is None or truth is None:
@@ -84,13 +95,22 @@ class EvaluateWidget(Container):
             if pred is truth or pred.data is truth.data:
                 raise CardiosegError(f"prediction and ground truth are the same layer "
                                      f"({pred.name!r}); choose two different layers")
-            ignore = None if self._ignore.value is None else np.asarray(self._ignore.value.data)
-            self.table = evaluate(np.asarray(pred.data), np.asarray(truth.data), ignore=ignore,
-                                  binary=self._binary.value)
         except CardiosegError as exc:
             report_error(exc)
             return
-        self.model.set_table(self.table)
+        ignore = None if self._ignore.value is None else full_resolution(self._ignore.value)
+        self._run.enabled = False
+        self.worker = workers.start_generator(
+            _scores, full_resolution(pred), full_resolution(truth), ignore, self._binary.value,
+            owner=self, activity="Evaluate", on_return=self._show, on_finish=self._idle)
+
+    def _show(self, table: Table) -> None:
+        self.table = table
+        self.model.set_table(table)
+
+    def _idle(self) -> None:
+        self.worker = None
+        self._run.enabled = True
 
     def export(self, path: str | Path | None = None) -> Path | None:
         """Write the metrics table as CSV (asks for a path when none is given)."""
