@@ -7,6 +7,7 @@ import pytest
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog
 
+from napari_cardioseg.core.measure import measure
 from napari_cardioseg.core.table import read_csv
 from napari_cardioseg.widgets.evaluate import EvaluateWidget
 from napari_cardioseg.widgets.measure import UNCALIBRATED_WARNING, MeasureWidget
@@ -76,6 +77,22 @@ def test_measure_zdisk_many_objects_and_plots(viewer, qtbot):
     widget._column.value = "length_um"
     assert len(widget.figure.axes) == 2  # histogram + orientation rose
     assert widget.summary_view.rowCount() > 5
+
+
+def test_measure_reads_a_multiscale_intensity_image_at_full_resolution(viewer, qtbot):
+    labels = np.zeros((200, 200), np.uint8)
+    labels[2::20, 10:190] = 1  # Z-disks 2 µm apart
+    image = (labels * 200 + 20).astype(np.uint8)
+    viewer.add_labels(labels, name="zdisks", scale=(0.1, 0.1))
+    widget = MeasureWidget(viewer)
+    widget._image.value = viewer.add_image([image, image[::2, ::2]], name="raw", multiscale=True,
+                                           scale=(0.1, 0.1))
+    widget._run.native.click()
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=30000)
+    assert widget.model.rowCount() == 10
+    expected = measure(labels, (0.1, 0.1), "zdisk", image=image).summary  # level 0, not level 1
+    assert widget.result.summary.names == expected.names
+    assert widget.result.summary.row(0) == pytest.approx(expected.row(0), nan_ok=True)
 
 
 def test_uncalibrated_layer_warns_measures_in_px_and_exports_no_calibration(viewer, qtbot,

@@ -320,3 +320,43 @@ def test_export_trained_model_asks_a_licence_when_the_card_has_none(widget, qtbo
         assert "license: MIT" in package.read(rdf).decode()
     assert widget.trained._status.value == "exported scratch.zip"
     assert widget.trained._export.enabled
+
+
+def test_a_multiscale_image_trains_at_full_resolution(viewer, qtbot, monkeypatch, tmp_path):
+    # napari's array of a multiscale layer is its coarsest level; strokes are painted on level 0
+    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path))
+    image, scribbles, _ = disks()
+    layer = viewer.add_image([image, image[::2, ::2]], name="pyramid", multiscale=True)
+    w = TrainWidget(viewer)
+    w._unit.value, w._budget.value = "steps", 2
+    viewer.window.add_dock_widget(w)
+    w._image.value = layer
+    w._init.value = next(v for _, v in start_choices() if v[0] == "arch")  # nothing inherited
+    w.new_scribbles().data[:] = scribbles
+    w.train()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=30000)
+    assert w.result is not None and w.session.images[0].shape == image.shape
+    assert w.result.card.pixel_size is None  # uncalibrated: no invented 1 µm
+    errors = []
+    monkeypatch.setattr("napari_cardioseg.widgets._common.show_error", errors.append)
+    w.trained.predict_whole()  # not held in memory: the Predict widget streams it
+    assert errors and "Predict widget" in str(errors[-1]) and w.trained.worker is None
+
+
+def test_rgb_4d_and_misplaced_scribbles_are_refused_before_anything_runs(widget, viewer, qtbot,
+                                                                          monkeypatch):
+    errors = []
+    monkeypatch.setattr("napari_cardioseg.widgets._common.show_error", errors.append)
+    image = viewer.layers["cells"]
+    for bad in (viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb"),
+                viewer.add_image(np.zeros((2, 3, 32, 32), np.float32), name="tzyx")):
+        widget._image.value = bad
+        assert widget.new_scribbles() is None
+        widget.train()
+        assert widget.worker is None and bad.name in str(errors[-1])
+        viewer.camera.center = (0, 10, 10)  # the live preview still follows the view
+    assert "RGB" in str(errors[0]) and "4 axes" in str(errors[-1])
+    widget._image.value = image
+    viewer.layers["cells scribbles"].scale = (1.0, 1.0)  # strokes no longer over the image
+    widget.train()
+    assert widget.worker is None and "does not lie on 'cells'" in str(errors[-1])

@@ -69,6 +69,46 @@ def spatial_scale(layer: Any) -> tuple[float, ...]:
     return tuple(float(s) for s in layer.scale[-layer.data.ndim :])
 
 
+def calibrated_scale(layer: Any) -> tuple[float, ...] | None:
+    """Return the layer's spatial scale when it is a pixel size, else None."""
+    scale = spatial_scale(layer)
+    return scale if is_calibrated(layer.metadata, scale) else None
+
+
+def greyscale_data(layer: Any) -> Any:
+    """Return the full-resolution array of a greyscale 2D image or 3D stack layer.
+
+    Raises
+    ------
+    CardiosegError
+        Naming the layer, for an RGB image or data with other than 2 or 3 axes.
+    """
+    if getattr(layer, "rgb", False):
+        raise CardiosegError(f"{layer.name!r} is an RGB image; choose a greyscale one (Layers > "
+                             "Split RGB makes one layer per colour)")
+    data = full_resolution(layer)
+    if data.ndim not in (2, 3):
+        raise CardiosegError(f"{layer.name!r} has {data.ndim} axes; choose a 2D image or a 3D "
+                             "stack (one time point, one channel)")
+    return data
+
+
+def check_on_top(layer: Any, image: Any) -> None:
+    """Refuse ``layer`` unless it lies exactly on ``image`` (same scale and translate).
+
+    Only then do strokes painted over a structure land on that structure's pixels.
+    """
+    n = image.ndim
+    same = (layer.ndim == n and np.allclose(layer.scale[-n:], image.scale[-n:])
+            and np.allclose(layer.translate[-n:], image.translate[-n:]))
+    if not same:
+        raise CardiosegError(f"{layer.name!r} does not lie on {image.name!r} (scale "
+                             f"{tuple(layer.scale)} vs {tuple(image.scale)}, translate "
+                             f"{tuple(layer.translate)} vs {tuple(image.translate)}); make the "
+                             "scribbles with New scribbles layer, or give them the image's scale "
+                             "and translate")
+
+
 def output_layer_kwargs(source: Any, name: str, metadata: dict | None = None) -> dict:
     """Keyword arguments that place a new layer exactly on top of ``source``.
 

@@ -109,7 +109,7 @@ class LivePreview:
             return
         model = copy.deepcopy(result.model)  # a Train click may go on training the original
         self.worker = workers.start_generator(
-            view_prediction_steps, self.source.data, self.view, model, result.card,
+            view_prediction_steps, ui.full_resolution(self.source), self.view, model, result.card,
             owner=owner, activity=f"Preview ({result.card.name})",
             on_return=lambda found: self._write(found, ticket), on_finish=self._idle)
 

@@ -134,15 +134,15 @@ class MeasureWidget(Container):
         self._show_units()
         scale = spatial_scale(layer)
         spacing = scale if is_calibrated(layer.metadata, scale) else None
-        lazy = is_lazy(layer)  # a zarr/dask or multiscale layer: measured blockwise
-        read = full_resolution if lazy else lambda ly: np.asarray(ly.data)
-        image = None if self._image.value is None else read(self._image.value)
-        cell = None if self._cell.value is None else read(self._cell.value)
+        lazy = is_lazy(layer)  # a zarr/dask or multiscale layer: measured blockwise; the arrays
+        # (lazy intensity images too) are read in the worker
+        image = None if self._image.value is None else full_resolution(self._image.value)
+        cell = None if self._cell.value is None else full_resolution(self._cell.value)
         self._source = layer
         self._run.enabled = False
         self._status.value = "measuring..."
         self.worker = start_generator(
-            measure_blockwise_iter if lazy else measure_iter, read(layer), spacing,
+            measure_blockwise_iter if lazy else measure_iter, full_resolution(layer), spacing,
             self._kind.value, image=image, cell_mask=cell, mode=self._mode.value,
             min_size=self._min_size.value or None, class_value=self._class.value or None,
             owner=self, on_yield=self._progress, on_return=self.show_result,

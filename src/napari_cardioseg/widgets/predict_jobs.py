@@ -31,6 +31,7 @@ from ..core.run import fill_levels, stream_geometry
 from ..core.slice_smooth import slice_sigma, width_for
 from ..core.units import CALIBRATED_KEY, is_calibrated
 from ._common import (
+    calibrated_scale,
     full_resolution,
     is_lazy,
     output_layer_kwargs,
@@ -75,12 +76,6 @@ def done_message(labels: Layer) -> str:
     smoothed = labels.metadata.get(Z_SIGMA_KEY, 0.0)
     across = f" (smoothed across slices, {smoothed:.2f} slices wide)" if smoothed else ""
     return f"done: {labels.name}{across}"
-
-
-def calibrated_scale(layer: Image) -> tuple[float, ...] | None:
-    """Return the layer's spatial scale when it is a pixel size, else None."""
-    scale = spatial_scale(layer)
-    return scale if is_calibrated(layer.metadata, scale) else None
 
 
 def predictions_folder() -> Path:

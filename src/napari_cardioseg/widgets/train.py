@@ -140,17 +140,17 @@ class TrainWidget(widgets.Container):
         later adds no layer (adding one stalls the viewer for about 0.1 s).
         """
         image = self._image.value
-        if image is None:
-            ui.report_error(CardiosegError("add or choose an image layer first"))
+        try:
+            if image is None:
+                raise CardiosegError("add or choose an image layer first")
+            shape = ui.greyscale_data(image).shape
+        except CardiosegError as exc:
+            ui.report_error(exc)
             return None
         self.live.start(image, active=None)
-        layer = self._viewer.add_labels(
-            np.zeros(image.data.shape, np.uint8),
-            colormap=ui.scribble_colormap(),
-            **ui.output_layer_kwargs(image, f"{image.name} scribbles"),
-        )
-        layer.mode = "paint"
-        layer.selected_label = 1
+        layer = self._viewer.add_labels(np.zeros(shape, np.uint8), colormap=ui.scribble_colormap(),
+                                        **ui.output_layer_kwargs(image, f"{image.name} scribbles"))
+        layer.mode, layer.selected_label = "paint", 1
         self._scribbles.reset_choices()
         self._scribbles.value = layer
         return layer
@@ -164,7 +164,7 @@ class TrainWidget(widgets.Container):
             start = {kind: value}
         budget = ({"steps": int(self._budget.value)} if self._unit.value == "steps"
                   else {"time_budget": float(self._budget.value)})
-        return TrainConfig(freeze_encoder=self._freeze.value, pixel_size=ui.spatial_scale(image),
+        return TrainConfig(freeze_encoder=self._freeze.value, pixel_size=ui.calibrated_scale(image),
                            **start, **budget)
 
     def train(self) -> None:
@@ -177,6 +177,8 @@ class TrainWidget(widgets.Container):
         try:
             if image is None or scribbles is None:
                 raise CardiosegError("choose an image layer and a scribbles Labels layer")
+            data = ui.greyscale_data(image)
+            ui.check_on_top(scribbles, image)
             config = self._config(image)
         except CardiosegError as exc:
             ui.report_error(exc)
@@ -185,13 +187,11 @@ class TrainWidget(widgets.Container):
         scribbles.colormap = ui.scribble_colormap()
         self.live.start(image, active=scribbles)
         self._progress.max, self._progress.value = 1, 0
-        self._stopping = False
-        self._smoothed = []
+        self._stopping, self._smoothed, self._loss.value = False, [], "loss: –"  # no stale "done"
         self._plot.set_values([])
         self._set_running(True)
-        self.worker = workers.start_generator(self._session_run, image.data, scribbles.data, config,
-                                         owner=self, on_yield=self._on_progress,
-                                         on_finish=self._finished)
+        self.worker = workers.start_generator(self._session_run, data, scribbles.data, config, owner=self,
+                                              on_yield=self._on_progress, on_finish=self._finished)
 
     def _session_run(self, image: Any, scribbles: np.ndarray,
                      config: TrainConfig) -> Generator[TrainProgress, None, TrainResult]:

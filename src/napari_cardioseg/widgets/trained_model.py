@@ -101,12 +101,19 @@ class TrainedModel(Container):
     def predict_whole(self) -> None:
         """Predict the whole image with the trained model (labels made in the worker)."""
         image = self._image.value
-        if self.result is None or image is None:
-            ui.report_error(CardiosegError("train a model and choose an image first"))
+        try:
+            if self.result is None or image is None:
+                raise CardiosegError("train a model and choose an image first")
+            if ui.is_lazy(image):
+                raise CardiosegError(f"{image.name!r} is not held in memory; save the model and "
+                                     "predict it with the Predict widget, which streams it")
+            data = ui.greyscale_data(image)
+        except CardiosegError as exc:
+            ui.report_error(exc)
             return
         name = self.result.card.name
         self.worker = workers.start_generator(
-            predict_steps, image.data, self.result.model, self.result.card, owner=self,
+            predict_steps, data, self.result.model, self.result.card, owner=self,
             activity=f"Predict ({name})",
             on_return=lambda prediction: self._viewer.add_labels(
                 prediction.labels, colormap=ui.prediction_colormap(),
