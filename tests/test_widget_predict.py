@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -113,6 +114,9 @@ def record_activity_bar(widget):
 
     widget._run.changed.connect(on_run)
     return lambda _widget: (state.get("n"), state.get("total"))
+
+
+_SECOND = datetime(2026, 1, 2, 3, 4, 5)
 
 
 class _OutOfMemoryAbove(torch.nn.Module):
@@ -257,6 +261,15 @@ def test_large_layer_streams_into_a_store_shown_while_it_fills(viewer, qtbot, ho
     assert widget._status.value == f"done: {stream.path}"
     info = zarr.open_group(str(stream.path), mode="r").attrs["cardioseg"]
     assert info["complete"] is True
+    widget._prob.value = True  # a second run within the same second: a store of its own
+    monkeypatch.setattr("napari_cardioseg.widgets.predict_jobs.datetime",
+                        type("Frozen", (), {"now": staticmethod(lambda: _SECOND)}))
+    run_and_wait(widget, qtbot)
+    run_and_wait(widget, qtbot)
+    paths = [viewer.layers[name].metadata["store"] for name in ("big tiny labels [1]",
+                                                                "big tiny labels [2]")]
+    assert len(set(paths)) == 2 and paths[1].endswith("-2.ome.zarr")
+    assert "probabilities are not kept" in widget._status.value
     from napari_cardioseg.core.zarr_io import read_ome_zarr
 
     stored = read_ome_zarr(stream.path)

@@ -30,13 +30,9 @@ from ..core.device import DEVICES
 from ..core.errors import CardiosegError
 from ..core.models import list_models, read_card
 from ..core.progress import Progress
-from ._common import (
-    layer_choice,
-    report_error,
-    show_progress,
-)
+from ._common import layer_choice, report_error, show_progress
 from .model_export import export_model
-from .predict_jobs import Stream, done_message, gui_backend, is_large, predict_layers
+from .predict_jobs import Stream, done_message, gui_backend, is_large, predict_layers, stream_done_message
 from .workers import start_generator, warm_up_imports
 
 if TYPE_CHECKING:
@@ -199,7 +195,7 @@ class PredictWidget(Container):
             stream.steps, batch=self._batch.value, device=self._device.value,
             flips=self._flips.value, backend=gui_backend(self._model.value), owner=self,
             activity=f"Predict ({stream.card.name})", on_yield=on_block,
-            on_return=lambda path: setattr(self._status, "value", f"done: {path}"),
+            on_return=lambda p: setattr(self._status, "value", stream_done_message(p, self._prob.value)),
             on_finish=self._finished)
 
     def export(self) -> None:

@@ -78,6 +78,22 @@ def done_message(labels: Layer) -> str:
     return f"done: {labels.name}{across}"
 
 
+def stream_done_message(path: Path, probabilities: bool) -> str:
+    """Status line for a finished streamed prediction (whose probabilities are not kept)."""
+    unkept = (" (probabilities are not kept for layers this large; `cardioseg predict --prob` "
+              "writes them)") if probabilities else ""
+    return f"done: {path}{unkept}"
+
+
+def unused_store_path(stem: Path) -> Path:
+    """``STEM.ome.zarr``, or ``STEM-2.ome.zarr``, ... when taken (two runs within a second)."""
+    path, n = stem.with_name(f"{stem.name}.ome.zarr"), 1
+    while path.exists():
+        n += 1
+        path = stem.with_name(f"{stem.name}-{n}.ome.zarr")
+    return path
+
+
 def predictions_folder() -> Path:
     """Folder for the stores of large predictions: ``predictions`` beside the user models."""
     folder = user_models_dir(create=True).parent / "predictions"
@@ -98,7 +114,7 @@ class Stream:
                                                 z_sigma=slice_sigma(self.voxel))
         name = result_name(layer, self.card.name, "labels")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        self.path = predictions_folder() / f"{name.replace(' ', '_')}-{stamp}.ome.zarr"
+        self.path = unused_store_path(predictions_folder() / f"{name.replace(' ', '_')}-{stamp}")
         scale = spatial_scale(layer)
         self.group = zarr_io.create_ome_zarr(
             self.path, self.volume.shape, np.uint8, scale, chunks=self.block,
