@@ -145,3 +145,28 @@ def test_a_new_registry_row_gets_its_controls(viewer, monkeypatch):
     assert not widget.controls["gain"].native.isHidden() and widget.controls["alpha"].native.isHidden()
     widget.controls["gain"].spin.value = 1.5
     assert widget.parameters() == {"gain": 1.5}
+
+
+def test_a_lazy_layer_is_read_in_the_worker_not_the_viewer(viewer, qtbot, stack):
+    import threading
+
+    import dask
+    import dask.array as da
+
+    readers = []
+
+    def record(block):
+        readers.append(threading.current_thread())
+        return block
+
+    lazy = da.from_array(stack, chunks=(1, 24, 32)).map_blocks(record, dtype=stack.dtype)
+    source = viewer.add_image(lazy, name="lazy")
+    widget = EnhanceWidget(viewer)
+    widget._image.value = source
+    widget._method.value = "percentile"
+    with dask.config.set(scheduler="synchronous"):  # blocks are read by the thread that asks
+        readers.clear()
+        _apply_and_wait(widget, viewer, qtbot, 2)
+    assert len(readers) >= 3 and threading.main_thread() not in readers
+    np.testing.assert_array_equal(viewer.layers["lazy [percentile]"].data,
+                                  percentile_stretch(stack))

@@ -8,6 +8,7 @@ histograms of the input and the result are drawn below the controls.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,14 @@ class ParamControl(Container):
         return None if self._automatic and self.auto.value else self.param.type(self.spin.value)
 
 
+def _enhanced(data: Any, method: str,
+              **options: Any) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    """Worker side: read the layer (a lazy one too), enhance it; return before and after."""
+    before = np.asarray(data)
+    after = yield from enhance_steps(before, method, **options)
+    return before, after
+
+
 class EnhanceWidget(Container):
     """Contrast enhancement of an image layer into a new layer, with before/after histograms."""
 
@@ -141,14 +150,13 @@ class EnhanceWidget(Container):
             report_error(exc)
             return
         method = self._method.value
-        data = np.asarray(layer.data)
         self._apply.enabled = False
         self._progress.visible = True
         params: dict[str, Any] = self.parameters()  # the method's own keywords, checked by its row
         self.worker = start_generator(
-            partial(enhance_steps, per_slice=self._per_slice.value, **params), data, method,
+            partial(_enhanced, per_slice=self._per_slice.value, **params), layer.data, method,
             owner=self, on_yield=self._show_progress,
-            on_return=lambda out: self._add_result(layer, method, data, out), on_finish=self._finished,
+            on_return=lambda pair: self._add_result(layer, method, *pair), on_finish=self._finished,
         )
 
     def _show_progress(self, progress: Progress) -> None:
