@@ -360,3 +360,20 @@ def test_rgb_4d_and_misplaced_scribbles_are_refused_before_anything_runs(widget,
     viewer.layers["cells scribbles"].scale = (1.0, 1.0)  # strokes no longer over the image
     widget.train()
     assert widget.worker is None and "does not lie on 'cells'" in str(errors[-1])
+
+
+def test_a_result_layer_is_never_trained_on_as_strokes(widget, viewer, qtbot, monkeypatch):
+    """Deleting the scribbles layer lets the choice fall on another Labels layer; a layer the
+    plugin computed (a prediction, the live preview) holds classes, not strokes."""
+    errors = []
+    monkeypatch.setattr("napari_cardioseg.widgets._common.show_error", errors.append)
+    widget._budget.value = 1
+    widget.train()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    widget.trained.predict_whole()
+    qtbot.waitUntil(lambda: widget.trained.worker is None, timeout=30000)
+    viewer.layers.remove("cells scribbles")
+    for name in (LIVE, next(ly.name for ly in viewer.layers if ly.name.endswith(" labels"))):
+        widget._scribbles.value = viewer.layers[name]
+        widget.train()
+        assert widget.worker is None and "is a result" in str(errors[-1])

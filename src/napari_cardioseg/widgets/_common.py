@@ -64,6 +64,10 @@ def full_resolution(layer: Any) -> Any:
     return layer.data[0] if layer.multiscale else layer.data
 
 
+#: ``layer.metadata`` key of the layers this plugin computes (what made them); never strokes
+RESULT_KEY = "cardioseg_result"
+
+
 def spatial_scale(layer: Any) -> tuple[float, ...]:
     """Return the layer's scale restricted to its spatial (last 2 or 3) axes."""
     return tuple(float(s) for s in layer.scale[-layer.data.ndim :])
@@ -93,11 +97,17 @@ def greyscale_data(layer: Any) -> Any:
     return data
 
 
-def check_on_top(layer: Any, image: Any) -> None:
-    """Refuse ``layer`` unless it lies exactly on ``image`` (same scale and translate).
+def check_scribbles(layer: Any, image: Any) -> None:
+    """Refuse a scribbles ``layer`` that is a result, or that does not lie exactly on ``image``.
 
-    Only then do strokes painted over a structure land on that structure's pixels.
+    A layer this plugin computed (:data:`RESULT_KEY`: a prediction, the live preview, measured
+    objects) holds classes, not strokes. Only a layer with ``image``'s scale and translate has
+    strokes painted over a structure on that structure's pixels.
     """
+    made_by = layer.metadata.get(RESULT_KEY)
+    if made_by:
+        raise CardiosegError(f"{layer.name!r} is a result ({made_by}), not strokes; choose your "
+                             "scribbles layer or click New scribbles layer")
     n = image.ndim
     same = (layer.ndim == n and np.allclose(layer.scale[-n:], image.scale[-n:])
             and np.allclose(layer.translate[-n:], image.translate[-n:]))
@@ -151,9 +161,10 @@ def refresh_model_lists(viewer: napari.viewer.Viewer) -> None:
 
 
 __all__ = [
-    "full_resolution", "is_lazy", "layer_choice", "output_layer_kwargs", "prediction_colormap",
-    "refresh_model_lists", "region_in_view", "report_error", "result_name", "scribble_colormap",
-    "show_info", "show_progress", "spatial_scale",
+    "RESULT_KEY", "calibrated_scale", "check_scribbles", "full_resolution", "greyscale_data",
+    "is_lazy", "layer_choice", "output_layer_kwargs", "prediction_colormap", "refresh_model_lists",
+    "region_in_view", "report_error", "result_name", "scribble_colormap", "show_info",
+    "show_progress", "spatial_scale",
 ]
 
 

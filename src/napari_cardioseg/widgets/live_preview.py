@@ -65,7 +65,8 @@ class LivePreview:
                 layer.scale, layer.translate = image.scale, image.translate
                 return layer
             self._viewer.layers.remove(layer)
-        return add(np.zeros(image.data.shape, np.uint8), ui.output_layer_kwargs(image, name))
+        place = ui.output_layer_kwargs(image, name, {ui.RESULT_KEY: "live preview"})
+        return add(np.zeros(image.data.shape, np.uint8), place)
 
     def update_view(self, _event: Any = None) -> None:
         """Remember the image region in view; the trainer reads :attr:`view` for its previews."""

@@ -27,6 +27,7 @@ from ..core.units import is_calibrated
 from ..core.writes import write_tiff
 from . import measure_plots
 from ._common import (
+    RESULT_KEY,
     full_resolution,
     is_lazy,
     layer_choice,
@@ -195,7 +196,8 @@ class MeasureWidget(Container):
             layer = self._viewer.layers[name]
             layer.data = result.labels
             return layer
-        return self._viewer.add_labels(result.labels, **output_layer_kwargs(source, name))
+        place = output_layer_kwargs(source, name, {RESULT_KEY: "objects"})
+        return self._viewer.add_labels(result.labels, **place)
 
     def _plot(self) -> None:
         measure_plots.draw(self.figure, None if self.result is None else self.result.objects,

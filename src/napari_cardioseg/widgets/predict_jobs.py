@@ -31,6 +31,7 @@ from ..core.run import fill_levels, stream_geometry
 from ..core.slice_smooth import slice_sigma, width_for
 from ..core.units import CALIBRATED_KEY, is_calibrated
 from ._common import (
+    RESULT_KEY,
     calibrated_scale,
     full_resolution,
     is_lazy,
@@ -123,7 +124,7 @@ class Stream:
         self.layer = Labels(self.group["0"], name=name, colormap=prediction_colormap(),
                             scale=tuple(layer.scale)[-self.volume.ndim:],
                             translate=tuple(layer.translate)[-self.volume.ndim:],
-                            metadata={"store": str(self.path),
+                            metadata={"store": str(self.path), RESULT_KEY: self.card.name,
                                       CALIBRATED_KEY: is_calibrated(layer.metadata, scale)})
 
     def steps(self, **kwargs: Any) -> Generator[Progress, None, Path]:
@@ -148,7 +149,8 @@ def predict_layers(model: str, layer: Image, probabilities: bool,
     result = yield from predict_steps(layer.data, net, card, z_sigma=z_sigma, **kwargs)
     name = result_name(layer, card.name, "labels")
     out: list[Layer] = [Labels(result.labels, colormap=prediction_colormap(),
-                               **output_layer_kwargs(layer, name, {Z_SIGMA_KEY: result.z_sigma}))]
+                               **output_layer_kwargs(layer, name, {Z_SIGMA_KEY: result.z_sigma,
+                                                                  RESULT_KEY: card.name}))]
     if probabilities:
         prob = result.probabilities
         fg = prob[1] if prob.shape[0] == 2 else prob[1:]

@@ -178,7 +178,7 @@ class TrainWidget(widgets.Container):
             if image is None or scribbles is None:
                 raise CardiosegError("choose an image layer and a scribbles Labels layer")
             data = ui.greyscale_data(image)
-            ui.check_on_top(scribbles, image)
+            ui.check_scribbles(scribbles, image)
             config = self._config(image)
         except CardiosegError as exc:
             ui.report_error(exc)

@@ -117,7 +117,8 @@ class TrainedModel(Container):
             activity=f"Predict ({name})",
             on_return=lambda prediction: self._viewer.add_labels(
                 prediction.labels, colormap=ui.prediction_colormap(),
-                **ui.output_layer_kwargs(image, ui.result_name(image, name, "labels"))),
+                **ui.output_layer_kwargs(image, ui.result_name(image, name, "labels"),
+                                         {ui.RESULT_KEY: name})),
             on_finish=self._idle,
         )
         self.set_enabled(False)
