@@ -222,3 +222,32 @@ def test_lazy_labels_layer_is_measured_blockwise_with_the_in_memory_tables(viewe
     monkeypatch.setattr("napari_cardioseg.widgets.measure.report_error", reported.append)
     assert widget.export("masks", tmp_path / "m.tif") is None  # no object image to export
     assert "blockwise" in str(reported[0]) and not (tmp_path / "m.tif").exists()
+
+
+def test_units_follow_the_pixel_size_and_a_failed_run_says_so(viewer, qtbot, monkeypatch):
+    from napari_cardioseg.widgets.pixel_size import PixelSizeWidget
+
+    errors = []
+    monkeypatch.setattr("napari_cardioseg.widgets._common.show_error", errors.append)
+    labels = np.zeros((40, 40), np.uint8)
+    labels[2:8, 2:8] = 1
+    labels[20:30, 25:35] = 2
+    layer = viewer.add_labels(labels, name="prediction")
+    widget = MeasureWidget(viewer)
+    assert widget._units.value == UNCALIBRATED_WARNING
+    sizes = PixelSizeWidget(viewer)
+    sizes._layer.value, sizes._xy.value = layer, "0.2"
+    sizes._set.native.click()
+    assert widget._units.value == "pixel size 0.2 × 0.2 µm"  # at once, not at the next run
+    widget._kind.value, widget._class.value = "shapes", 1
+    widget._run.native.click()
+    qtbot.waitUntil(lambda: widget.result is not None and widget._run.enabled, timeout=20000)
+    objects = viewer.layers["prediction objects"]
+    layer.scale = (0.5, 0.5)
+    widget._run.native.click()
+    qtbot.waitUntil(lambda: widget._run.enabled, timeout=20000)
+    assert tuple(objects.scale) == (0.5, 0.5)  # the reused objects layer follows its source
+    widget._class.value = 7  # absent: the run fails
+    widget._run.native.click()
+    qtbot.waitUntil(lambda: widget._run.enabled and bool(errors), timeout=20000)
+    assert widget._status.value == "not measured (see the error message)"

@@ -114,9 +114,10 @@ class MeasureWidget(Container):
         layer = self._labels_layer.value
         if layer is not None:
             self._kind.value = "shapes" if layer.data.ndim == 3 else "zdisk"
+            layer.events.scale.connect(self._show_units)  # the Pixel size widget may set it
         self._show_units()
 
-    def _show_units(self) -> None:
+    def _show_units(self, _event: Any = None) -> None:
         layer = self._labels_layer.value
         if layer is None:
             self._units.value = ""
@@ -162,6 +163,8 @@ class MeasureWidget(Container):
 
     def _finished(self) -> None:
         self._run.enabled = True
+        if self._status.value == "measuring...":  # failed; the error was reported
+            self._status.value = "not measured (see the error message)"
 
     def show_result(self, result: MeasureResult) -> None:
         """Fill the tables, set the layer features, update the plots."""
@@ -179,11 +182,7 @@ class MeasureWidget(Container):
         self._plot()
 
     def _target_layer(self, result: MeasureResult) -> Labels | None:
-        """Return the input layer when its values are the objects, else an ``objects`` layer on top.
-
-        A blockwise result has no object image: the input layer gets the features when its
-        values are the objects (``labels`` mode), else none does.
-        """
+        """Return the layer to get the features: the input, or an ``objects`` layer on top."""
         source = self._source
         if source is None:
             raise CardiosegError("measure first")
@@ -193,8 +192,8 @@ class MeasureWidget(Container):
             return source
         name = f"{source.name} objects"
         if name in self._viewer.layers:
-            layer = self._viewer.layers[name]
-            layer.data = result.labels
+            layer = self._viewer.layers[name]  # the source may have moved or been re-scaled
+            layer.data, layer.scale, layer.translate = result.labels, source.scale, source.translate
             return layer
         place = output_layer_kwargs(source, name, {RESULT_KEY: "objects"})
         return self._viewer.add_labels(result.labels, **place)

@@ -100,8 +100,8 @@ class PixelSizeWidget(Container):
             targets += [other for other in self._layer.choices if other is not None and other is not layer
                         and min(other.ndim, 3) == spatial and _spatial_shape(other, spatial) == shape]
         for target in targets:
+            target.metadata[CALIBRATED_KEY] = True  # first: the scale's listeners read it
             target.scale = (*tuple(target.scale)[:-spatial], *sizes)
-            target.metadata[CALIBRATED_KEY] = True
         others = f" and {len(targets) - 1} layer(s) of the same shape" if len(targets) > 1 else ""
         show_info(f"pixel size of {layer.name!r}{others}: {_sizes_text(sizes)} µm")
         self.refresh()
