@@ -27,6 +27,7 @@ from napari_cardioseg.core.formats import open_all, open_image
 from napari_cardioseg.core.io import read_image, read_single
 from napari_cardioseg.core.one_file import enhance_file, measure_file
 from napari_cardioseg.core.progress import drain
+from napari_cardioseg.core.table import read_csv
 from napari_cardioseg.core.units import CALIBRATED_KEY
 from napari_cardioseg.core.writes import write_tiff
 from napari_cardioseg.core.zarr_io import write_ome_zarr
@@ -170,6 +171,27 @@ def test_multi_series_tiff_scene(tmp_path):
     layers = _reader.get_reader(str(tmp_path / "ms.tif"))(str(tmp_path / "ms.tif"))
     assert [meta["name"] for _, meta, _ in layers] == ["ms [series 0]", "ms [series 1]"]
     assert [int(np.asarray(data)[0, 0]) for data, _, _ in layers] == [3, 7]
+
+
+def test_each_ome_scene_has_its_own_pixel_size(tmp_path):
+    # a multi-position OME-TIFF: the second scene's voxels are 0.5 x 0.5 x 1 µm, not the first's
+    path = tmp_path / "multi.ome.tif"
+    z, y, x = np.mgrid[:8, :32, :32]
+    ball = ((z - 4) ** 2 + (y - 16) ** 2 + (x - 16) ** 2 < 16).astype(np.uint8)
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(ball, metadata={"axes": "ZYX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1,
+                                  "PhysicalSizeZ": 0.2})
+        tif.write(ball, metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5,
+                                  "PhysicalSizeZ": 1.0})
+    for scene, scale in ((0, (0.2, 0.1, 0.1)), (1, (1.0, 0.5, 0.5))):
+        assert read_single(path, scene=scene).scale == pytest.approx(scale)
+        assert open_image(path, scene=scene).scale == pytest.approx(scale)
+    layers = _reader.get_reader(str(path))(str(path))
+    np.testing.assert_allclose([meta["scale"] for _, meta, _ in layers],
+                               [(0.2, 0.1, 0.1), (1.0, 0.5, 0.5)])
+    drain(measure_file(path, tmp_path / "s1.csv", kind="shapes", scene=1))
+    volume = read_csv(tmp_path / "s1.csv")["volume_um3"]
+    assert volume == pytest.approx([ball.sum() * 0.25])
 
 
 # ---- CZI, written with pylibCZIrw (bioio-czi's dependency) ----------------------------------

@@ -92,10 +92,15 @@ def _override_hint() -> str:
             "to read the file as uncalibrated")
 
 
-def _ome_pixel_size(ome_xml: str) -> dict[str, float]:
-    """PhysicalSizeX/Y/Z in µm from OME-XML (missing axes are left out, bad ones kept as read)."""
+def _ome_pixel_size(ome_xml: str, series: int = 0) -> dict[str, float]:
+    """PhysicalSizeX/Y/Z in µm of image ``series`` in OME-XML (each scene has its own).
+
+    Missing axes are left out, bad ones kept as read.
+    """
     root = ET.fromstring(ome_xml)
-    pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
+    images = [el for el in root if el.tag.endswith("Image")]
+    where = images[series] if 0 <= series < len(images) else root
+    pixels = next((el for el in where.iter() if el.tag.endswith("Pixels")), None)
     sizes: dict[str, float] = {}
     if pixels is None:
         return sizes
@@ -190,10 +195,10 @@ def _tiff_channel_names(tif: tifffile.TiffFile, series: int) -> list[str] | None
     return None
 
 
-def _tiff_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
-    """Pixel sizes (µm) by axis letter from a TIFF's OME or ImageJ metadata; empty without."""
+def _tiff_sizes(tif: tifffile.TiffFile, series: int = 0) -> dict[str, float]:
+    """Pixel sizes (µm) by axis of image ``series`` from OME or ImageJ metadata; empty without."""
     if tif.is_ome and tif.ome_metadata:
-        return _ome_pixel_size(tif.ome_metadata)
+        return _ome_pixel_size(tif.ome_metadata, series)
     if tif.is_imagej:
         return _imagej_pixel_size(tif)
     return {}
@@ -205,16 +210,6 @@ def _scale(path: Path, sizes: dict[str, float], spatial: str) -> tuple[tuple[flo
     x = sizes.get("X", sizes.get("Y", 1.0))
     named = {"Z": sizes.get("Z", x), "Y": sizes.get("Y", x), "X": x}
     return tuple(float(named[a]) for a in spatial), "X" in sizes or "Y" in sizes
-
-
-def tiff_pixel_size(tif: tifffile.TiffFile, path: str | os.PathLike,
-                    spatial: str) -> tuple[tuple[float, ...], bool]:
-    """Return the checked pixel size (µm per axis of ``spatial``, e.g. ``"ZYX"``) of an open TIFF.
-
-    The second value says whether the file has one; without, the sizes are 1. Implausible sizes
-    are refused as in :func:`read_image`. For readers that open the file lazily themselves.
-    """
-    return _scale(Path(path), _tiff_sizes(tif), spatial)
 
 
 class _TruncationLog(logging.Handler):
@@ -366,7 +361,7 @@ def _read_tiff(path: Path, series: int | None) -> list[ImageData]:
                 )
             array = chosen.asarray()
             axes = chosen.axes
-            sizes = _tiff_sizes(tif)
+            sizes = _tiff_sizes(tif, series or 0)
             channel_names = _tiff_channel_names(tif, series or 0)
     except CardiosegError as exc:
         if str(exc).startswith(str(path)):
@@ -509,7 +504,7 @@ class TiffHandle:
         store = series.aszarr(level=0)
         self.closer.add(store)
         array = zarr.open_array(store, mode="r")
-        return Source([array], series.axes, _tiff_sizes(self.tif),
+        return Source([array], series.axes, _tiff_sizes(self.tif, index),
                       _tiff_channel_names(self.tif, index))
 
 
