@@ -80,6 +80,31 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, stack, user_model)
     steps.close()
 
 
+def test_an_input_changed_since_is_predicted_afresh(tmp_path, stack, user_model):
+    """The same command on an input rewritten in place (same name and shape, say re-enhanced)
+    must not reuse the finished store, nor resume an interrupted one, made from the old input."""
+    import os
+
+    model, card = user_model
+    out, path = tmp_path / "o.zarr", tmp_path / "in.tif"
+    drain(predict_to_zarr(path, "tiny", out, tile=32, device="cpu"))
+    inverted = (255 - stack).astype(stack.dtype)
+    write_tiff(path, inverted, SCALE)
+    os.utime(path, ns=(1, 10**18))  # a new time even within one tick of the file system's clock
+    steps = predict_to_zarr(path, "tiny", out, tile=32, device="cpu")
+    assert next(steps).done == 0  # the finished store is not reused
+    for _ in range(3):  # three of nine blocks, then interrupted
+        next(steps)
+    steps.close()
+    assert len(zarr_io.done_blocks(out)) >= 2
+    write_tiff(path, stack, SCALE)  # the input changes back before the rerun
+    os.utime(path, ns=(1, 2 * 10**18))
+    steps = predict_to_zarr(path, "tiny", out, tile=32, device="cpu")
+    assert next(steps).done == 0  # the interrupted run is not resumed
+    drain(steps)
+    np.testing.assert_array_equal(zarr_io.read_ome_zarr(out).data[...], whole(stack, model, card)[1])
+
+
 def test_ome_zarr_input_with_a_singleton_channel(tmp_path, stack, user_model):
     model, card = user_model
     zarr_io.write_ome_zarr(tmp_path / "in.zarr", stack[None], SCALE, axes="CZYX", labels=False)

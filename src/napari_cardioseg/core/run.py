@@ -33,6 +33,25 @@ from .tiling import AUTO_TILE
 RUN_FORMAT = 1  # bump when the way blocks are computed changes (old partial runs restart)
 
 
+def input_stamp(path: str | os.PathLike) -> list[int]:
+    """Size and newest modification time (ns) of an input file, or of every file in a store.
+
+    Part of a run's record: an output made from an input that has changed since (a contrast
+    re-enhanced into the same file, a store rewritten) is never resumed or reused.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        stat = path.stat()
+        return [stat.st_size, stat.st_mtime_ns]
+    size = newest = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            stat = os.stat(os.path.join(folder, name))
+            size, newest = size + stat.st_size, max(newest, stat.st_mtime_ns)
+    return [size, newest]
+
+
+
 @contextlib.contextmanager
 def open_lazy(path: str | os.PathLike, *, channel: int | str | None = None,
               scene: int | str | None = None) -> Iterator[tuple[Any, tuple[float, ...], bool]]:
@@ -232,7 +251,8 @@ def predict_to_zarr(
                                 str(input_path), note)
         block, full_halo = stream_geometry(card, volume.shape, tile, overlap, halo, z_sigma)
         run = {"format": RUN_FORMAT, "input": str(Path(input_path).resolve()),
-               "shape": list(volume.shape), "model": card.name, "weights": card.weights_sha256,
+               "input_stamp": input_stamp(input_path), "shape": list(volume.shape),
+               "model": card.name, "weights": card.weights_sha256,
                "block": list(block), "halo": list(full_halo), "flips": bool(flips),
                "z_sigma": float(z_sigma),
                "prob": str(prob_path) if prob_path else None, "prob_dtype": prob_dtype}
