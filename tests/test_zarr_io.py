@@ -111,6 +111,62 @@ def test_nanometre_units_are_converted(tmp_path, rng):
     assert store.scale == pytest.approx((0.005, 0.004)) and store.complete is None
 
 
+def _edit_attrs(store, edit):
+    attrs_path = store / ".zattrs"
+    attrs = json.loads(attrs_path.read_text())
+    edit(attrs["multiscales"][0])
+    attrs_path.write_text(json.dumps(attrs))
+
+
+def test_a_scale_for_the_whole_multiscale_multiplies_each_levels(tmp_path, rng):
+    store = tmp_path / "s.zarr"
+    zarr_io.write_ome_zarr(store, rng.integers(0, 9, (4, 600, 600)).astype(np.uint8), (1.0, 1.0, 1.0))
+
+    def whole_scale(meta):
+        meta["coordinateTransformations"] = [{"type": "scale", "scale": [0.2, 0.1, 0.1]}]
+
+    _edit_attrs(store, whole_scale)
+    read = zarr_io.read_ome_zarr(store)
+    assert read.scale == pytest.approx((0.2, 0.1, 0.1)) and read.calibrated
+    assert read.level_scales[1] == pytest.approx((0.2, 0.2, 0.2))
+
+
+@pytest.mark.parametrize("unit,scale,calibrated", [("µm", 0.5, True), ("um", 0.5, True),
+                                                    ("nm", 0.0005, True), ("furlong", 1.0, False)])
+def test_units_written_in_the_wild(tmp_path, rng, unit, scale, calibrated):
+    store = tmp_path / "u.zarr"
+    zarr_io.write_ome_zarr(store, rng.integers(0, 9, (6, 6)).astype(np.uint8), (0.5, 0.5))
+
+    def set_unit(meta):
+        for ax in meta["axes"]:
+            ax["unit"] = unit
+
+    _edit_attrs(store, set_unit)
+    if calibrated:
+        read = zarr_io.read_ome_zarr(store)
+    else:
+        with pytest.warns(UserWarning, match="'furlong', not a length unit"):
+            read = zarr_io.read_ome_zarr(store)
+    assert read.calibrated is calibrated
+    if calibrated:
+        assert read.scale == pytest.approx((scale, scale))
+
+
+def test_ngff_05_zarr_v3_store(tmp_path, rng):
+    import zarr
+
+    data = rng.integers(0, 9, (3, 16, 16)).astype(np.uint8)
+    group = zarr.open_group(str(tmp_path / "v3.zarr"), mode="w", zarr_format=3)
+    group.create_array("0", data=data, chunks=(1, 16, 16))
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [0.3, 0.05, 0.05]}]}]}]}
+    read = zarr_io.read_ome_zarr(tmp_path / "v3.zarr")
+    assert read.scale == pytest.approx((0.3, 0.05, 0.05)) and read.calibrated
+    np.testing.assert_array_equal(read.data[...], data)
+
+
 def test_is_zarr_path():
     assert zarr_io.is_zarr_path("a/b.ome.zarr") and zarr_io.is_zarr_path("b.ZARR/")
     assert not zarr_io.is_zarr_path("b.tif")

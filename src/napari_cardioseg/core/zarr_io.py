@@ -17,6 +17,7 @@ import itertools
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,10 @@ ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 #: NGFF (UDUNITS-2) length units and their size in micrometres
 NGFF_UNITS_UM = {"meter": 1e6, "centimeter": 1e4, "millimeter": 1e3, "micrometer": 1.0,
                  "nanometer": 1e-3, "angstrom": 1e-4, "picometer": 1e-6}
+#: length units written in the wild instead of NGFF's (UDUNITS) names
+_UNIT_ALIASES = {"µm": "micrometer", "μm": "micrometer", "um": "micrometer", "micron": "micrometer",
+                 "nm": "nanometer", "mm": "millimeter", "m": "meter", "cm": "centimeter",
+                 "Å": "angstrom", "pm": "picometer"}
 _DONE = (".cardioseg", "done")
 _MIN_LEVEL_EDGE = 256  # stop adding levels once Y and X are at most this
 
@@ -295,15 +300,30 @@ class OmeZarr:
         return self.levels[0]
 
 
-def _scale_of(dataset: dict, what: str) -> list[float]:
+def _scale_of(dataset: dict, what: str, required: bool = True) -> list[float] | None:
+    """Return the ``scale`` of a dataset (or of the whole multiscale, then not required)."""
     for transform in dataset.get("coordinateTransformations", []):
         if transform.get("type") == "scale":
             return [float(s) for s in transform["scale"]]
-    raise CardiosegError(f"{what}: a level has no scale transform")
+    if required:
+        raise CardiosegError(f"{what}: a level has no scale transform")
+    return None
+
+
+def _unit_factor(path: Path, axis: dict) -> float | None:
+    """µm per unit of ``axis``; None (and a warning for a unit that is not a length) when unknown."""
+    unit = str(axis.get("unit", ""))
+    unit = _UNIT_ALIASES.get(unit, unit.lower())
+    if unit and unit not in NGFF_UNITS_UM:
+        warnings.warn(f"{path}: axis {axis.get('name')!r} has the unit {unit!r}, not a length unit "
+                      "known here; the store is read as uncalibrated", UserWarning, stacklevel=3)
+    return NGFF_UNITS_UM.get(unit)
 
 
 def read_ome_zarr(path: str | os.PathLike) -> OmeZarr:
-    """Open an OME-Zarr (NGFF 0.4) multiscale image lazily, with its pixel size in µm.
+    """Open an OME-Zarr (NGFF 0.4, or 0.5 in Zarr v3) multiscale image lazily, with its pixel size in µm.
+
+    A scale given for the whole multiscale multiplies each level's.
 
     Raises
     ------
@@ -318,7 +338,9 @@ def read_ome_zarr(path: str | os.PathLike) -> OmeZarr:
         group = zarr.open_group(str(path), mode="r")
     except (OSError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as exc:
         raise CardiosegError(f"{path}: not a readable Zarr group ({exc})") from exc
-    multiscales = _attr(group, "multiscales")
+    ome = _attr(group, "ome")  # NGFF 0.5 keeps its metadata under "ome"
+    multiscales = _attr(group, "multiscales") or (ome.get("multiscales") if isinstance(ome, dict)
+                                                  else None)
     if not multiscales:
         raise CardiosegError(f"{path}: no OME-Zarr 'multiscales' metadata")
     meta = multiscales[0]
@@ -326,13 +348,10 @@ def read_ome_zarr(path: str | os.PathLike) -> OmeZarr:
     axes = "".join(str(a.get("name", "")).upper() for a in axes_meta)
     if not axes or any(a not in "TCZYX" for a in axes) or "Y" not in axes or "X" not in axes:
         raise CardiosegError(f"{path}: unsupported OME-Zarr axes {axes!r}")
-    factors = []
-    calibrated = True
-    for a in axes_meta:
-        if str(a.get("name", "")).upper() in "ZYX":
-            unit = str(a.get("unit", ""))
-            calibrated = calibrated and unit in NGFF_UNITS_UM
-            factors.append(NGFF_UNITS_UM.get(unit, 1.0))
+    known = [_unit_factor(path, a) for a in axes_meta if str(a.get("name", "")).upper() in "ZYX"]
+    calibrated = all(f is not None for f in known)
+    factors = [f if f is not None else 1.0 for f in known]
+    whole = _scale_of(meta, str(path), required=False) or [1.0] * len(axes)
     spatial = [i for i, a in enumerate(axes) if a in "ZYX"]
     levels, level_scales = [], []
     for dataset in meta.get("datasets", []):
@@ -340,7 +359,7 @@ def read_ome_zarr(path: str | os.PathLike) -> OmeZarr:
         if array.ndim != len(axes):
             raise CardiosegError(f"{path}: level {dataset['path']} has {array.ndim} axes, "
                                  f"the metadata names {len(axes)}")
-        values = _scale_of(dataset, str(path))
+        values = [v * w for v, w in zip(_scale_of(dataset, str(path)) or [], whole, strict=True)]
         levels.append(array)
         level_scales.append(tuple(values[i] * f for i, f in zip(spatial, factors, strict=True)))
     if not levels:
