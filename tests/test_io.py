@@ -59,6 +59,23 @@ def test_imagej_stack_without_unit_stays_uncalibrated(tmp_path):
     assert img.scale == (1.0, 1.0, 1.0) and not img.calibrated
 
 
+@pytest.mark.parametrize("resolution,unit,expected", [
+    (10000, "CENTIMETER", 1.0),  # 10000 px per cm: 1 µm pixels
+    (25400 / 0.5, "INCH", 0.5),
+    (72, "INCH", None),  # a screen's 72 dpi is no calibration
+    (96, "INCH", None),
+])
+def test_imagej_file_without_a_unit_takes_the_resolution_unit(tmp_path, resolution, unit,
+                                                              expected):
+    tifffile.imwrite(tmp_path / "r.tif", np.zeros((8, 8), np.uint8), imagej=True,
+                     resolution=(resolution, resolution), resolutionunit=unit)
+    with tifffile.TiffFile(tmp_path / "r.tif") as tif:
+        assert "unit" not in tif.imagej_metadata
+    img = read_single(tmp_path / "r.tif")
+    assert img.calibrated is (expected is not None)
+    np.testing.assert_allclose(img.scale, (expected or 1.0,) * 2)
+
+
 def test_ome_physical_size_units(tmp_path):
     data = np.zeros((2, 8, 8), np.uint16)
     tifffile.imwrite(tmp_path / "a.ome.tif", data, ome=True, metadata={

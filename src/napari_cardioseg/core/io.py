@@ -117,16 +117,32 @@ def _ome_pixel_size(ome_xml: str, series: int = 0) -> dict[str, float]:
     return sizes
 
 
+def _resolution_unit(page: tifffile.TiffPage) -> str | None:
+    """Return the length unit of a page's ``ResolutionUnit`` tag (``pixel`` for a screen's dpi)."""
+    tag = page.tags.get("ResolutionUnit")
+    code = int(tag.value) if tag is not None else None
+    if code == 3:
+        return "cm"
+    if code == 2 and "XResolution" in page.tags:
+        num, den = page.tags["XResolution"].value
+        return "pixel" if den and num / den in (72, 96) else "inch"
+    return None
+
+
 def _imagej_pixel_size(tif: tifffile.TiffFile) -> dict[str, float]:
     """Pixel size in µm from the ImageJ description and the resolution tags.
 
     Without a unit (or with ImageJ's ``pixel``) a resolution of 1 means "uncalibrated"; with a
     length unit every resolution, 1 included, is a pixel size. Zero resolutions or spacings are
     kept (as infinite or zero sizes) so that :func:`read_image` refuses them. A calibrated file
-    without ``spacing`` has slices one unit apart, as in Fiji.
+    without ``spacing`` has slices one unit apart, as in Fiji. Without a unit in the description,
+    the TIFF ``ResolutionUnit`` tag gives it, as ImageJ reads it (cm, or inch; 72 and 96 dots per
+    inch are a screen's default, not a calibration, and read as uncalibrated).
     """
     meta = tif.imagej_metadata or {}
     unit = meta.get("unit")
+    if not (isinstance(unit, str) and unit.strip()):
+        unit = _resolution_unit(tif.pages.first)
     if isinstance(unit, str) and unit.strip().lower() in _UNCALIBRATED_UNITS[1:]:
         return {}
     factor = _unit_factor(unit if isinstance(unit, str) else None)
