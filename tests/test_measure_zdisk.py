@@ -142,3 +142,28 @@ def test_spacing_counts_every_gap_once_when_sarcomeres_vary():
         col += (16, 18, 20)[i % 3]
     length = measure(mask, (px, px), "zdisk").summary.row(0)["sarcomere_length_spacing_um"]
     assert length == pytest.approx(1.8, abs=1e-6)
+
+
+def test_orientation_statistics_are_axial():
+    """Disks a few degrees either side of horizontal read as about 2° and 178°: the summary's
+    mean orientation is horizontal with a small spread (a plain mean says 90°, a plain std 88°)."""
+    from napari_cardioseg.core.measure.summary import describe_axial, half_turn
+
+    mask = np.zeros((120, 200), np.uint8)
+    for i, tilt in enumerate((-3, -2, 2, 3, -1, 1)):
+        y0 = 10 + 18 * i
+        rr, cc = line(y0, 20, y0 + tilt, 180)
+        mask[rr, cc] = 1
+    result = measure(mask, (0.1, 0.1), "zdisk")
+    angles = result.objects["orientation_deg"]
+    assert (angles > 90).any() and (angles < 90).any()  # both sides of 0°/180°
+    assert np.all((angles >= 0) & (angles < 180))
+    summary = result.summary.row(0)
+    distance = min(summary["mean_orientation_deg"], 180 - summary["mean_orientation_deg"])
+    assert distance < 0.5 and summary["std_orientation_deg"] < 1.5
+    median = summary["median_orientation_deg"]
+    assert min(median, 180 - median) < 1.0
+    stats = describe_axial(np.array([170.0, 10.0, 0.0]))
+    assert stats["mean"] == pytest.approx(0.0, abs=1e-9) and stats["median"] == pytest.approx(0.0)
+    assert describe_axial(np.array([45.0, 45.0]))["std"] == pytest.approx(0.0, abs=1e-6)
+    assert half_turn(-1e-15) == 0.0 and half_turn(180.0) == 0.0 and half_turn(-90) == 90.0

@@ -72,6 +72,8 @@ def print_columns(kind: str | None) -> None:
         print(f"{name}: {KINDS[name].description}")
         for column, unit, where, text in list_columns(name):
             print(f"  {column:<30} {unit or '-':<6} {where:<22} {text}")
+    print("the summary has mean_, median_ and std_ of each per-object column (circular statistics "
+          "for orientations: 0° and 180° are one direction)")
     print("without a pixel size, names and units say px instead of µm (_um -> _px)")
 
 

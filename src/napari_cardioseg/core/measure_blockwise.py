@@ -302,7 +302,7 @@ def _by_slices(
     available = ("cell_mask",) if cell_mask is not None else ()
     img_measures = measurements(kind, "image", 2, available)
     columns = {m.name: m.column(calibrated) for m in (*obj_measures, *img_measures)}
-    described = [m.name for m in obj_measures if m.summarise]
+    described = [m for m in obj_measures if m.summarise]
     obj_rows: list[dict] = []
     summary_rows: list[dict] = []
     used = 0
@@ -409,7 +409,7 @@ def _measure_objects(instances: Any, ids: np.ndarray, boxes: np.ndarray, sizes: 
     obj_measures = measurements(kind, "object", ndim)
     img_measures = measurements(kind, "image", ndim, ())
     columns = {m.name: m.column(calibrated) for m in (*obj_measures, *img_measures)}
-    described = [m.name for m in obj_measures if m.summarise]
+    described = [m for m in obj_measures if m.summarise]
     options = DEFAULT_OPTIONS[calibrated]
     voxel = np.prod(spacing)
     keep = np.flatnonzero(sizes >= min_size)

@@ -203,7 +203,7 @@ def measure_iter(
     obj_measures = measurements(kind, "object", ndim)
     img_measures = measurements(kind, "image", ndim, available)
     columns = {m.name: m.column(calibrated) for m in (*obj_measures, *img_measures)}
-    described = [m.name for m in obj_measures if m.summarise]
+    described = [m for m in obj_measures if m.summarise]
     id_cols = ["label", "z"] if stack else ["label"]
     obj_rows, summary_rows, done = [], [], 0
     for z, idx, regions in found:
@@ -230,13 +230,14 @@ def object_row(label: int, item: Any, obj_measures: Sequence[Measurement],
 
 
 def summary_row(ctx: Any, rows: Sequence[dict[str, Any]], img_measures: Sequence[Measurement],
-                described: Sequence[str], columns: dict[str, str],
+                described: Sequence[Measurement], columns: dict[str, str],
                 ids: dict[str, int] | None = None) -> dict[str, Any]:
     """One row of the summary: the per-image measures of ``ctx`` and statistics of ``rows``."""
     summary: dict[str, Any] = {**(ids or {}),
                                **{columns[m.name]: m.func(ctx) for m in img_measures}}
-    summary.update(summarise({columns[n]: np.array([r[columns[n]] for r in rows], dtype=float)
-                              for n in described}))
+    summary.update(summarise({columns[m.name]: np.array([r[columns[m.name]] for r in rows],
+                                                        dtype=float) for m in described},
+                             axial={columns[m.name] for m in described if m.axial}))
     return summary
 
 

@@ -34,7 +34,8 @@ class Measurement:
     ``kind`` is the analysis that uses it, ``level`` whether ``func`` takes one object or one
     image (slice), ``ndim`` the image dimensionalities it applies to, ``requires`` an optional
     input it needs (``"cell_mask"``), ``summarise`` whether the summary gets its mean, median
-    and standard deviation.
+    and standard deviation, ``axial`` whether its values are orientations in [0, 180) (their
+    statistics are circular: :func:`.summary.describe_axial`).
     """
 
     name: str
@@ -46,6 +47,7 @@ class Measurement:
     ndim: tuple[int, ...] = (2, 3)
     requires: str = ""
     summarise: bool = True
+    axial: bool = False
 
     def column(self, calibrated: bool = True) -> str:
         """Return the column name for a calibrated or an uncalibrated image."""
@@ -87,7 +89,7 @@ def _axis_measures(ndim: int) -> list[Measurement]:
 MEASUREMENTS: tuple[Measurement, ...] = (
     _m("length_um", "µm", zdisk.length, "zdisk", "object"),
     _m("width_um", "µm", zdisk.width, "zdisk", "object"),
-    _m("orientation_deg", "°", zdisk.orientation, "zdisk", "object"),
+    _m("orientation_deg", "°", zdisk.orientation, "zdisk", "object", axial=True),
     _m("orientation_rel_deg", "°", zdisk.relative_orientation, "zdisk", "object"),
     _m("straightness", "", zdisk.straightness, "zdisk", "object"),
     _m("area_um2", "µm²", zdisk.area, "zdisk", "object"),

@@ -18,6 +18,7 @@ from skimage.morphology import skeletonize
 
 from .objects import Region
 from .shapes import max_pairwise_distance
+from .summary import half_turn
 
 
 def skeleton_length(skeleton: np.ndarray, spacing: Sequence[float]) -> float:
@@ -46,7 +47,7 @@ def principal_axes(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def angle_of(vector_yx: np.ndarray) -> float:
     """Display angle in degrees [0, 180) of a (y, x) direction (y pointing down)."""
-    return float(np.degrees(np.arctan2(-vector_yx[0], vector_yx[1])) % 180.0)
+    return half_turn(np.degrees(np.arctan2(-vector_yx[0], vector_yx[1])))
 
 
 def direction_of(angle_deg: float) -> np.ndarray:
@@ -165,14 +166,14 @@ class ZdiskSlice:
         ok = np.isfinite(angles)
         if ok.any():
             vec = np.sum(weights[ok] * np.exp(2j * np.radians(angles[ok]))) / weights[ok].sum()
-            self._orientation = (float(np.degrees(np.angle(vec)) / 2 % 180.0), float(abs(vec)))
+            self._orientation = (half_turn(np.degrees(np.angle(vec)) / 2), float(abs(vec)))
         for obj in self.objects:
             obj.myofibril_axis = self.myofibril_axis
 
     @property
     def myofibril_axis(self) -> float:
         """Myofibril axis: perpendicular to the dominant Z-disk orientation (degrees)."""
-        return (self._orientation[0] + 90.0) % 180.0
+        return half_turn(self._orientation[0] + 90.0)
 
     @cached_property
     def sarcomere(self) -> tuple[float, float, str]:
