@@ -65,6 +65,18 @@ def test_width_of_bands_and_curved_straightness():
     assert objects["straightness"][rows[2]] < 0.9  # the arc
 
 
+@pytest.mark.parametrize("pixels", [1, 2, 3, 4, 5, 6])
+def test_width_is_whole_for_even_and_odd_bands(pixels):
+    # confocal Z-disks are 2-4 px wide: an even width must not come out a pixel short
+    mask = np.zeros((40, 80), np.uint8)
+    mask[10:10 + pixels, 5:75] = 1
+    mask[:, 38:42] = 0  # a gap: two disks
+    widths = measure(mask, (0.1, 0.1), "zdisk").objects["width_um"]
+    assert widths == pytest.approx([pixels * 0.1] * 2)
+    turned = measure(mask.T.copy(), (0.2, 0.1), "zdisk").objects["width_um"]
+    assert turned == pytest.approx([pixels * 0.1] * 2)  # across x, 0.1 µm pixels
+
+
 @pytest.mark.parametrize(("spacing", "period", "axis"), [
     ((0.1, 0.1), 1.9, 0.0), ((0.1, 0.1), 2.1, 30.0), ((0.15, 0.1), 1.8, 75.0),
     ((0.08, 0.08), 2.3, 135.0),
