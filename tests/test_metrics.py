@@ -50,7 +50,18 @@ def test_binary_mode_for_instance_labels():
     gt = np.array([[3, 3, 0, 7]])
     pred = np.array([[1, 1, 0, 1]])
     assert evaluate(pred, gt, binary=True)["dice"][0] == 1.0
-    assert len(evaluate(pred, gt)) == 4  # classes 1, 3, 7 + mean
+    with pytest.raises(CardiosegError, match=r"values \[1\] and the ground truth's \[3, 7\] share none"):
+        evaluate(pred, gt)  # classes 1, 3 and 7 would all score 0
+    assert len(evaluate(pred, gt, classes=[1, 3, 7])) == 4  # asked for: scored as asked
+
+
+def test_a_0_255_mask_is_not_scored_class_by_class():
+    gt = np.array([[255, 255, 0, 0]], np.uint8)
+    pred = np.array([[1, 1, 0, 1]], np.uint8)
+    with pytest.raises(CardiosegError, match="--binary"):
+        evaluate(pred, gt)
+    assert evaluate(pred, gt, binary=True)["dice"][0] == pytest.approx(0.8)
+    assert evaluate(np.zeros_like(pred), gt)["dice"][0] == 0.0  # an empty prediction is scored
 
 
 def test_errors():

@@ -86,6 +86,8 @@ def evaluate(
             raise CardiosegError("the ignore mask covers the whole image; nothing to evaluate")
     if binary:
         pred, gt = (pred > 0).astype(np.int64), (gt > 0).astype(np.int64)
+    elif classes is None:
+        _check_shared_values(pred, gt)
     if classes is None:
         found = np.union1d(np.unique(pred), np.unique(gt))
         classes = [int(c) for c in found if c > 0] or [1]
@@ -102,6 +104,20 @@ def evaluate(
     for col in ("class", *COUNTS):
         table.columns[col] = table.columns[col].astype(np.int64)
     return table
+
+
+def _check_shared_values(pred: np.ndarray, gt: np.ndarray) -> None:
+    """Refuse class-by-class scores of masks that mark foreground with different values.
+
+    A prediction of class 1 against a 0/255 mask (Fiji's binary masks) would score 0 for both
+    "classes"; foreground against background is what such a pair means.
+    """
+    ours, theirs = (set(np.unique(a).tolist()) - {0} for a in (pred, gt))
+    if ours and theirs and not ours & theirs:
+        raise CardiosegError(
+            f"the prediction's values {sorted(ours)[:5]} and the ground truth's {sorted(theirs)[:5]} "
+            "share none, so class-by-class scores would all be 0; to score foreground against "
+            "background (e.g. a 0/255 mask), use --binary or tick 'foreground vs background'")
 
 
 def format_table(table: Table) -> str:
