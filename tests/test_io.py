@@ -125,7 +125,7 @@ def test_missing_file():
 def test_time_series_is_rejected(tmp_path):
     tifffile.imwrite(tmp_path / "t.tif", np.zeros((3, 2, 8, 8), np.uint8), imagej=True,
                      metadata={"axes": "TZYX"})
-    with pytest.raises(CardiosegError, match="axis 'T'"):
+    with pytest.raises(CardiosegError, match=r"t\.tif: axis 'T'"):  # which file, in a batch
         read_image(tmp_path / "t.tif")
 
 

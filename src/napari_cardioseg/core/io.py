@@ -392,7 +392,10 @@ def _read_tiff(path: Path, series: int | None) -> list[ImageData]:
     if log.messages:
         raise CardiosegError(f"{path}: the file is truncated or corrupt ({log.messages[0]})")
     array = _checked_dtype(path, array)
-    channels, spatial = _split_axes(array, axes)
+    try:
+        channels, spatial = _split_axes(array, axes)
+    except CardiosegError as exc:
+        raise CardiosegError(f"{path}: {exc}") from exc
     if len(spatial) not in (2, 3):
         raise CardiosegError(f"{path}: expected a 2D or 3D image, found axes {spatial!r}")
     scale, calibrated = _scale(path, sizes, "ZYX" if len(spatial) == 3 else "YX")
