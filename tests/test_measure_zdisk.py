@@ -179,3 +179,14 @@ def test_orientation_statistics_are_axial():
     assert stats["mean"] == pytest.approx(0.0, abs=1e-9) and stats["median"] == pytest.approx(0.0)
     assert describe_axial(np.array([45.0, 45.0]))["std"] == pytest.approx(0.0, abs=1e-6)
     assert half_turn(-1e-15) == 0.0 and half_turn(180.0) == 0.0 and half_turn(-90) == 90.0
+
+
+def test_disks_closer_than_the_period_range_give_no_spacing_length():
+    """0.9 µm apart with the default 1-4 µm range: the gaps inside the range are two sarcomeres,
+    so the spacing estimate must say so instead of reporting 1.8 µm."""
+    mask, image = striations((240, 240), (0.05, 0.05), 0.9, 0.0, thick=0.2)
+    summary = measure(mask, (0.05, 0.05), "zdisk", image=image).summary.row(0)
+    assert np.isnan(summary["sarcomere_length_spacing_um"])
+    assert "lower bound" in summary["sarcomere_note"] or "range" in summary["sarcomere_note"]
+    wider = measure(mask, (0.05, 0.05), "zdisk", image=image, period_range=(0.5, 4.0))
+    assert wider.summary.row(0)["sarcomere_length_spacing_um"] == pytest.approx(0.9, rel=0.05)

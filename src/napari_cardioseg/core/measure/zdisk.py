@@ -185,6 +185,10 @@ class ZdiskSlice:
         source = self.image if self.image is not None else self.fourier_mask
         fft, _, note = fft_peak(source, self.spacing, self.cell_mask, self.period_range,
                                 axis_deg=self.myofibril_axis)
+        if closer_than_range(self):
+            spacing = float("nan")
+            note = note or (f"Z-disks lie closer than the period range's lower bound "
+                            f"({self.period_range[0]:g}); lower it")
         return compare_periods(spacing, fft, note)
 
     @property
@@ -239,16 +243,18 @@ def order_parameter(ctx: ZdiskSlice) -> float:
 AGREEMENT = 0.05
 
 
-def forward_gaps(ctx: ZdiskSlice) -> np.ndarray:
+def forward_gaps(ctx: ZdiskSlice, lo: float | None = None) -> np.ndarray:
     """Distance from each Z-disk to the next one ahead along the myofibril axis (µm).
 
-    A neighbour counts when it lies ahead along the axis, within the period range, and
-    laterally within half the longer of the two disks (plus one pixel), i.e. in the same
-    myofibril. Taking the next disk ahead of each disk counts every gap once.
+    A neighbour counts when it lies ahead along the axis, within the period range (from ``lo``
+    instead of the range's lower bound when given), and laterally within half the longer of the
+    two disks (plus one pixel), i.e. in the same myofibril. Taking the next disk ahead of each
+    disk counts every gap once.
     """
     if len(ctx.objects) < 2:
         return np.zeros(0)
-    lo, hi = ctx.period_range
+    low, hi = ctx.period_range
+    lo = low if lo is None else lo
     centres = np.array([[centroid_y(o), centroid_x(o)] for o in ctx.objects])
     lengths = np.array([o.length for o in ctx.objects])
     pairs = cKDTree(centres).query_pairs(r=hi * 1.5, output_type="ndarray")
@@ -266,6 +272,16 @@ def forward_gaps(ctx: ZdiskSlice) -> np.ndarray:
     np.minimum.at(ahead, pairs[forward, 0], along[forward])
     np.minimum.at(ahead, pairs[backward, 1], along[backward])
     return ahead[np.isfinite(ahead)]
+
+
+def closer_than_range(ctx: ZdiskSlice) -> bool:
+    """Tell whether most Z-disks have their next neighbour closer than the period range allows.
+
+    Then the gaps within the range are mostly two sarcomeres, and the spacing estimate would
+    report twice the true length.
+    """
+    nearest = forward_gaps(ctx, lo=min(ctx.spacing))
+    return bool(nearest.size) and float(np.median(nearest)) < ctx.period_range[0]
 
 
 def fundamental(gaps: np.ndarray, rounds: int = 10) -> float:
