@@ -162,3 +162,19 @@ def test_one_class_of_a_multi_class_prediction():
         measure(labels, spacing, "shapes", class_value=3)
     with pytest.raises(CardiosegError, match="connected components"):
         measure(labels, spacing, "shapes", class_value=2, mode="labels")
+
+
+def test_a_multi_class_prediction_measured_whole_is_flagged():
+    """Classes 1 and 2 with many pieces each read as two 'objects' in auto mode: say so."""
+    labels = np.zeros((40, 40), np.uint8)
+    for i in range(4):
+        labels[2 + 9 * i:6 + 9 * i, 2:6] = 1
+        labels[2 + 9 * i:6 + 9 * i, 20:24] = 2
+    with pytest.warns(UserWarning, match="2 values but 8 separate pieces.*--class N"):
+        result = measure(labels, (0.1, 0.1), "shapes")
+    assert len(result.objects) == 2
+    instances = np.zeros_like(labels)
+    instances[2:6, 2:6], instances[20:24, 20:24], instances[30:34, 2:6] = 1, 2, 3
+    assert len(measure(instances, (0.1, 0.1), "shapes").objects) == 3  # no warning: objects
+    assert len(measure(labels, (0.1, 0.1), "shapes", mode="labels").objects) == 2  # as asked
+    assert len(measure(labels, (0.1, 0.1), "shapes", class_value=2).objects) == 4

@@ -19,7 +19,7 @@ from ..progress import Progress, drain
 from ..table import Table
 from ..validate import check_labels, check_spacing
 from .kinds import DEFAULT_OPTIONS, KINDS, Kind, Options, Plane
-from .objects import iter_regions, resolve_mode, split_objects
+from .objects import iter_regions, resolve_mode, split_objects, warn_if_classes
 from .registry import MEASUREMENTS, Measurement, measurements
 from .summary import summarise
 
@@ -186,6 +186,8 @@ def measure_iter(
         min_size = spec.min_size(plane_spacing, calibrated)
     if min_size < 0:
         raise CardiosegError(f"minimum size must be >= 0, got {min_size}")
+    if mode == "auto" and resolve_mode(labels, mode) == "labels":
+        warn_if_classes(labels, connectivity or labels.ndim)
     mode = resolve_mode(labels, mode)
     objects_image = np.zeros(labels.shape, np.int64)  # not the dtype of a one-class uint8 mask
     found: list[tuple[int, Any, list]] = []

@@ -7,6 +7,7 @@ objects, not the largest id.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,6 +59,26 @@ def resolve_mode(labels: np.ndarray, mode: str) -> str:
         top = labels.max()
         return "labels" if np.any((labels != 0) & (labels != top)) else "components"
     return mode
+
+
+#: a label image with at most this many values may be a multi-class prediction
+CLASS_LIKE_VALUES = 16
+
+
+def warn_if_classes(labels: np.ndarray, connectivity: int) -> None:
+    """Warn when a few label values each hold many separate pieces: classes, not objects."""
+    values = np.unique(labels)
+    values = values[values != 0]
+    if len(values) > CLASS_LIKE_VALUES:
+        return
+    pieces = int(cc_label(labels > 0, background=0,
+                          connectivity=min(max(connectivity, 1), labels.ndim)).max())
+    if pieces >= 2 * len(values):
+        warnings.warn(f"the label image has {len(values)} values but {pieces} separate pieces: "
+                      "the values look like classes of a prediction, each measured as one "
+                      "object; measure one class (--class N, or 'class' in the widget) to get "
+                      "its pieces as objects, or --objects labels to keep this", UserWarning,
+                      stacklevel=4)
 
 
 def compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
