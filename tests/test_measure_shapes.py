@@ -178,3 +178,10 @@ def test_a_multi_class_prediction_measured_whole_is_flagged():
     assert len(measure(instances, (0.1, 0.1), "shapes").objects) == 3  # no warning: objects
     assert len(measure(labels, (0.1, 0.1), "shapes", mode="labels").objects) == 2  # as asked
     assert len(measure(labels, (0.1, 0.1), "shapes", class_value=2).objects) == 4
+
+
+def test_label_ids_beyond_2_to_the_53_stay_exact():
+    labels = np.zeros((20, 20), np.uint64)
+    labels[2:6, 2:6], labels[10:14, 10:14] = 2**62 + 1, 2**62 + 3
+    objects = measure(labels, (0.1, 0.1), "shapes", mode="labels").objects
+    assert objects["label"].tolist() == [2**62 + 1, 2**62 + 3]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tifffile
 from npe2 import PluginManifest
 
 from napari_cardioseg._reader import get_reader
 from napari_cardioseg._writer import write_image, write_labels
+from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.io import read_image
 from napari_cardioseg.core.units import CALIBRATED_KEY
 from napari_cardioseg.core.writes import write_tiff
@@ -55,6 +57,22 @@ def test_writers_follow_the_layer_calibration_flag(viewer, tmp_path):
         (img,) = read_image(tmp_path / f"{name}.tif")
         assert img.calibrated is flag
         np.testing.assert_allclose(img.scale, scale if flag else (1, 1, 1))
+
+
+def test_writer_saves_multiscale_layers_at_full_resolution_and_refuses_rgb(viewer, tmp_path):
+    labels = np.zeros((4, 64, 64), np.uint8)
+    labels[1:3, 8:40, 8:40] = 1
+    layer = viewer.add_labels([labels, labels[:, ::2, ::2]], name="pyramid", multiscale=True,
+                              scale=(0.5, 0.1, 0.1))
+    viewer.layers.selection = {layer}
+    viewer.layers.save(str(tmp_path / "p.tif"), selected=True, plugin="napari-cardioseg")
+    (img,) = read_image(tmp_path / "p.tif")
+    np.testing.assert_array_equal(img.data, labels)
+    np.testing.assert_allclose(img.scale, (0.5, 0.1, 0.1))
+    with pytest.raises(CardiosegError, match="RGB"):
+        write_image(str(tmp_path / "rgb.tif"), np.zeros((8, 8, 3), np.uint8),
+                    {"rgb": True, "name": "photo", "scale": (1.0, 1.0)})
+    assert not (tmp_path / "rgb.tif").exists()
 
 
 def test_reader_opens_in_viewer(viewer, tmp_path):

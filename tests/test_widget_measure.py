@@ -251,3 +251,16 @@ def test_units_follow_the_pixel_size_and_a_failed_run_says_so(viewer, qtbot, mon
     widget._run.native.click()
     qtbot.waitUntil(lambda: widget._run.enabled and bool(errors), timeout=20000)
     assert widget._status.value == "not measured (see the error message)"
+
+
+def test_clicking_a_row_centres_a_rotated_layer_on_its_object(viewer, qtbot):
+    labels = np.zeros((40, 40), np.uint8)
+    labels[20:30, 25:35] = 1
+    layer = viewer.add_labels(labels, name="turned", scale=(0.1, 0.1), rotate=40,
+                              translate=(1.0, 2.0))
+    widget = MeasureWidget(viewer)
+    widget._kind.value = "shapes"
+    widget._run.native.click()
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=20000)
+    widget.view.clicked.emit(widget.model.index(0, 0))
+    np.testing.assert_allclose(viewer.camera.center[-2:], layer.data_to_world((24.5, 29.5)))

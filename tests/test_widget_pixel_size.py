@@ -59,6 +59,20 @@ def test_a_projection_does_not_give_its_stack_a_z_step(viewer, messages):
     assert messages["info"] == ["pixel size of 'mip': Y 0.1, X 0.1 µm"]
 
 
+def test_a_multiscale_layer_can_be_calibrated(viewer, messages):
+    # an uncalibrated OME-Zarr opens as a multiscale layer: the widget must offer it
+    data = np.zeros((4, 64, 64), np.uint8)
+    layer = viewer.add_image([data, data[:, ::2, ::2]], name="zarr", multiscale=True,
+                             metadata={CALIBRATED_KEY: False})
+    widget = PixelSizeWidget(viewer)
+    assert layer in widget._layer.choices
+    widget._layer.value = layer
+    widget._xy.value, widget._z.value = "0.01", "0.02"
+    widget._set.native.click()
+    np.testing.assert_allclose(layer.scale, (0.02, 0.01, 0.01))
+    assert layer.metadata[CALIBRATED_KEY] is True
+
+
 def test_unticked_sets_only_the_layer_and_2d_hides_z(viewer, messages):
     image = viewer.add_image(np.zeros((30, 40), np.float32), name="cell", metadata={CALIBRATED_KEY: False})
     mask = viewer.add_labels(np.zeros((30, 40), np.uint8), name="mask")

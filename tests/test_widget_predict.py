@@ -422,3 +422,22 @@ def test_output_layers_keep_the_calibration_flag(viewer, qtbot, home, rng):
             layer = viewer.layers[f"{name} tiny {what}"]
             assert layer.metadata[CALIBRATED_KEY] is flag
             assert is_calibrated(layer.metadata, layer.scale) is flag
+
+
+def test_in_memory_prediction_of_a_multiscale_layer_uses_full_resolution(home, rng):
+    """A bioimage.io package is never streamed, so a multiscale layer reaches the in-memory
+    path (napari's array of it is the coarsest level)."""
+    from napari.layers import Image
+
+    from napari_cardioseg.core.predict import predict_labels
+    from napari_cardioseg.core.progress import drain
+    from napari_cardioseg.widgets.predict_jobs import predict_layers
+
+    model, card = save_tiny(home / "tiny")
+    image = rng.normal(0, 1, (64, 64)).astype(np.float32)
+    layer = Image([image, image[::2, ::2]], multiscale=True, name="pyramid", rotate=20)
+    labels, *_ = drain(predict_layers(str(home / "tiny.json"), layer, False, tile=32,
+                                      device="cpu"))
+    np.testing.assert_array_equal(labels.data, predict_labels(image, model, card, tile=32,
+                                                              device="cpu"))
+    np.testing.assert_allclose(labels.rotate, layer.rotate)

@@ -377,3 +377,30 @@ def test_a_result_layer_is_never_trained_on_as_strokes(widget, viewer, qtbot, mo
         widget._scribbles.value = viewer.layers[name]
         widget.train()
         assert widget.worker is None and "is a result" in str(errors[-1])
+
+
+def test_layers_made_on_a_rotated_image_lie_on_it(viewer, qtbot, monkeypatch, tmp_path):
+    """Scribbles, live and predicted layers take the image's whole transform (rotate and affine
+    too); strokes on a layer placed otherwise are refused."""
+    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp_path))
+    image, scribbles, _ = disks()
+    layer = viewer.add_image(image, name="turned", scale=(0.5, 0.25), rotate=30,
+                             affine=[[1, 0, 5], [0, 1, -3], [0, 0, 1]])
+    w = TrainWidget(viewer)
+    w._unit.value, w._budget.value = "steps", 1
+    viewer.window.add_dock_widget(w)
+    w._image.value = layer
+    strokes = w.new_scribbles()
+    strokes.data[:] = scribbles
+    w.train()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=30000)
+    w.trained.predict_whole()
+    qtbot.waitUntil(lambda: w.trained.worker is None, timeout=30000)
+    point = (10.0, 20.0)
+    for made in (strokes, viewer.layers[LIVE], viewer.layers[f"turned {w.result.card.name} labels"]):
+        np.testing.assert_allclose(made.data_to_world(point), layer.data_to_world(point))
+    errors = []
+    monkeypatch.setattr("napari_cardioseg.widgets._common.show_error", errors.append)
+    strokes.rotate = 0
+    w.train()
+    assert w.worker is None and "rotate" in str(errors[-1])

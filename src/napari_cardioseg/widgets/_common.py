@@ -9,6 +9,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, ProgressBar, create_widget
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
+from napari.utils.transforms import Affine
 
 from ..core.colors import prediction_colors, scribble_colors
 from ..core.errors import CardiosegError
@@ -108,15 +109,16 @@ def check_scribbles(layer: Any, image: Any) -> None:
     if made_by:
         raise CardiosegError(f"{layer.name!r} is a result ({made_by}), not strokes; choose your "
                              "scribbles layer or click New scribbles layer")
-    n = image.ndim
-    same = (layer.ndim == n and np.allclose(layer.scale[-n:], image.scale[-n:])
-            and np.allclose(layer.translate[-n:], image.translate[-n:]))
-    if not same:
-        raise CardiosegError(f"{layer.name!r} does not lie on {image.name!r} (scale "
-                             f"{tuple(layer.scale)} vs {tuple(image.scale)}, translate "
-                             f"{tuple(layer.translate)} vs {tuple(image.translate)}); make the "
-                             "scribbles with New scribbles layer, or give them the image's scale "
-                             "and translate")
+    ours, theirs = placement(layer), placement(image)
+    differ = [key for key in ours if layer.ndim != image.ndim
+              or not np.allclose(np.asarray(ours[key], float), np.asarray(theirs[key], float))]
+    if differ:
+        def shown(value: Any) -> str:
+            return str(np.round(np.asarray(value, float), 6).tolist())
+
+        raise CardiosegError(f"{layer.name!r} does not lie on {image.name!r} (" + "; ".join(
+            f"{key} {shown(ours[key])} vs {shown(theirs[key])}" for key in differ) + "); make "
+            "the scribbles with New scribbles layer, or give them the image's placement")
 
 
 def output_layer_kwargs(source: Any, name: str, metadata: dict | None = None) -> dict:
@@ -127,8 +129,24 @@ def output_layer_kwargs(source: Any, name: str, metadata: dict | None = None) ->
     uncalibrated Z step never becomes µm.
     """
     calibrated = is_calibrated(source.metadata, spatial_scale(source))
-    return {"name": name, "scale": tuple(source.scale), "translate": tuple(source.translate),
-            "metadata": {**(metadata or {}), CALIBRATED_KEY: calibrated}}
+    return {"name": name, "metadata": {**(metadata or {}), CALIBRATED_KEY: calibrated},
+            **placement(source)}
+
+
+def placement(layer: Any, leading: int = 0) -> dict:
+    """Return a layer's whole data-to-world transform (scale, translate, rotate, shear, affine).
+
+    With ``leading`` extra axes in front (the classes of a probability layer), the same transform
+    as one affine matrix that leaves those axes alone.
+    """
+    parts = {"scale": tuple(layer.scale), "translate": tuple(layer.translate),
+             "rotate": np.asarray(layer.rotate), "shear": np.asarray(layer.shear)}
+    if leading == 0:
+        return {**parts, "affine": np.asarray(layer.affine.affine_matrix)}
+    whole = layer.affine.affine_matrix @ Affine(**parts).affine_matrix  # napari's order
+    matrix = np.eye(len(whole) + leading)
+    matrix[leading:, leading:] = whole
+    return {"affine": matrix}
 
 
 def scribble_colormap() -> DirectLabelColormap:
@@ -162,7 +180,8 @@ def refresh_model_lists(viewer: napari.viewer.Viewer) -> None:
 
 __all__ = [
     "RESULT_KEY", "calibrated_scale", "check_scribbles", "full_resolution", "greyscale_data",
-    "is_lazy", "layer_choice", "output_layer_kwargs", "prediction_colormap", "refresh_model_lists",
+    "is_lazy", "layer_choice", "output_layer_kwargs", "placement", "prediction_colormap",
+    "refresh_model_lists",
     "region_in_view", "report_error", "result_name", "scribble_colormap", "show_info",
     "show_progress", "spatial_scale",
 ]

@@ -213,8 +213,7 @@ class MeasureWidget(Container):
         position = [obj[f"centroid_{ax}_{unit}"] / s if f"centroid_{ax}_{unit}" in obj
                     else obj.get(ax, 0) for ax, s in zip("zyx"[-len(spacing):], spacing, strict=True)]
         layer = self._source
-        world = np.asarray(position) * np.asarray(layer.scale[-len(spacing):]) \
-            + np.asarray(layer.translate[-len(spacing):])
+        world = np.asarray(layer.data_to_world(position))  # scale, translate, rotate, affine
         if len(world) == 3:
             self._viewer.dims.set_point(self._viewer.dims.ndim - 3, world[0])
         displayed = 3 if self._viewer.dims.ndisplay == 3 and len(world) == 3 else 2

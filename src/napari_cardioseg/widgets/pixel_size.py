@@ -49,8 +49,7 @@ class PixelSizeWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
         self._layer = layer_choice(napari_viewer, (Image, Labels), "layer",
-                                   "The image (or labels) layer whose pixel size to set.",
-                                   where=lambda layer: not layer.multiscale)
+                                   "The image (or labels) layer whose pixel size to set.")
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
         self._xy = LineEdit(label="pixel size (µm)",

@@ -34,8 +34,10 @@ from ._common import (
     RESULT_KEY,
     calibrated_scale,
     full_resolution,
+    greyscale_data,
     is_lazy,
     output_layer_kwargs,
+    placement,
     prediction_colormap,
     result_name,
     spatial_scale,
@@ -122,8 +124,7 @@ class Stream:
             name=self.card.name, run={"model": self.card.name, "image": layer.name},
             calibrated=is_calibrated(layer.metadata, scale))  # never an invented µm
         self.layer = Labels(self.group["0"], name=name, colormap=prediction_colormap(),
-                            scale=tuple(layer.scale)[-self.volume.ndim:],
-                            translate=tuple(layer.translate)[-self.volume.ndim:],
+                            **placement(layer),
                             metadata={"store": str(self.path), RESULT_KEY: self.card.name,
                                       CALIBRATED_KEY: is_calibrated(layer.metadata, scale)})
 
@@ -146,7 +147,7 @@ def predict_layers(model: str, layer: Image, probabilities: bool,
     yield Progress(0, None, "load", f"loading {Path(model).stem}")
     net, card = load_model(model)
     z_sigma = width_for(spec_ndim(card.spec), full_resolution(layer), calibrated_scale(layer), layer.name)
-    result = yield from predict_steps(layer.data, net, card, z_sigma=z_sigma, **kwargs)
+    result = yield from predict_steps(greyscale_data(layer), net, card, z_sigma=z_sigma, **kwargs)
     name = result_name(layer, card.name, "labels")
     out: list[Layer] = [Labels(result.labels, colormap=prediction_colormap(),
                                **output_layer_kwargs(layer, name, {Z_SIGMA_KEY: result.z_sigma,
@@ -155,9 +156,9 @@ def predict_layers(model: str, layer: Image, probabilities: bool,
         prob = result.probabilities
         fg = prob[1] if prob.shape[0] == 2 else prob[1:]
         place = output_layer_kwargs(layer, result_name(layer, card.name, "probabilities"))
-        extra = fg.ndim - layer.data.ndim
-        place["scale"] = (1.0,) * extra + place["scale"]
-        place["translate"] = (0.0,) * extra + place["translate"]
+        if fg.ndim > layer.data.ndim:  # classes in front: the same placement as one affine
+            place = {"name": place["name"], "metadata": place["metadata"],
+                     **placement(layer, leading=fg.ndim - layer.data.ndim)}
         out.append(Image(fg, contrast_limits=(0.0, 1.0), colormap="magma", blending="additive",
                          **place))
     return out

@@ -112,8 +112,8 @@ def analysis_options(calibrated: bool, period_range: Sequence[float] | None,
 
 def _table(rows: list[dict], names: list[str], ints: Sequence[str]) -> Table:
     table = Table.from_rows(rows, names)
-    for col in ints:
-        table.columns[col] = table.columns[col].astype(np.int64)
+    for col in ints:  # from the rows, not the float column: ids over 2**53 stay exact
+        table.columns[col] = np.array([int(r[col]) for r in rows], dtype=np.int64)
     return table
 
 
