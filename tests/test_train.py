@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from skimage.draw import disk
 
+from napari_cardioseg.core.adapt import adapt_norm_stats, random_windows
 from napari_cardioseg.core.device import train_threads
 from napari_cardioseg.core.errors import CardiosegError
 from napari_cardioseg.core.models import ModelCard, load_model
@@ -25,6 +27,7 @@ from napari_cardioseg.core.train import (
     train_generator,
 )
 from napari_cardioseg.core.train_config import BLEND_CONTINUE
+from napari_cardioseg.core.train_first_round import NORM_WINDOWS
 from napari_cardioseg.core.train_init import decay_factor
 from napari_cardioseg.core.train_preview import preview_labels, preview_region
 
@@ -220,6 +223,18 @@ def test_finetuning_keeps_batchnorm_statistics_and_takes_small_steps():
     result = drain(scratch.run())
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in result.model.state_dict().items()
                if "running_mean" in k)
+    # from scratch, the statistics the model keeps are those of its final weights on the image
+    # (the running averages trail weights that move fast), re-estimated on random windows
+    trailing = {k: v for k, v in scratch.model.state_dict().items() if "running_mean" in k}
+    renewed = copy.deepcopy(scratch.model).cpu()
+    windows = random_windows(scratch.normalized, scratch.patch, NORM_WINDOWS,
+                             np.random.default_rng(scratch.config.seed + 3))
+    adapt_norm_stats(renewed, torch.from_numpy(windows[:, None]), scratch.batch)
+    kept = result.model.state_dict()
+    for key, value in renewed.state_dict().items():
+        if "running" in key:
+            torch.testing.assert_close(kept[key], value)
+    assert any(not torch.allclose(kept[k], v.cpu()) for k, v in trailing.items())
 
 
 def test_lr_decay_follows_half_a_cosine_to_zero_and_off_keeps_the_rate():

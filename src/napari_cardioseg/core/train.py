@@ -46,7 +46,7 @@ from .train_config import (
     InitModel,
     TrainConfig,
 )
-from .train_first_round import FirstRoundSteps
+from .train_first_round import NORM_WINDOWS, FirstRoundSteps
 from .train_init import (
     StartModel,
     blend_share,
@@ -55,6 +55,7 @@ from .train_init import (
     encoder_lr_scale,
     fixed_norm_layers,
     freeze_encoder,
+    keeps_norm_stats,
     later_round,
     learning_rate,
     prior_weight,
@@ -412,12 +413,19 @@ class TrainSession(FirstRoundSteps):
 
         Best is the lowest smoothed loss, or with ``holdout`` the best held-out score; with
         ``blend`` < 1 it is moved only that share of the way from the weights the run started from.
+        When the run learnt batch-norm statistics (from scratch), they are re-estimated with the
+        final weights on random windows of the images: the running averages trail the weights,
+        which move fast in a short run (a 40-step model scored Dice 0.75 with them, 0.92 renewed).
         """
         model = copy.deepcopy(self.model).cpu().eval()
         if self._best_state is not None:
             model.load_state_dict(self._best_state)
         if self._start_state is not None:
             model.load_state_dict(blended(self._start_state, model.state_dict(), self.blend))
+        if self.losses and not keeps_norm_stats(self.config, self.start):
+            windows = _adapt.random_windows(self.normalized, self.patch, NORM_WINDOWS,
+                                            np.random.default_rng(self.config.seed + 3))
+            _adapt.adapt_norm_stats(model, torch.from_numpy(windows[:, None]), self.batch)
         card = training_card(
             self.config, self.start, image_shapes=[image.shape for image in self.images],
             counts=self.index.counts(), losses=self.losses, best_smoothed=self._best_loss,
