@@ -150,8 +150,11 @@ def test_transfer_to_more_classes_and_frozen_encoder():
     model = build_model(spec)
     card = ModelCard("binary", spec, ["background", "object"],
                      {"method": "percentile", "low": 1.0, "high": 99.8}, None)
+    grown = TrainSession([image], [scribbles], init=(model, card))  # strokes of a new class
+    assert grown.start.spec["classes"] == 3
+    assert grown.start.class_names == ["background", "object", "class 2"]  # the model's names kept
     with pytest.raises(CardiosegError, match="beyond the model's 2 classes"):
-        TrainSession([image], [scribbles], init=(model, card))
+        TrainSession([image], [scribbles], init=(model, card), classes=2)  # asked for 2
     encoder_before = [p.clone() for m in encoder_modules(model, spec) for p in m.parameters()]
     result = train([image], [scribbles], init=(model, card), classes=3, steps=2,
                    freeze_encoder=True, **FAST)
@@ -413,3 +416,20 @@ def test_cli_train_uses_every_core(monkeypatch, tmp_path):
     assert main(["train", "--image", str(tmp_path / "img.tif"), "--labels",
                  str(tmp_path / "scr.tif"), "--steps", "1", "-o", str(tmp_path / "m")]) == 0
     assert seen == [3]
+
+
+def test_lr_decay_with_the_default_budget_reaches_zero():
+    from napari_cardioseg.core.train_config import DEFAULT_STEPS, TrainConfig
+
+    config = TrainConfig(lr_decay=True)  # neither steps nor a time budget: DEFAULT_STEPS
+    assert decay_factor(config, 0, 0.0) == 1.0
+    assert decay_factor(config, DEFAULT_STEPS // 2, 0.0) == pytest.approx(0.5)
+    assert decay_factor(config, DEFAULT_STEPS, 0.0) == pytest.approx(0.0)
+
+
+def test_a_bioimageio_package_is_refused_as_a_start_model(tmp_path):
+    image, scribbles, _ = disks()
+    package = tmp_path / "model.zip"
+    package.write_bytes(b"PK\x05\x06" + bytes(18))  # an (empty) zip: a package by its name
+    with pytest.raises(CardiosegError, match=r"bioimage\.io package predicts but cannot be trained"):
+        TrainSession([image], [scribbles], init=str(package))

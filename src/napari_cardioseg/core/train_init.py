@@ -92,6 +92,10 @@ def start_model(config: TrainConfig, counts: dict[int, int]) -> StartModel:
     if isinstance(init, tuple):
         model, card = copy.deepcopy(init[0]), init[1]
         init_name = card.name
+    elif _models.is_bioimageio_package(init):
+        raise CardiosegError(f"{init}: a bioimage.io package predicts but cannot be trained "
+                             "further here; start from the model it was exported from "
+                             "(NAME.json) or from scratch (--arch)")
     else:
         model, card = _models.load_model(init, "cpu")
         init_name = str(init)
@@ -100,12 +104,14 @@ def start_model(config: TrainConfig, counts: dict[int, int]) -> StartModel:
         raise CardiosegError(f"{init_name} expects {spec['in_channels']} input channels; "
                              "training needs a single-channel model")
     current = int(spec["classes"])
-    n = wanted or current
+    n = wanted or max(current, max(counts, default=0))  # strokes of a new class: a new head
     check_classes(counts, n, transfer_hint=wanted is None)
     if n != current:
         model, spec = _nets.replace_head(model, spec, n)
     if names is None:
         names = list(card.class_names) if n == current else default_class_names(n)
+        if wanted is None and n > current:  # the model's classes, then "class k" for new ones
+            names = [*card.class_names, *names[current:]]
     return StartModel(model, spec, names, init_name, card)
 
 
@@ -123,7 +129,8 @@ def decay_factor(config: TrainConfig, step: int, elapsed: float) -> float:
     """
     if not config.lr_decay:
         return 1.0
-    spent = max(step / config.steps if config.steps else 0.0,
+    total = config.total_steps
+    spent = max(step / total if total else 0.0,
                 elapsed / config.time_budget if config.time_budget else 0.0)
     return 0.5 * (1.0 + math.cos(math.pi * min(spent, 1.0)))
 
