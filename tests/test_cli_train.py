@@ -107,3 +107,39 @@ def test_polarity_flag_reaches_the_card(files, capsys):
     with pytest.raises(SystemExit):
         main([*base, "--polarity", "flip", "-o", str(tmp / "bad")])
     assert "invalid choice: 'flip'" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_the_best_model_so_far(files, capsys, monkeypatch):
+    from napari_cardioseg.cli import progress
+
+    tmp, _ = files
+    calls = []
+
+    def interrupt_at_the_fifth(self, done, message=""):
+        calls.append(done)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.ProgressBar, "update", interrupt_at_the_fifth)
+    code = main(["train", "--image", str(tmp / "img.tif"), "--labels", str(tmp / "scr.tif"),
+                 "--steps", "50", "-o", str(tmp / "kept")])
+    assert code == 130 and "interrupted after" in capsys.readouterr().err
+    card = read_card(tmp / "kept.json")
+    assert card.training["interrupted_at_step"] == card.training["steps"] >= 3
+
+
+def test_a_model_is_never_saved_over_its_start_model_or_under_a_pretrained_name(files, capsys,
+                                                                                 monkeypatch):
+    tmp, _ = files
+    monkeypatch.setenv("CARDIOSEG_HOME", str(tmp / "home"))
+    base = ["train", "--image", str(tmp / "img.tif"), "--labels", str(tmp / "scr.tif"),
+            "--steps", "2"]
+    models = tmp / "home" / "models"
+    models.mkdir(parents=True)
+    assert main([*base, "-o", str(models / "u1")]) == 0
+    before = (models / "u1.safetensors").read_bytes()
+    assert main([*base, "--init", "u1", "-o", str(models / "u1")]) == 2  # by name, not by path
+    assert "input" in capsys.readouterr().err
+    assert (models / "u1.safetensors").read_bytes() == before
+    assert main([*base, "-o", str(tmp / "zdisk-fluo.json.json")]) == 2
+    assert "one suffix" in capsys.readouterr().err

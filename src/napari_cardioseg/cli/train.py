@@ -70,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from ..core.writes import check_outputs
 
     output = Path(args.output)
-    from ..core.models import check_save_name, model_files
+    from ..core.models import check_save_name, model_files, resolved_model_files
 
     check_save_name(output)
-    inputs = [args.image, args.labels, *(model_files(args.init) if args.init else ())]
+    inputs = [args.image, args.labels, *(resolved_model_files(args.init) if args.init else ())]
     check_outputs([*model_files(output), *([output] if output.is_dir() else [])], inputs)
     image = read_single(args.image, "image", channel=args.channel, scene=args.scene)
     labels = read_single(args.labels, "scribble labels", channel=args.channel, scene=args.scene,
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     session = TrainSession([image.data], [labels.data], config)
     bar: ProgressBar | None = None
     shown = 0.0
+    interrupted = False
     try:
         for progress in session.run():
             if progress.total is not None:
@@ -102,11 +103,21 @@ def run(args: argparse.Namespace) -> int:
             elif time.perf_counter() - shown >= 1.0:  # a time budget: no total, a status line
                 shown = time.perf_counter()
                 print(f"train {progress.message}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # Ctrl-C: keep the best model so far, as Stop does in napari
+        interrupted = True
+        if not session.losses:
+            raise
     finally:
         if bar is not None:
             bar.close()
     result = session.best()
-    result.card.name = output.name.removesuffix(".json").removesuffix(".safetensors")
+    if interrupted:
+        result.card.training["interrupted_at_step"] = len(session.losses)
+    result.card.name = model_files(output)[0].stem
     saved = result.save(output)
     print(f"saved {saved} and {saved.with_suffix('.safetensors')}")
+    if interrupted:
+        print(f"cardioseg train: interrupted after {len(session.losses)} steps; the best model so "
+              "far was saved", file=sys.stderr)
+        return 130
     return 0

@@ -231,8 +231,15 @@ def suggested_name(name: str, day: datetime | None = None) -> str:
 
 
 def check_save_name(path: str | os.PathLike) -> None:
-    """Refuse to save a model under a pretrained model's name (it would hide or be hidden by it)."""
+    """Refuse to save a model under a pretrained model's name (it would hide or be hidden by it).
+
+    Also refuses a name that ends in a model file's suffix once that is taken off
+    (``NAME.json.json``), which would save under another name than the one checked.
+    """
     name = _stem(path).name
+    if name.endswith((".json", ".safetensors")):
+        raise CardiosegError(f"{Path(path).name!r}: give the model's file name with one suffix "
+                             f"({name})")
     if suggested_name(name) != name:
         raise CardiosegError(
             f"{name!r} is the name of a pretrained model; save under another name, "
@@ -286,6 +293,19 @@ def save_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike,
     write_bytes_atomic(weights_path, payload)
     write_bytes_atomic(card_path, card.to_json().encode("utf-8"))
     return card_path
+
+
+def resolved_model_files(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
+    """Return the files of a model given by name or path, where loading it would find them.
+
+    Unresolvable names give the files the text names (loading reports the missing model).
+    """
+    if is_bioimageio_package(name_or_path):
+        return Path(name_or_path), Path(name_or_path)
+    try:
+        return model_files(_resolve(name_or_path))
+    except CardiosegError:
+        return model_files(name_or_path)
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
