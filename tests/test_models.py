@@ -55,6 +55,37 @@ def test_round_trip_identical_outputs(tmp_path):
     assert json.loads(path.read_text())["spec"] == SPEC
 
 
+@pytest.mark.parametrize("failing", [".json", ".safetensors"])
+def test_a_failed_save_keeps_the_old_pair_and_leaves_nothing(tmp_path, monkeypatch, failing):
+    """Disk full while the card or the weights are written: the model saved before still loads
+    (never a new card beside old weights, or new weights beside an old card), and no file is
+    left behind (no orphan weights of a model that was never saved)."""
+    import errno
+
+    old = models.save_model(trained_model(), make_card(), tmp_path / "m")
+    files = sorted(p.name for p in tmp_path.iterdir())
+    real = Path.write_bytes
+
+    def full_disk(self, data):
+        if failing in self.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    model = trained_model()
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(CardiosegError, match="No space left"):
+        models.save_model(model, make_card(name="m"), tmp_path / "m")
+    with pytest.raises(CardiosegError, match="No space left"):
+        models.save_model(model, make_card(name="fresh"), tmp_path / "fresh")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    loaded, card = models.load_model(old)
+    assert card.weights_sha256 == models.read_card(old).weights_sha256
+    assert torch.equal(next(loaded.parameters()), next(trained_model().parameters()))
+
+
 def test_fp16_halves_the_file_and_stays_close(tmp_path):
     model = trained_model()
     models.save_model(model, make_card(), tmp_path / "full")

@@ -25,7 +25,7 @@ from . import nets
 from .errors import CardiosegError
 from .normalize import check_normalization
 from .sampling import MAX_CLASSES
-from .writes import write_bytes_atomic
+from .writes import write_pair_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -290,8 +290,7 @@ def save_model(model: torch.nn.Module, card: ModelCard, path: str | os.PathLike,
     card.weights_sha256 = hashlib.sha256(payload).hexdigest()  # every written card has one
     card.created = card.created or datetime.now(UTC).isoformat(timespec="seconds")
     card_path, weights_path = model_files(stem)
-    write_bytes_atomic(weights_path, payload)
-    write_bytes_atomic(card_path, card.to_json().encode("utf-8"))
+    write_pair_atomic((card_path, card.to_json().encode("utf-8")), (weights_path, payload))
     return card_path
 
 

@@ -192,6 +192,18 @@ def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> Path:
     return Path(path)
 
 
+def write_pair_atomic(first: tuple[Path, bytes], second: tuple[Path, bytes]) -> None:
+    """Write two files that belong together: both in full beside their places, then both moved.
+
+    A failure while either is written (disk full) leaves both old files as they were and no
+    new file behind: never a new half of a pair next to an old half.
+    """
+    with atomic_path(first[0]) as first_tmp:
+        first_tmp.write_bytes(first[1])
+        with atomic_path(second[0]) as second_tmp:
+            second_tmp.write_bytes(second[1])
+
+
 def _tiff_layout(ndim: int, scale: Sequence[float] | None,
                  imagej: bool) -> tuple[dict, dict]:
     """Return tifffile's ``metadata`` and extra options for an (un)calibrated ``YX``/``ZYX`` file."""
