@@ -64,11 +64,13 @@ def test_package_predicts_like_the_original(package, fmt):
     assert imported.pixel_size == pytest.approx([0.05, 0.05])
     assert nets.size_multiple(imported.spec) == 4 and nets.spec_ndim(imported.spec) == 2
     image = stack()
-    # several tiles, cut alike: the package declares no halo, so the imported card has none
-    assert imported.receptive_field_px() == (1, 1)
-    ref = predict_probabilities(image, model, card, tile=32, device="cpu", halo=0)
-    got = predict_probabilities(image, net, imported, tile=32, device="cpu")
-    np.testing.assert_allclose(got, ref, atol=1e-5)
+    # the package keeps its receptive field (in this plugin's config): tiles overlap as the
+    # original's do, so the result is the original's and does not depend on the tile size
+    assert imported.receptive_field_px() == card.receptive_field_px() != (1, 1)
+    ref = predict_probabilities(image, model, card, tile=32, device="cpu")
+    for tile in (32, 48):
+        got = predict_probabilities(image, net, imported, tile=tile, device="cpu")
+        np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
 def test_halo_is_padded_and_cropped(package, tmp_path):

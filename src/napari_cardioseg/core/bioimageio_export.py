@@ -393,7 +393,8 @@ def export_bioimageio(
             inputs=inputs,
             outputs=outputs,
             weights=v0_5.WeightsDescr(**weights),
-            config={"napari-cardioseg": {"card": _jsonable(card)}},
+            config={"napari-cardioseg": {"card": {  # the receptive field: tiles overlap as here
+                **_jsonable(card), "receptive_field": list(card.receptive_field_px())}}},
             version="0.1.0",
         )
         with atomic_path(output) as target, warnings.catch_warnings():

@@ -383,13 +383,32 @@ def load_bioimageio(path: str | os.PathLike, weight_format: str | None = None,
         description=str(descr.description), license=str(descr.license or ""),
         training={"source": f"bioimage.io package {p}", "weights": weight_format,
                   "id": str(descr.id or "")},
-        receptive_field=[2 * h + 1 for h in halo],  # the package's halo is all it tells
+        receptive_field=_our_receptive_field(descr, ndim) or [2 * h + 1 for h in halo],
     )
     drop_in = [a for a in ("batch", "channel") if a not in in_axes]
     drop_out = [a for a in ("batch", "channel") if a not in out_axes]
     net = BioimageioNet(_Runner(descr, weight_format), {"order": in_ids, "drop": drop_in},
                         {"order": out_ids, "drop": drop_out}, rules, halo, pre, post, kind, spatial)
     return net.to(device), card
+
+
+def _our_receptive_field(descr: Any, ndim: int) -> list[int] | None:
+    """Return the receptive field a package exported by this plugin keeps in its config, or None.
+
+    Other packages tell only their output halo; with it tiles overlap by what every output pixel
+    depends on, so the prediction does not depend on the tile size.
+    """
+    config = getattr(descr, "config", None)
+    if config is not None and hasattr(config, "model_dump"):
+        config = config.model_dump()
+    if not isinstance(config, dict):
+        return None
+    ours = config.get("napari-cardioseg")
+    field = ours.get("card", {}).get("receptive_field") if isinstance(ours, dict) else None
+    if (isinstance(field, list) and len(field) == ndim
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in field)):
+        return field
+    return None
 
 
 __all__ = ["ARCHS", "REGISTRY", "BioimageioNet", "is_bioimageio", "load_bioimageio", "register"]
