@@ -164,3 +164,13 @@ def test_inverting_normalisation_exports_as_the_same_map(tmp_path, norm):
     reproduced = [d for d in summary.details if d.name.startswith("Reproduce test outputs")]
     assert summary.status == "passed", [(d.name, d.errors) for d in summary.details]
     assert reproduced and reproduced[0].status == "passed"
+
+
+@pytest.mark.parametrize("size", ["-5", "5000", "abc"])
+def test_cli_export_refuses_an_absurd_test_size(tmp_path, capsys, size):
+    from napari_cardioseg.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "mito-em", "-o", str(tmp_path / "m.zip"), "--test-size", size])
+    assert exit_.value.code == 2 and "--test-size" in capsys.readouterr().err
+    assert not (tmp_path / "m.zip").exists()

@@ -50,6 +50,17 @@ def seed(text: str) -> int:
     return value
 
 
+def image_edge(text: str) -> int:
+    """Parse ``--test-size``: a whole number of pixels from 16 to 2048 (a test image, not data)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels") from None
+    if not 16 <= value <= 2048:
+        raise argparse.ArgumentTypeError(f"the test image edge must be 16 to 2048 px, got {value}")
+    return value
+
+
 def model_name(text: str) -> str:
     """Check a model name, model file path or bioimage.io package: not empty, no other folder.
 

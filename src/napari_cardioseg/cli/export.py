@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import args as checked
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` subcommand."""
@@ -18,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="package to write (MODEL.zip)")
     p.add_argument("--test-image", help="greyscale TIFF whose centre becomes the test input "
                    "(default: the plugin's sample image for the shipped models, else noise)")
-    p.add_argument("--test-size", type=int, default=256, help="test input edge in px (default 256)")
+    p.add_argument("--test-size", type=checked.image_edge, default=256,
+                   help="test input edge in px, 16 to 2048 (default 256)")
     p.add_argument("--license", help="SPDX licence id (default: the one named in the model card)")
     p.add_argument("--author", action="append", help="author name (repeatable)")
     p.add_argument("--formats", default="pytorch_state_dict,torchscript,onnx",
