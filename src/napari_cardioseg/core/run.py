@@ -51,7 +51,6 @@ def input_stamp(path: str | os.PathLike) -> list[int]:
     return [size, newest]
 
 
-
 @contextlib.contextmanager
 def open_lazy(path: str | os.PathLike, *, channel: int | str | None = None,
               scene: int | str | None = None) -> Iterator[tuple[Any, tuple[float, ...], bool]]:

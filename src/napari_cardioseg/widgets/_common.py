@@ -102,8 +102,8 @@ def check_scribbles(layer: Any, image: Any) -> None:
     """Refuse a scribbles ``layer`` that is a result, or that does not lie exactly on ``image``.
 
     A layer this plugin computed (:data:`RESULT_KEY`: a prediction, the live preview, measured
-    objects) holds classes, not strokes. Only a layer with ``image``'s scale and translate has
-    strokes painted over a structure on that structure's pixels.
+    objects) holds classes, not strokes. Only a layer with ``image``'s whole :func:`placement`
+    has strokes painted over a structure on that structure's pixels.
     """
     made_by = layer.metadata.get(RESULT_KEY)
     if made_by:
@@ -131,6 +131,12 @@ def output_layer_kwargs(source: Any, name: str, metadata: dict | None = None) ->
     calibrated = is_calibrated(source.metadata, spatial_scale(source))
     return {"name": name, "metadata": {**(metadata or {}), CALIBRATED_KEY: calibrated},
             **placement(source)}
+
+
+def place_on(layer: Any, source: Any) -> None:
+    """Move an existing ``layer`` exactly on top of ``source`` (its whole :func:`placement`)."""
+    for key, value in placement(source).items():
+        setattr(layer, key, value)
 
 
 def placement(layer: Any, leading: int = 0) -> dict:
@@ -180,10 +186,9 @@ def refresh_model_lists(viewer: napari.viewer.Viewer) -> None:
 
 __all__ = [
     "RESULT_KEY", "calibrated_scale", "check_scribbles", "full_resolution", "greyscale_data",
-    "is_lazy", "layer_choice", "output_layer_kwargs", "placement", "prediction_colormap",
-    "refresh_model_lists",
-    "region_in_view", "report_error", "result_name", "scribble_colormap", "show_info",
-    "show_progress", "spatial_scale",
+    "is_lazy", "layer_choice", "output_layer_kwargs", "place_on", "placement",
+    "prediction_colormap", "refresh_model_lists", "region_in_view", "report_error", "result_name",
+    "scribble_colormap", "show_info", "show_progress", "spatial_scale",
 ]
 
 

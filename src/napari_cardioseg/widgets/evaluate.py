@@ -6,7 +6,6 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import CheckBox, Container, PushButton
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFileDialog, QTableView
@@ -31,10 +30,9 @@ def _is_truth(name: str) -> bool:
 
 
 def _scores(pred: Any, truth: Any, ignore: Any, binary: bool) -> Generator[Progress, None, Table]:
-    """Worker side: read the arrays (lazy ones too) and compute the metrics table."""
+    """Worker side: read the arrays (lazy ones too, in :func:`evaluate`) and score them."""
     yield Progress(0, None, "evaluate", "reading the layers")
-    return evaluate(np.asarray(pred), np.asarray(truth),
-                    ignore=None if ignore is None else np.asarray(ignore), binary=binary)
+    return evaluate(pred, truth, ignore=ignore, binary=binary)
 
 
 class EvaluateWidget(Container):

@@ -62,7 +62,7 @@ class LivePreview:
         if name in self._viewer.layers:
             layer = self._viewer.layers[name]
             if layer.data.shape == image.data.shape:
-                layer.scale, layer.translate = image.scale, image.translate
+                ui.place_on(layer, image)
                 return layer
             self._viewer.layers.remove(layer)
         place = ui.output_layer_kwargs(image, name, {ui.RESULT_KEY: "live preview"})

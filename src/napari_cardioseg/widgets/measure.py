@@ -32,6 +32,7 @@ from ._common import (
     is_lazy,
     layer_choice,
     output_layer_kwargs,
+    place_on,
     report_error,
     show_info,
     spatial_scale,
@@ -192,8 +193,9 @@ class MeasureWidget(Container):
             return source
         name = f"{source.name} objects"
         if name in self._viewer.layers:
-            layer = self._viewer.layers[name]  # the source may have moved or been re-scaled
-            layer.data, layer.scale, layer.translate = result.labels, source.scale, source.translate
+            layer = self._viewer.layers[name]
+            layer.data = result.labels
+            place_on(layer, source)  # the source may have moved or been re-scaled
             return layer
         place = output_layer_kwargs(source, name, {RESULT_KEY: "objects"})
         return self._viewer.add_labels(result.labels, **place)

@@ -29,7 +29,7 @@ from ..core.predict import predict_steps
 from ..core.progress import Progress
 from ..core.run import fill_levels, stream_geometry
 from ..core.slice_smooth import slice_sigma, width_for
-from ..core.units import CALIBRATED_KEY, is_calibrated
+from ..core.units import is_calibrated
 from ._common import (
     RESULT_KEY,
     calibrated_scale,
@@ -123,10 +123,9 @@ class Stream:
             self.path, self.volume.shape, np.uint8, scale, chunks=self.block,
             name=self.card.name, run={"model": self.card.name, "image": layer.name},
             calibrated=is_calibrated(layer.metadata, scale))  # never an invented µm
-        self.layer = Labels(self.group["0"], name=name, colormap=prediction_colormap(),
-                            **placement(layer),
-                            metadata={"store": str(self.path), RESULT_KEY: self.card.name,
-                                      CALIBRATED_KEY: is_calibrated(layer.metadata, scale)})
+        self.layer = Labels(self.group["0"], colormap=prediction_colormap(),
+                            **output_layer_kwargs(layer, name, {"store": str(self.path),
+                                                                RESULT_KEY: self.card.name}))
 
     def steps(self, **kwargs: Any) -> Generator[Progress, None, Path]:
         """Worker side: load the model, predict block by block into the store, then finish it."""

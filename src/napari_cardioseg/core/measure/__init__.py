@@ -186,9 +186,10 @@ def measure_iter(
         min_size = spec.min_size(plane_spacing, calibrated)
     if min_size < 0:
         raise CardiosegError(f"minimum size must be >= 0, got {min_size}")
-    if mode == "auto" and resolve_mode(labels, mode) == "labels":
+    resolved = resolve_mode(labels, mode)
+    if mode == "auto" and resolved == "labels":
         warn_if_classes(labels, connectivity or labels.ndim)
-    mode = resolve_mode(labels, mode)
+    mode = resolved
     objects_image = np.zeros(labels.shape, np.int64)  # not the dtype of a one-class uint8 mask
     found: list[tuple[int, Any, list]] = []
     used = 0
